@@ -1,0 +1,463 @@
+//! The generation engine: load a GGUF model, then `start` a prompt and step it with `next`.
+//!
+//! Each `next` runs one forward pass (the whole prompt on the first call, one token after)
+//! and reads back one `[vocab]` logits vector, asynchronously. Stopping between steps leaves
+//! the engine reusable; a follow-up prompt reuses the KV cache for the tokens it shares with
+//! what is cached.
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::chat::{ChatTemplate, Message};
+use crate::clock::now_s;
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::model::{load_llama, Llama, LlamaConfig};
+use crate::model::llama::KvCache;
+use crate::sampling::{Sampler, SamplingConfig};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoadOptions {
+    /// Positions the KV cache holds (capped by the model's own context length).
+    pub max_context: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { max_context: 2048 }
+    }
+}
+
+/// What is known about the loaded model, for the model card.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// `general.name`, if the file has one.
+    pub name: Option<String>,
+    /// `general.architecture`.
+    pub architecture: String,
+    /// The decoder's shape.
+    pub config: LlamaConfig,
+    /// Parameters, counted from the loaded tensors.
+    pub n_params: usize,
+    /// Size of the model file in bytes.
+    pub file_size: usize,
+    /// Tensor block formats in the file and how many tensors use each (e.g. `Q4_1: 210`).
+    pub tensor_types: Vec<(String, usize)>,
+    /// `general.license`, if present.
+    pub license: Option<String>,
+    /// Positions the KV cache holds.
+    pub max_context: usize,
+    /// Whether the file has a chat template.
+    pub has_chat_template: bool,
+    /// The backend it runs on.
+    pub backend: Backend,
+}
+
+/// What to generate from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prompt {
+    /// Raw text, tokenised as is (special tokens in it are encoded as special tokens).
+    Text(String),
+    /// A conversation, rendered with the model's chat template, ready for the assistant.
+    Chat(Vec<Message>),
+}
+
+/// Settings of one generation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateOptions {
+    /// The sampler's settings.
+    pub sampling: SamplingConfig,
+    /// At most this many new tokens.
+    pub max_tokens: usize,
+    /// Generation ends before any of these strings; they are not part of the output.
+    pub stop: Vec<String>,
+    /// How many candidates each step reports.
+    pub top_n: usize,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 256, stop: Vec::new(), top_n: 10 }
+    }
+}
+
+/// What `start` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartInfo {
+    /// The exact text the model sees.
+    pub prompt_text: String,
+    /// Its tokens.
+    pub prompt_ids: Vec<u32>,
+    /// Leading prompt tokens whose keys and values were already cached.
+    pub reused: usize,
+}
+
+/// A token the sampler could have picked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    /// Token id.
+    pub token: u32,
+    /// Its probability in the distribution the token was drawn from.
+    pub prob: f32,
+    /// The token's text (may be part of a character).
+    pub text: String,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model emitted an end-of-sequence or end-of-turn token.
+    Eos,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// A stop string appeared.
+    StopString,
+    /// The context window is full.
+    ContextFull,
+}
+
+/// One generated token.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// The token picked.
+    pub token: u32,
+    /// New text since the last step: whole characters only, and nothing of a stop string.
+    pub text: String,
+    /// The most probable candidates of the distribution it was drawn from.
+    pub top: Vec<Candidate>,
+    /// Set on the last step.
+    pub done: Option<StopReason>,
+}
+
+/// Timing of the current or last generation.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Prompt tokens run through the model (the reused ones are not).
+    pub prefill_tokens: usize,
+    /// Seconds of the first step: prefill and the first token.
+    pub prefill_s: f64,
+    /// Tokens decoded after the first.
+    pub decode_tokens: usize,
+    /// Seconds spent on them.
+    pub decode_s: f64,
+}
+
+impl Stats {
+    /// Prompt tokens per second.
+    pub fn prefill_tok_s(&self) -> f64 {
+        if self.prefill_s > 0.0 { self.prefill_tokens as f64 / self.prefill_s } else { 0.0 }
+    }
+    /// Generated tokens per second, after the first.
+    pub fn decode_tok_s(&self) -> f64 {
+        if self.decode_s > 0.0 { self.decode_tokens as f64 / self.decode_s } else { 0.0 }
+    }
+}
+
+struct Generation {
+    /// Tokens to run through the model on the next step.
+    pending: Vec<u32>,
+    produced: Vec<u32>,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    options: GenerateOptions,
+    /// Text decoded so far, and how much of it was handed out.
+    text: String,
+    emitted: usize,
+    finished: bool,
+}
+
+/// A loaded model, ready to generate.
+pub struct Engine {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    device: Device,
+    cache: KvCache,
+    /// The tokens whose keys and values fill the cache, in order.
+    cached: Vec<u32>,
+    generation: Option<Generation>,
+    stats: Stats,
+    info: ModelInfo,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Loads a GGUF model from its bytes onto `device`.
+    pub fn load(bytes: &[u8], device: Device, backend: Backend, options: LoadOptions) -> Result<Self> {
+        let gguf = Gguf::parse(bytes)?;
+        let meta = &gguf.metadata;
+        let config = LlamaConfig::from_gguf(meta)?;
+        let tokenizer = Tokenizer::from_gguf(meta)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer has {} tokens but the model only {} embeddings",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let template = meta
+            .opt::<String>("tokenizer.chat_template")?
+            .map(|t| ChatTemplate::new(&t, &tokenizer.token_text(tokenizer.bos()), &tokenizer.token_text(tokenizer.eos())))
+            .transpose()?;
+        let max_context = options.max_context.clamp(1, config.context_length);
+        let (model, config) = load_llama(&gguf, &config, max_context, &device)?;
+        let cache = KvCache::new(&config, max_context, &device);
+
+        let mut types: Vec<(String, usize)> = Vec::new();
+        for t in &gguf.tensors {
+            match types.iter_mut().find(|(n, _)| n == t.ty.name()) {
+                Some((_, c)) => *c += 1,
+                None => types.push((t.ty.name().to_string(), 1)),
+            }
+        }
+        let info = ModelInfo {
+            name: meta.opt("general.name")?,
+            architecture: meta.req("general.architecture")?,
+            n_params: model.num_params(),
+            config,
+            file_size: gguf.file_size(),
+            tensor_types: types,
+            license: meta.opt("general.license")?,
+            max_context,
+            has_chat_template: template.is_some(),
+            backend,
+        };
+        Ok(Engine { model, tokenizer, template, device, cache, cached: Vec::new(), generation: None, stats: Stats::default(), info })
+    }
+
+    /// The model card.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Timing of the current or last generation.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Tokens whose keys and values are cached.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// The exact prompt text for a conversation, ready for the assistant's turn.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        self.template
+            .as_ref()
+            .ok_or_else(|| Error::Template("this model has no chat template; use plain completion".into()))?
+            .render(messages, true)
+    }
+
+    /// Prepares a generation. The next call to [`Engine::next`] runs the prompt.
+    pub fn start(&mut self, prompt: &Prompt, options: GenerateOptions) -> Result<StartInfo> {
+        self.generation = None;
+        let sampler = Sampler::new(options.sampling.clone())?;
+        let prompt_text = match prompt {
+            Prompt::Text(t) => t.clone(),
+            Prompt::Chat(m) => self.render_chat(m)?,
+        };
+        let mut prompt_ids = self.tokenizer.encode(&prompt_text)?;
+        if prompt_ids.is_empty() {
+            // A model needs at least one token to predict from.
+            prompt_ids.extend(self.tokenizer.bos().or(self.tokenizer.eos()));
+        }
+        if prompt_ids.is_empty() {
+            return Err(Error::Tokenizer("the prompt is empty and the model has no BOS token".into()));
+        }
+        let limit = self.cache.capacity();
+        if prompt_ids.len() >= limit {
+            return Err(Error::ContextFull { needed: prompt_ids.len() + 1, limit });
+        }
+        // Reuse the cached prefix; at least one token must run to give logits.
+        let shared = self.cached.iter().zip(&prompt_ids).take_while(|(a, b)| a == b).count();
+        let reused = shared.min(prompt_ids.len() - 1);
+        self.cache.truncate(reused);
+        self.cached.truncate(reused);
+        self.stats = Stats::default();
+        let finished = options.max_tokens == 0;
+        self.generation = Some(Generation {
+            pending: prompt_ids[reused..].to_vec(),
+            produced: Vec::new(),
+            sampler,
+            decoder: StreamDecoder::new(),
+            options,
+            text: String::new(),
+            emitted: 0,
+            finished,
+        });
+        Ok(StartInfo { prompt_text, prompt_ids, reused })
+    }
+
+    /// Generates one token. `Ok(None)` once the generation has ended.
+    pub async fn next_async(&mut self) -> Result<Option<Step>> {
+        let g = self.generation.as_mut().ok_or(Error::NotStarted)?;
+        if g.finished {
+            return Ok(None);
+        }
+        let t0 = now_s();
+        let n = g.pending.len();
+        let ids: Vec<i32> = g.pending.iter().map(|&t| t as i32).collect();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
+        let result = self.model.forward(tokens, &mut self.cache);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                g.finished = true;
+                return Err(e);
+            }
+        };
+        // The one readback of this step.
+        let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")));
+        let logits = data.and_then(|d| d.into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}"))));
+        let logits = match logits {
+            Ok(l) if l.iter().all(|v| v.is_finite()) => l,
+            Ok(_) => Err(Error::Device("the model produced non-finite logits".into()))?,
+            Err(e) => {
+                g.finished = true;
+                return Err(e);
+            }
+        };
+        self.cached.extend(g.pending.drain(..));
+        let dt = now_s() - t0;
+        if g.produced.is_empty() {
+            self.stats.prefill_tokens = n;
+            self.stats.prefill_s = dt;
+        } else {
+            self.stats.decode_tokens += 1;
+            self.stats.decode_s += dt;
+        }
+
+        let recent = &self.cached[self.cached.len().saturating_sub(g.options.sampling.repeat_window)..];
+        let pick = g.sampler.pick(&logits, recent);
+        let token = pick.token;
+        g.produced.push(token);
+        let top = pick
+            .distribution
+            .candidates
+            .iter()
+            .take(g.options.top_n)
+            .map(|&(t, p)| Candidate { token: t, prob: p, text: self.tokenizer.decode(&[t]).unwrap_or_default() })
+            .collect();
+
+        let mut done = None;
+        if self.tokenizer.stop_ids().contains(&token) {
+            done = Some(StopReason::Eos);
+        } else {
+            if let Some(delta) = g.decoder.step(&self.tokenizer, token)? {
+                g.text.push_str(&delta);
+            }
+            g.pending.push(token);
+            if g.produced.len() >= g.options.max_tokens {
+                done = Some(StopReason::MaxTokens);
+            } else if self.cached.len() + 1 >= self.cache.capacity() {
+                done = Some(StopReason::ContextFull);
+            }
+        }
+        if done.is_some() {
+            let rest = g.decoder.flush(&self.tokenizer)?;
+            g.text.push_str(&rest);
+        }
+
+        // Hand out new text, but never the start of what may become a stop string.
+        let mut end = g.text.len();
+        if let Some(at) = g.options.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| g.text[g.emitted..].find(s.as_str()).map(|i| g.emitted + i)).min() {
+            end = at;
+            done = Some(StopReason::StopString);
+        } else if done.is_none() {
+            end -= held_back(&g.text[g.emitted..], &g.options.stop);
+        }
+        let text = g.text[g.emitted..end].to_string();
+        g.emitted = end;
+        if done.is_some() {
+            g.text.truncate(end);
+            g.finished = true;
+        }
+        Ok(Some(Step { token, text, top, done }))
+    }
+
+    /// Native, blocking form of [`Engine::next_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn next(&mut self) -> Result<Option<Step>> {
+        pollster::block_on(self.next_async())
+    }
+
+    /// The text generated so far (without stop strings).
+    pub fn text(&self) -> &str {
+        self.generation.as_ref().map_or("", |g| &g.text[..g.emitted])
+    }
+
+    /// Tokens generated so far.
+    pub fn produced(&self) -> &[u32] {
+        self.generation.as_ref().map_or(&[], |g| &g.produced)
+    }
+
+    /// Ends the current generation. The cache keeps what was computed, for the next turn.
+    pub fn stop(&mut self) {
+        if let Some(g) = self.generation.as_mut() {
+            g.finished = true;
+        }
+    }
+
+    /// Forgets everything cached: a new conversation.
+    pub fn reset(&mut self) {
+        self.generation = None;
+        self.cache.reset();
+        self.cached.clear();
+        self.stats = Stats::default();
+    }
+
+    /// Runs a whole generation (native convenience for the CLI and tests).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn generate(&mut self, prompt: &Prompt, options: GenerateOptions, mut on_step: impl FnMut(&Step)) -> Result<StartInfo> {
+        let start = self.start(prompt, options)?;
+        while let Some(step) = self.next()? {
+            on_step(&step);
+        }
+        Ok(start)
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Bytes at the end of `text` that could be the start of a stop string.
+fn held_back(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .map(|s| {
+            (1..s.len().min(text.len() + 1))
+                .rev()
+                .find(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k]))
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Loads a model file from disk (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_file(path: &std::path::Path, backend: Backend, options: LoadOptions) -> Result<Engine> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+    let device = crate::backend::device(backend)?;
+    Engine::load(&bytes, device, backend, options)
+}

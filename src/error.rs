@@ -1,0 +1,79 @@
+//! The crate's one error type. It is converted to `JsError` only at the wasm boundary.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in Ember, each with a message a user can act on.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The model file is not a valid GGUF file, or is corrupt or hostile.
+    #[error("invalid GGUF file: {0}")]
+    Gguf(String),
+    /// A metadata key the model needs is absent.
+    #[error("the model file lacks the metadata key `{0}`")]
+    MissingKey(String),
+    /// A metadata key is present but has the wrong type or an unusable value.
+    #[error("metadata key `{key}`: {msg}")]
+    BadKey {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// The file describes a model Ember cannot run.
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    /// A tensor is missing, unexpected or has the wrong shape.
+    #[error("tensor `{name}`: {msg}")]
+    Tensor {
+        /// The tensor's name in the file.
+        name: String,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// The tokenizer could not be built or used.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The chat template could not be rendered.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// A sampling setting is out of range.
+    #[error("invalid sampling setting `{name}`: {msg}")]
+    Sampling {
+        /// The setting.
+        name: &'static str,
+        /// Why it was rejected.
+        msg: String,
+    },
+    /// The prompt plus the answer would not fit in the model's context window.
+    #[error("the context window is full: {needed} tokens needed, the model holds {limit}")]
+    ContextFull {
+        /// Tokens needed.
+        needed: usize,
+        /// The context length.
+        limit: usize,
+    },
+    /// `next()` was called without a generation in progress.
+    #[error("no generation in progress: call start first")]
+    NotStarted,
+    /// The compute device failed (GPU lost, out of memory, readback failure).
+    #[error("device error: {0}")]
+    Device(String),
+    /// Reading a file failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn gguf(msg: impl Into<String>) -> Self {
+        Error::Gguf(msg.into())
+    }
+    pub(crate) fn tensor(name: &str, msg: impl Into<String>) -> Self {
+        Error::Tensor { name: name.to_string(), msg: msg.into() }
+    }
+    pub(crate) fn bad_key(key: &str, msg: impl Into<String>) -> Self {
+        Error::BadKey { key: key.to_string(), msg: msg.into() }
+    }
+}

@@ -1,0 +1,467 @@
+//! GGUF: the file format of llama.cpp (versions 2 and 3).
+//!
+//! The reader borrows the file's bytes and validates everything before it allocates: every
+//! count is checked against the bytes that remain, every tensor against the end of the file,
+//! so a corrupt or hostile file yields an [`Error`] and never a panic or a huge allocation.
+//! Tensors stay typed by their block format ([`TensorView`]); [`quant`] dequantises them.
+
+pub mod quant;
+pub mod writer;
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+pub use quant::GgmlType;
+
+/// `GGUF` read as a little-endian u32.
+pub const MAGIC: u32 = 0x4655_4747;
+/// Alignment of the data section when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// Arrays may hold arrays; deeper nesting than this is treated as hostile.
+const MAX_ARRAY_DEPTH: u32 = 3;
+/// llama.cpp's GGML_MAX_DIMS.
+const MAX_DIMS: u32 = 4;
+
+/// A metadata value, with GGUF's value types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    /// GGUF's numeric code for this value's type.
+    pub fn type_code(&self) -> u32 {
+        match self {
+            Value::U8(_) => 0,
+            Value::I8(_) => 1,
+            Value::U16(_) => 2,
+            Value::I16(_) => 3,
+            Value::U32(_) => 4,
+            Value::I32(_) => 5,
+            Value::F32(_) => 6,
+            Value::Bool(_) => 7,
+            Value::String(_) => 8,
+            Value::Array(_) => 9,
+            Value::U64(_) => 10,
+            Value::I64(_) => 11,
+            Value::F64(_) => 12,
+        }
+    }
+
+    /// The value as an integer, whatever integer type the file used.
+    pub fn as_i128(&self) -> Option<i128> {
+        Some(match *self {
+            Value::U8(v) => v.into(),
+            Value::I8(v) => v.into(),
+            Value::U16(v) => v.into(),
+            Value::I16(v) => v.into(),
+            Value::U32(v) => v.into(),
+            Value::I32(v) => v.into(),
+            Value::U64(v) => v.into(),
+            Value::I64(v) => v.into(),
+            _ => return None,
+        })
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Bool(_) => "a bool",
+            Value::F32(_) | Value::F64(_) => "a float",
+            _ => "an integer",
+        }
+    }
+}
+
+/// Conversion from a metadata [`Value`], used by [`Metadata::req`] and [`Metadata::opt`].
+pub trait FromValue: Sized {
+    /// Converts, or says what was expected.
+    fn from_value(v: &Value) -> std::result::Result<Self, String>;
+}
+
+impl FromValue for usize {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        let i = v.as_i128().ok_or_else(|| format!("expected an integer, found {}", v.type_name()))?;
+        usize::try_from(i).map_err(|_| format!("{i} is not a valid count"))
+    }
+}
+impl FromValue for u32 {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        let i = v.as_i128().ok_or_else(|| format!("expected an integer, found {}", v.type_name()))?;
+        u32::try_from(i).map_err(|_| format!("{i} is out of range"))
+    }
+}
+impl FromValue for f32 {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        match *v {
+            Value::F32(x) => Ok(x),
+            Value::F64(x) => Ok(x as f32),
+            _ => v.as_i128().map(|i| i as f32).ok_or_else(|| format!("expected a number, found {}", v.type_name())),
+        }
+    }
+}
+impl FromValue for bool {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        match *v {
+            Value::Bool(b) => Ok(b),
+            _ => Err(format!("expected a bool, found {}", v.type_name())),
+        }
+    }
+}
+impl FromValue for String {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        match v {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(format!("expected a string, found {}", v.type_name())),
+        }
+    }
+}
+impl<T: FromValue> FromValue for Vec<T> {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        match v {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| T::from_value(x).map_err(|e| format!("element {i}: {e}")))
+                .collect(),
+            _ => Err(format!("expected an array, found {}", v.type_name())),
+        }
+    }
+}
+
+/// The metadata key/value pairs of a file, in file order, with a lookup index.
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    entries: Vec<(String, Value)>,
+    index: HashMap<String, usize>,
+}
+
+impl Metadata {
+    /// All entries in file order.
+    pub fn entries(&self) -> &[(String, Value)] {
+        &self.entries
+    }
+
+    /// The raw value of a key, if present.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.index.get(key).map(|&i| &self.entries[i].1)
+    }
+
+    /// The one helper through which required keys are read: a missing key is an error that
+    /// names it, and so is a value of the wrong type.
+    pub fn req<T: FromValue>(&self, key: &str) -> Result<T> {
+        match self.get(key) {
+            None => Err(Error::MissingKey(key.to_string())),
+            Some(v) => T::from_value(v).map_err(|msg| Error::bad_key(key, msg)),
+        }
+    }
+
+    /// An optional key: absent is `None`, present with the wrong type is still an error.
+    pub fn opt<T: FromValue>(&self, key: &str) -> Result<Option<T>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => T::from_value(v).map(Some).map_err(|msg| Error::bad_key(key, msg)),
+        }
+    }
+
+    fn insert(&mut self, key: String, value: Value) -> Result<()> {
+        if self.index.contains_key(&key) {
+            return Err(Error::gguf(format!("duplicate metadata key `{key}`")));
+        }
+        self.index.insert(key.clone(), self.entries.len());
+        self.entries.push((key, value));
+        Ok(())
+    }
+}
+
+/// Where a tensor lives in the file, as its header describes it (validated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    /// The tensor's name, e.g. `blk.0.attn_q.weight`.
+    pub name: String,
+    /// GGUF dims, innermost (contiguous) first: a `[in, out]` weight is row-major `(out, in)`.
+    pub dims: Vec<usize>,
+    /// Block format.
+    pub ty: GgmlType,
+    /// Byte offset from the start of the data section.
+    pub offset: usize,
+    /// Size in bytes.
+    pub size: usize,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn n_elements(&self) -> usize {
+        self.dims.iter().product()
+    }
+    /// The row-major shape (GGUF dims reversed), as numpy and burn see it.
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().copied().collect()
+    }
+}
+
+/// A tensor's bytes, still in their block format.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    /// Its header entry.
+    pub info: &'a TensorInfo,
+    /// Its raw blocks.
+    pub data: &'a [u8],
+}
+
+impl TensorView<'_> {
+    /// Dequantises to row-major f32, with llama.cpp's arithmetic.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        quant::dequantize(self.info.ty, self.data, self.info.n_elements())
+    }
+}
+
+/// A parsed GGUF file, borrowing its bytes.
+#[derive(Debug)]
+pub struct Gguf<'a> {
+    /// Format version (2 or 3).
+    pub version: u32,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// Tensor headers, in file order.
+    pub tensors: Vec<TensorInfo>,
+    /// Alignment of the data section.
+    pub alignment: u64,
+    /// Offset of the data section in the file.
+    pub data_offset: usize,
+    bytes: &'a [u8],
+    by_name: HashMap<String, usize>,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        if n > self.remaining() {
+            return Err(Error::gguf(format!(
+                "truncated: {what} needs {n} bytes at offset {}, but only {} remain",
+                self.pos,
+                self.remaining()
+            )));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        Ok(self.take(N, what)?.try_into().expect("length checked"))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.arr(what)?))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.arr(what)?))
+    }
+    /// A count that must be backed by at least `min_each` bytes per item in what remains.
+    fn count(&mut self, what: &str, min_each: usize) -> Result<usize> {
+        let n = self.u64(what)?;
+        let fits = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(min_each.max(1)))
+            .is_some_and(|b| b <= self.remaining());
+        if !fits {
+            return Err(Error::gguf(format!(
+                "{what} is {n}, more than the {} bytes left in the file could hold",
+                self.remaining()
+            )));
+        }
+        Ok(n as usize)
+    }
+    fn string(&mut self, what: &str) -> Result<String> {
+        let n = self.count(what, 1)?;
+        let bytes = self.take(n, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| Error::gguf(format!("{what} is not valid UTF-8")))
+    }
+
+    fn value(&mut self, ty: u32, key: &str, depth: u32) -> Result<Value> {
+        let what = || format!("value of `{key}`");
+        Ok(match ty {
+            0 => Value::U8(self.arr::<1>(&what())?[0]),
+            1 => Value::I8(self.arr::<1>(&what())?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(self.arr(&what())?)),
+            3 => Value::I16(i16::from_le_bytes(self.arr(&what())?)),
+            4 => Value::U32(self.u32(&what())?),
+            5 => Value::I32(i32::from_le_bytes(self.arr(&what())?)),
+            6 => Value::F32(f32::from_le_bytes(self.arr(&what())?)),
+            7 => match self.arr::<1>(&what())?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => return Err(Error::gguf(format!("{} is a bool of value {b}", what()))),
+            },
+            8 => Value::String(self.string(&what())?),
+            9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(Error::gguf(format!("{} nests arrays deeper than {MAX_ARRAY_DEPTH}", what())));
+                }
+                let elem_ty = self.u32(&what())?;
+                let min = min_value_size(elem_ty)
+                    .ok_or_else(|| Error::gguf(format!("{} is an array of unknown type {elem_ty}", what())))?;
+                let n = self.count(&format!("array length of `{key}`"), min)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(elem_ty, key, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(self.u64(&what())?),
+            11 => Value::I64(i64::from_le_bytes(self.arr(&what())?)),
+            12 => Value::F64(f64::from_le_bytes(self.arr(&what())?)),
+            t => return Err(Error::gguf(format!("{} has unknown value type {t}", what()))),
+        })
+    }
+}
+
+/// The fewest bytes a value of this type can take (so counts can be checked before allocating).
+fn min_value_size(ty: u32) -> Option<usize> {
+    Some(match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4 | 5 | 6 => 4,
+        8 | 10 | 11 | 12 => 8,
+        9 => 12,
+        _ => return None,
+    })
+}
+
+impl<'a> Gguf<'a> {
+    /// Parses and validates the header, metadata and tensor table of a GGUF file.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let mut c = Cursor { buf: bytes, pos: 0 };
+        let magic = c.u32("magic")?;
+        if magic != MAGIC {
+            return Err(Error::gguf(format!(
+                "wrong magic {:?}: this is not a GGUF file",
+                String::from_utf8_lossy(&magic.to_le_bytes())
+            )));
+        }
+        let version = c.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(Error::gguf(format!("version {version} is not supported (only 2 and 3)")));
+        }
+        // A tensor header takes at least 8 (name) + 4 + 8 (one dim) + 4 + 8 bytes.
+        let n_tensors = c.count("tensor count", 32)?;
+        let n_kv = c.count("metadata count", 12)?;
+
+        let mut metadata = Metadata::default();
+        for _ in 0..n_kv {
+            let key = c.string("metadata key")?;
+            let ty = c.u32("metadata value type")?;
+            let value = c.value(ty, &key, 0)?;
+            metadata.insert(key, value)?;
+        }
+
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(Value::U32(a)) if a.is_power_of_two() => u64::from(*a),
+            Some(v) => return Err(Error::gguf(format!("general.alignment must be a power-of-two u32, found {v:?}"))),
+        };
+
+        let mut tensors = Vec::with_capacity(n_tensors);
+        let mut by_name = HashMap::with_capacity(n_tensors);
+        for _ in 0..n_tensors {
+            let name = c.string("tensor name")?;
+            let n_dims = c.u32("tensor dim count")?;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(Error::tensor(&name, format!("has {n_dims} dims (1 to {MAX_DIMS} allowed)")));
+            }
+            let mut dims = Vec::with_capacity(n_dims as usize);
+            for _ in 0..n_dims {
+                let d = c.u64("tensor dim")?;
+                let d = usize::try_from(d)
+                    .ok()
+                    .filter(|&d| d > 0)
+                    .ok_or_else(|| Error::tensor(&name, format!("has an invalid dim {d}")))?;
+                dims.push(d);
+            }
+            let ty_code = c.u32("tensor type")?;
+            let ty = GgmlType::from_code(ty_code)
+                .ok_or_else(|| Error::tensor(&name, format!("has unknown or unsupported type {ty_code}")))?;
+            let offset = c.u64("tensor offset")?;
+            let n = dims
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= i64::MAX as usize)
+                .ok_or_else(|| Error::tensor(&name, format!("element count of dims {dims:?} overflows")))?;
+            if dims[0] % ty.block_size() != 0 {
+                return Err(Error::tensor(
+                    &name,
+                    format!("row length {} is not a multiple of the {} block size {}", dims[0], ty.name(), ty.block_size()),
+                ));
+            }
+            let size = (n / ty.block_size())
+                .checked_mul(ty.type_size())
+                .ok_or_else(|| Error::tensor(&name, "byte size overflows"))?;
+            if offset % alignment != 0 {
+                return Err(Error::tensor(&name, format!("offset {offset} is not aligned to {alignment}")));
+            }
+            let offset = usize::try_from(offset).map_err(|_| Error::tensor(&name, "offset overflows"))?;
+            if by_name.insert(name.clone(), tensors.len()).is_some() {
+                return Err(Error::tensor(&name, "appears twice in the file"));
+            }
+            tensors.push(TensorInfo { name, dims, ty, offset, size });
+        }
+
+        let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
+        let data_offset = usize::try_from(data_offset).map_err(|_| Error::gguf("data offset overflows"))?;
+        let data_len = bytes.len().saturating_sub(data_offset);
+        for t in &tensors {
+            let end = t.offset.checked_add(t.size);
+            if end.is_none_or(|e| e > data_len) {
+                return Err(Error::tensor(
+                    &t.name,
+                    format!(
+                        "its data ({} bytes at offset {}) runs past the end of the file (the data section holds {data_len} bytes)",
+                        t.size, t.offset
+                    ),
+                ));
+            }
+        }
+        // Overlapping tensors are a sign of a crafted file.
+        let mut spans: Vec<&TensorInfo> = tensors.iter().collect();
+        spans.sort_by_key(|t| t.offset);
+        for w in spans.windows(2) {
+            if w[0].offset + w[0].size > w[1].offset {
+                return Err(Error::tensor(&w[1].name, format!("overlaps the data of `{}`", w[0].name)));
+            }
+        }
+
+        Ok(Gguf { version, metadata, tensors, alignment, data_offset, bytes, by_name })
+    }
+
+    /// A tensor by name, with its bytes.
+    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+        let info = &self.tensors[*self.by_name.get(name)?];
+        // Bounds were validated in `parse`.
+        let start = self.data_offset + info.offset;
+        Some(TensorView { info, data: &self.bytes[start..start + info.size] })
+    }
+
+    /// The size of the whole file in bytes.
+    pub fn file_size(&self) -> usize {
+        self.bytes.len()
+    }
+}

@@ -1,0 +1,326 @@
+//! `ember`: the native command line on the same engine as the browser app.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ember::engine::{load_file, Stats};
+use ember::{Backend, Engine, GenerateOptions, LoadOptions, Message, Prompt, SamplingConfig};
+
+const USAGE: &str = "usage:
+  ember generate --model F --prompt T [--max-tokens N] [--temperature X] [--top-k K] [--top-p P]
+                 [--min-p P] [--repeat-penalty R] [--seed S] [--stop S]... [--backend cpu|wgpu] [--json]
+  ember chat     --model F [--system S] [--backend cpu|wgpu] [sampling options as above]
+  ember tokenize --model F --text T [--json]
+  ember info     --model F [--json]
+
+--model defaults to $EMBER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf (fetch it with
+models/fetch.sh). --temperature 0 is greedy. In chat, Ctrl-C stops the answer; Ctrl-D or /exit
+quits, /reset starts a new conversation.";
+
+const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// A usage error (exit 2) or a runtime error (exit 1).
+enum Fail {
+    Usage(String),
+    Run(String),
+}
+
+impl From<ember::Error> for Fail {
+    fn from(e: ember::Error) -> Self {
+        Fail::Run(e.to_string())
+    }
+}
+
+struct Args {
+    items: Vec<String>,
+}
+
+impl Args {
+    /// Takes `--name value`; the value must be present.
+    fn value(&mut self, name: &str) -> Result<Option<String>, Fail> {
+        let Some(i) = self.items.iter().position(|a| a == name) else { return Ok(None) };
+        if i + 1 >= self.items.len() {
+            return Err(Fail::Usage(format!("{name} needs a value")));
+        }
+        let v = self.items.remove(i + 1);
+        self.items.remove(i);
+        Ok(Some(v))
+    }
+    fn values(&mut self, name: &str) -> Result<Vec<String>, Fail> {
+        let mut out = Vec::new();
+        while let Some(v) = self.value(name)? {
+            out.push(v);
+        }
+        Ok(out)
+    }
+    fn parsed<T: std::str::FromStr>(&mut self, name: &str) -> Result<Option<T>, Fail> {
+        self.value(name)?
+            .map(|v| v.parse::<T>().map_err(|_| Fail::Usage(format!("{name}: `{v}` is not a valid value"))))
+            .transpose()
+    }
+    fn flag(&mut self, name: &str) -> bool {
+        let found = self.items.iter().position(|a| a == name);
+        found.map(|i| self.items.remove(i)).is_some()
+    }
+    fn finish(&self) -> Result<(), Fail> {
+        match self.items.first() {
+            Some(a) => Err(Fail::Usage(format!("unexpected argument `{a}`"))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn model_path(args: &mut Args) -> Result<PathBuf, Fail> {
+    let path = args.value("--model")?.or_else(|| std::env::var("EMBER_MODEL").ok()).unwrap_or_else(|| DEFAULT_MODEL.into());
+    let path = PathBuf::from(path);
+    if !path.exists() {
+        return Err(Fail::Run(format!(
+            "model file {} not found (run models/fetch.sh for the default model, or pass --model)",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+fn backend(args: &mut Args) -> Result<Backend, Fail> {
+    match args.value("--backend")? {
+        None => Ok(Backend::Cpu),
+        Some(b) => Backend::parse(&b).ok_or_else(|| Fail::Usage(format!("--backend: `{b}` is not cpu or wgpu"))),
+    }
+}
+
+fn sampling(args: &mut Args, defaults: SamplingConfig) -> Result<SamplingConfig, Fail> {
+    let mut s = defaults;
+    if let Some(v) = args.parsed("--temperature")? {
+        s.temperature = v;
+    }
+    if let Some(v) = args.parsed("--top-k")? {
+        s.top_k = v;
+    }
+    if let Some(v) = args.parsed("--top-p")? {
+        s.top_p = v;
+    }
+    if let Some(v) = args.parsed("--min-p")? {
+        s.min_p = v;
+    }
+    if let Some(v) = args.parsed("--repeat-penalty")? {
+        s.repeat_penalty = v;
+    }
+    if let Some(v) = args.parsed("--seed")? {
+        s.seed = v;
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+fn load(path: &std::path::Path, backend: Backend) -> Result<Engine, Fail> {
+    Ok(load_file(path, backend, LoadOptions::default())?)
+}
+
+fn cmd_generate(mut args: Args) -> Result<(), Fail> {
+    let path = model_path(&mut args)?;
+    let prompt = args.value("--prompt")?.ok_or_else(|| Fail::Usage("generate needs --prompt".into()))?;
+    let max_tokens = args.parsed("--max-tokens")?.unwrap_or(128);
+    let sampling = sampling(&mut args, SamplingConfig::default())?;
+    let stop = args.values("--stop")?;
+    let backend = backend(&mut args)?;
+    let json = args.flag("--json");
+    args.finish()?;
+
+    let mut engine = load(&path, backend)?;
+    let options = GenerateOptions { sampling, max_tokens, stop, top_n: 0 };
+    let mut out = std::io::stdout();
+    let start = engine.generate(&Prompt::Text(prompt), options, |step| {
+        if !json {
+            let _ = write!(out, "{}", step.text);
+            let _ = out.flush();
+        }
+    })?;
+    let stats = engine.stats();
+    if json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            prompt_ids: &'a [u32],
+            ids: &'a [u32],
+            text: &'a str,
+            prefill_tok_s: f64,
+            decode_tok_s: f64,
+            backend: &'a str,
+        }
+        let line = serde_json::to_string(&Out {
+            prompt_ids: &start.prompt_ids,
+            ids: engine.produced(),
+            text: engine.text(),
+            prefill_tok_s: stats.prefill_tok_s(),
+            decode_tok_s: stats.decode_tok_s(),
+            backend: backend.name(),
+        })
+        .map_err(|e| Fail::Run(e.to_string()))?;
+        println!("{line}");
+    } else {
+        println!();
+        eprintln!("{}", stats_line(stats));
+    }
+    Ok(())
+}
+
+fn stats_line(s: &Stats) -> String {
+    format!(
+        "[prefill {} tokens at {:.1} tok/s, decode {} tokens at {:.1} tok/s]",
+        s.prefill_tokens,
+        s.prefill_tok_s(),
+        s.decode_tokens,
+        s.decode_tok_s()
+    )
+}
+
+fn cmd_chat(mut args: Args) -> Result<(), Fail> {
+    let path = model_path(&mut args)?;
+    let system = args.value("--system")?;
+    let sampling = sampling(&mut args, SamplingConfig::default())?;
+    let max_tokens = args.parsed("--max-tokens")?.unwrap_or(512);
+    let backend = backend(&mut args)?;
+    args.finish()?;
+
+    eprintln!("loading {} on {}...", path.display(), backend.name());
+    let mut engine = load(&path, backend)?;
+    let info = engine.info();
+    eprintln!(
+        "{} ({:.0}M parameters). Ctrl-C stops an answer; Ctrl-D or /exit quits; /reset starts over.",
+        info.name.as_deref().unwrap_or("model"),
+        info.n_params as f64 / 1e6
+    );
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| Fail::Run(e.to_string()))?;
+    }
+    let fresh = || system.iter().map(|s| Message::new("system", s)).collect::<Vec<_>>();
+    let mut messages = fresh();
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    loop {
+        print!("\n> ");
+        let _ = out.flush();
+        let mut line = String::new();
+        interrupted.store(false, Ordering::SeqCst);
+        if stdin.lock().read_line(&mut line).map_err(|e| Fail::Run(e.to_string()))? == 0 {
+            println!();
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => return Ok(()),
+            "/reset" => {
+                messages = fresh();
+                engine.reset();
+                eprintln!("(new conversation)");
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(Message::new("user", line));
+        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: Vec::new(), top_n: 0 };
+        if let Err(e) = engine.start(&Prompt::Chat(messages.clone()), options) {
+            eprintln!("error: {e}");
+            messages.pop();
+            continue;
+        }
+        loop {
+            if interrupted.swap(false, Ordering::SeqCst) {
+                engine.stop();
+                print!(" [stopped]");
+                break;
+            }
+            match engine.next() {
+                Ok(Some(step)) => {
+                    print!("{}", step.text);
+                    let _ = out.flush();
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("\nerror: {e}");
+                    break;
+                }
+            }
+        }
+        println!();
+        eprintln!("{}", stats_line(engine.stats()));
+        messages.push(Message::new("assistant", engine.text()));
+    }
+}
+
+fn cmd_tokenize(mut args: Args) -> Result<(), Fail> {
+    let path = model_path(&mut args)?;
+    let text = args.value("--text")?.ok_or_else(|| Fail::Usage("tokenize needs --text".into()))?;
+    let json = args.flag("--json");
+    args.finish()?;
+    // Only the metadata is needed: no weights are loaded.
+    let bytes = std::fs::read(&path).map_err(|e| Fail::Run(format!("{}: {e}", path.display())))?;
+    let gguf = ember::gguf::Gguf::parse(&bytes)?;
+    let tokenizer = ember::Tokenizer::from_gguf(&gguf.metadata)?;
+    let ids = tokenizer.encode(&text)?;
+    if json {
+        println!("{}", serde_json::json!({ "ids": ids }));
+    } else {
+        let strs: Vec<String> = ids.iter().map(|&i| format!("{i}:{:?}", tokenizer.decode(&[i]).unwrap_or_default())).collect();
+        println!("{}", strs.join(" "));
+    }
+    Ok(())
+}
+
+fn cmd_info(mut args: Args) -> Result<(), Fail> {
+    let path = model_path(&mut args)?;
+    let json = args.flag("--json");
+    args.finish()?;
+    let engine = load(&path, Backend::Cpu)?;
+    let info = engine.info();
+    if json {
+        println!("{}", serde_json::to_string(info).map_err(|e| Fail::Run(e.to_string()))?);
+    } else {
+        let c = &info.config;
+        println!("name           {}", info.name.as_deref().unwrap_or("-"));
+        println!("architecture   {}", info.architecture);
+        println!("parameters     {} ({:.1}M)", info.n_params, info.n_params as f64 / 1e6);
+        println!("layers         {}", c.n_layer);
+        println!("heads          {} query, {} key/value", c.n_head, c.n_kv_head);
+        println!("width          {} (FFN {})", c.d_model, c.d_ff);
+        println!("vocabulary     {}", c.vocab_size);
+        println!("context        {} (cache {})", c.context_length, info.max_context);
+        println!("file           {} bytes, {:?}", info.file_size, info.tensor_types);
+        println!("licence        {}", info.license.as_deref().unwrap_or("-"));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let mut items: Vec<String> = std::env::args().skip(1).collect();
+    if items.is_empty() || items.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return if items.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    let cmd = items.remove(0);
+    let args = Args { items };
+    let result = match cmd.as_str() {
+        "generate" => cmd_generate(args),
+        "chat" => cmd_chat(args),
+        "tokenize" => cmd_tokenize(args),
+        "info" => cmd_info(args),
+        other => Err(Fail::Usage(format!("unknown command `{other}`"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Usage(m)) => {
+            eprintln!("ember: {m}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Fail::Run(m)) => {
+            eprintln!("ember: error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! A Llama-style decoder in burn: token embedding, RMSNorm, RoPE on interleaved pairs,
+//! grouped-query attention with a preallocated KV cache, SwiGLU, and an output head that may
+//! be tied to the embedding. Activations are f32 throughout.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::{activation, Device, Int, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+
+/// The shape of a Llama-style decoder.
+#[derive(Config, Debug, PartialEq)]
+pub struct LlamaConfig {
+    /// Number of decoder blocks.
+    pub n_layer: usize,
+    /// Width of the residual stream (the embedding width).
+    pub d_model: usize,
+    /// Number of query heads.
+    pub n_head: usize,
+    /// Number of key/value heads; fewer than `n_head` means grouped-query attention.
+    pub n_kv_head: usize,
+    /// Hidden width of the SwiGLU feed-forward network.
+    pub d_ff: usize,
+    /// Vocabulary size (rows of the token embedding).
+    pub vocab_size: usize,
+    /// Context length the model was trained with.
+    pub context_length: usize,
+    /// RoPE base frequency θ.
+    #[config(default = 10000.0)]
+    pub rope_theta: f64,
+    /// RMSNorm epsilon.
+    #[config(default = 1e-5)]
+    pub norm_eps: f64,
+    /// Whether the output head reuses the token embedding (no `output.weight` in the file).
+    #[config(default = true)]
+    pub tied_embeddings: bool,
+}
+
+/// The model's configuration as read from a file (one architecture for now).
+pub type ModelConfig = LlamaConfig;
+
+impl LlamaConfig {
+    /// SmolLM2-135M (and -Instruct): 30 blocks of width 576, 9 heads over 3 KV heads.
+    pub fn smollm2_135m() -> Self {
+        Self::new(30, 576, 9, 3, 1536, 49152, 8192).with_rope_theta(100_000.0)
+    }
+
+    /// SmolLM2-360M: 32 blocks of width 960, 15 heads over 5 KV heads.
+    pub fn smollm2_360m() -> Self {
+        Self::new(32, 960, 15, 5, 2560, 49152, 8192).with_rope_theta(100_000.0)
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_head
+    }
+
+    /// Parameters of a model of this shape.
+    pub fn n_params(&self) -> usize {
+        let (d, kv) = (self.d_model, self.n_kv_head * self.head_dim());
+        let block = 2 * d + 2 * d * d + 2 * d * kv + 3 * d * self.d_ff;
+        let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
+        self.vocab_size * d + self.n_layer * block + d + head
+    }
+
+    /// Checks that the shape is one the decoder can run, so that no later step panics.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Unsupported(msg));
+        for (name, v, max) in [
+            ("block count", self.n_layer, 1 << 10),
+            ("embedding width", self.d_model, 1 << 16),
+            ("head count", self.n_head, 1 << 10),
+            ("KV head count", self.n_kv_head, 1 << 10),
+            ("feed-forward width", self.d_ff, 1 << 18),
+            ("vocabulary size", self.vocab_size, 1 << 22),
+            ("context length", self.context_length, 1 << 24),
+        ] {
+            if v == 0 || v > max {
+                return bad(format!("{name} {v} is outside 1..={max}"));
+            }
+        }
+        if self.d_model % self.n_head != 0 {
+            return bad(format!("embedding width {} is not divisible by {} heads", self.d_model, self.n_head));
+        }
+        if self.n_head % self.n_kv_head != 0 {
+            return bad(format!("{} heads cannot be grouped over {} KV heads", self.n_head, self.n_kv_head));
+        }
+        if self.head_dim() % 2 != 0 {
+            return bad(format!("head width {} is odd; RoPE rotates pairs", self.head_dim()));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return bad(format!("RoPE base {} is not a finite number above 1", self.rope_theta));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return bad(format!("RMSNorm epsilon {} must be positive", self.norm_eps));
+        }
+        Ok(())
+    }
+
+    /// A model with freshly initialised (random) weights, for tests and shape checks.
+    pub fn init(&self, device: &Device) -> Llama {
+        let (d, hd) = (self.d_model, self.head_dim());
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let norm = || RmsNormConfig::new(d).with_epsilon(self.norm_eps).init(device);
+        let layers = (0..self.n_layer)
+            .map(|_| Block {
+                attn_norm: norm(),
+                attn: Attention {
+                    wq: linear(d, self.n_head * hd),
+                    wk: linear(d, self.n_kv_head * hd),
+                    wv: linear(d, self.n_kv_head * hd),
+                    wo: linear(self.n_head * hd, d),
+                    n_head: self.n_head,
+                    n_kv_head: self.n_kv_head,
+                    head_dim: hd,
+                },
+                ffn_norm: norm(),
+                mlp: Mlp { gate: linear(d, self.d_ff), up: linear(d, self.d_ff), down: linear(self.d_ff, d) },
+            })
+            .collect();
+        Llama {
+            embed: EmbeddingConfig::new(self.vocab_size, d).init(device),
+            layers,
+            norm: norm(),
+            output: (!self.tied_embeddings).then(|| linear(d, self.vocab_size)),
+            rope: Rope::new(hd, self.context_length, self.rope_theta, device),
+        }
+    }
+}
+
+/// Rotary position embedding on interleaved pairs `(x[2i], x[2i+1])`.
+///
+/// This is llama.cpp's "normal" RoPE, the convention of GGUF `llama` files: the converter
+/// (convert_hf_to_gguf.py) permuted the rows of Q and K from Hugging Face's half-split
+/// ("rotate_half") order, so the weights are used as stored. Proven by the golden tests.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    /// cos(pos · θ^(-2i/d)) for every position. // [max_pos, head_dim/2]
+    cos: Tensor<2>,
+    /// sin of the same angles. // [max_pos, head_dim/2]
+    sin: Tensor<2>,
+}
+
+impl Rope {
+    /// Tables for `max_pos` positions. Angles are computed in f64, then rounded, as the
+    /// reference does.
+    pub fn new(head_dim: usize, max_pos: usize, theta: f64, device: &Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_pos * half);
+        let mut sin = Vec::with_capacity(max_pos * half);
+        for p in 0..max_pos {
+            for i in 0..half {
+                let a = p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64);
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, [max_pos, half]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [max_pos, half]), device),
+        }
+    }
+
+    /// Positions the tables cover.
+    pub fn max_pos(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Rotates `x` whose first token sits at position `pos0`.
+    pub fn apply(&self, x: Tensor<4>, pos0: usize) -> Tensor<4> {
+        let [b, t, h, hd] = x.dims(); // [batch, seq, heads, head_dim]
+        let half = hd / 2;
+        let cos = self.cos.clone().slice([pos0..pos0 + t, 0..half]).reshape([1, t, 1, half, 1]);
+        let sin = self.sin.clone().slice([pos0..pos0 + t, 0..half]).reshape([1, t, 1, half, 1]);
+        let x = x.reshape([b, t, h, half, 2]); // pairs on the last axis
+        let x0 = x.clone().slice([0..b, 0..t, 0..h, 0..half, 0..1]);
+        let x1 = x.slice([0..b, 0..t, 0..h, 0..half, 1..2]);
+        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let r1 = x0 * sin + x1 * cos;
+        Tensor::cat(vec![r0, r1], 4).reshape([b, t, h, hd])
+    }
+}
+
+/// Keys and values of every block for the positions seen so far, preallocated to a capacity.
+/// The next token's position is always `len()`.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    /// Per block. // [batch, kv_heads, capacity, head_dim]
+    k: Vec<Tensor<4>>,
+    /// Per block. // [batch, kv_heads, capacity, head_dim]
+    v: Vec<Tensor<4>>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// A cache for `capacity` positions of a model of shape `config`.
+    pub fn new(config: &LlamaConfig, capacity: usize, device: &Device) -> Self {
+        let shape = [1, config.n_kv_head, capacity, config.head_dim()];
+        let zeros = || (0..config.n_layer).map(|_| Tensor::zeros(shape, device)).collect();
+        KvCache { k: zeros(), v: zeros(), len: 0, capacity }
+    }
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Positions the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Forgets every position (a new conversation). The buffers are kept.
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+    /// Keeps the first `len` positions: later ones are overwritten by the next forward.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Gate projection, `[d_model, d_ff]`.
+    pub gate: Linear,
+    /// Up projection, `[d_model, d_ff]`.
+    pub up: Linear,
+    /// Down projection, `[d_ff, d_model]`.
+    pub down: Linear,
+}
+
+impl Mlp {
+    /// `[batch, seq, d_model]` → `[batch, seq, d_model]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = swiglu(self.gate.forward(x.clone()), self.up.forward(x)); // [batch, seq, d_ff]
+        self.down.forward(h)
+    }
+}
+
+/// `silu(gate) · up`.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    activation::silu(gate) * up
+}
+
+/// Multi-head attention with grouped key/value heads.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection, `[d_model, n_head · head_dim]`.
+    pub wq: Linear,
+    /// Key projection, `[d_model, n_kv_head · head_dim]`.
+    pub wk: Linear,
+    /// Value projection, `[d_model, n_kv_head · head_dim]`.
+    pub wv: Linear,
+    /// Output projection, `[n_head · head_dim, d_model]`.
+    pub wo: Linear,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_kv_head: usize,
+    /// Width of a head.
+    pub head_dim: usize,
+}
+
+impl Attention {
+    /// Attends from the `seq` new positions (starting at `pos0`) to every cached position and
+    /// to themselves, and writes their keys and values into the cache buffers.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        mask: Option<&Tensor<5>>,
+        cache_k: &mut Tensor<4>,
+        cache_v: &mut Tensor<4>,
+        pos0: usize,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims(); // [batch, seq, d_model]
+        let (nh, nkv, hd) = (self.n_head, self.n_kv_head, self.head_dim);
+        let q = self.wq.forward(x.clone()).reshape([b, t, nh, hd]);
+        let k = self.wk.forward(x.clone()).reshape([b, t, nkv, hd]);
+        let v = self.wv.forward(x).reshape([b, t, nkv, hd]);
+        let q = rope.apply(q, pos0).swap_dims(1, 2); // [batch, heads, seq, head_dim]
+        let k = rope.apply(k, pos0).swap_dims(1, 2); // [batch, kv_heads, seq, head_dim]
+        let v = v.swap_dims(1, 2); // [batch, kv_heads, seq, head_dim]
+
+        let end = pos0 + t;
+        cache_k.inplace(|c| c.slice_assign([0..b, 0..nkv, pos0..end, 0..hd], k));
+        cache_v.inplace(|c| c.slice_assign([0..b, 0..nkv, pos0..end, 0..hd], v));
+        let k = cache_k.clone().slice([0..b, 0..nkv, 0..end, 0..hd]); // [batch, kv_heads, past+seq, head_dim]
+        let v = cache_v.clone().slice([0..b, 0..nkv, 0..end, 0..hd]);
+        let o = attend(q, k, v, mask).swap_dims(1, 2).reshape([b, t, nh * hd]); // [batch, seq, heads·head_dim]
+        self.wo.forward(o)
+    }
+}
+
+/// Scaled dot-product attention of `q` over `k`/`v` with fewer key/value heads: consecutive
+/// query heads share one KV head (HF's `repeat_kv`, ggml's broadcast), so the query heads are
+/// grouped per KV head by a reshape and K/V are never copied.
+///
+/// `q`: `[batch, heads, seq, head_dim]`; `k`, `v`: `[batch, kv_heads, keys, head_dim]`;
+/// `mask`: additive, `[1, 1, 1, seq, keys]`. Returns `[batch, heads, seq, head_dim]`.
+pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<5>>) -> Tensor<4> {
+    let [b, nh, t, hd] = q.dims();
+    let [_, nkv, s, _] = k.dims();
+    let g = nh / nkv;
+    let q = q.reshape([b, nkv, g * t, hd]); // [batch, kv_heads, group·seq, head_dim]
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()); // [batch, kv_heads, group·seq, keys]
+    let scores = match mask {
+        Some(m) => (scores.reshape([b, nkv, g, t, s]) + m.clone()).reshape([b, nkv, g * t, s]),
+        None => scores,
+    };
+    let probs = activation::softmax(scores, 3);
+    probs.matmul(v).reshape([b, nh, t, hd])
+}
+
+/// The additive causal mask for `seq` new positions after `past` cached ones, or `None` when a
+/// single new token may see everything. // [1, 1, 1, seq, past+seq]
+pub fn causal_mask(past: usize, seq: usize, device: &Device) -> Option<Tensor<5>> {
+    if seq <= 1 {
+        return None;
+    }
+    let keys = past + seq;
+    // A large finite value rather than -inf: exp() gives exactly 0 either way, and no backend
+    // can turn inf - inf into NaN.
+    let data = (0..seq)
+        .flat_map(|i| (0..keys).map(move |j| if j <= past + i { 0.0f32 } else { -1e30 }))
+        .collect::<Vec<_>>();
+    Some(Tensor::from_data(TensorData::new(data, [1, 1, 1, seq, keys]), device))
+}
+
+/// One decoder block: pre-norm attention and pre-norm SwiGLU, each with a residual.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// Norm before attention.
+    pub attn_norm: RmsNorm,
+    /// Self-attention.
+    pub attn: Attention,
+    /// Norm before the feed-forward network.
+    pub ffn_norm: RmsNorm,
+    /// Feed-forward network.
+    pub mlp: Mlp,
+}
+
+/// The decoder.
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// Token embedding, `[vocab, d_model]`.
+    pub embed: Embedding,
+    /// Decoder blocks.
+    pub layers: Vec<Block>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output head `[d_model, vocab]`; `None` when tied to the embedding.
+    pub output: Option<Linear>,
+    /// RoPE tables: constants, not parameters.
+    #[module(skip)]
+    pub rope: Rope,
+}
+
+impl Llama {
+    /// Runs `tokens` (the positions after those in `cache`) through the decoder, appends their
+    /// keys and values to the cache, and returns the logits of the last position only.
+    ///
+    /// `tokens`: `[1, seq]`. Returns `[1, vocab]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Result<Tensor<2>> {
+        let [_, seq] = tokens.dims();
+        let pos0 = cache.len();
+        let needed = pos0 + seq;
+        let limit = cache.capacity().min(self.rope.max_pos());
+        if seq == 0 || needed > limit {
+            return Err(Error::ContextFull { needed, limit });
+        }
+        let device = tokens.device();
+        let mask = causal_mask(pos0, seq, &device);
+        let mut x = self.embed.forward(tokens); // [1, seq, d_model]
+        for (i, block) in self.layers.iter().enumerate() {
+            let h = block.attn.forward(
+                block.attn_norm.forward(x.clone()),
+                &self.rope,
+                mask.as_ref(),
+                &mut cache.k[i],
+                &mut cache.v[i],
+                pos0,
+            );
+            x = x + h;
+            x = x.clone() + block.mlp.forward(block.ffn_norm.forward(x));
+        }
+        cache.len = needed;
+        let [b, _, d] = x.dims();
+        // The norm is per position, so only the last position needs it.
+        let last = self.norm.forward(x.slice([0..b, seq - 1..seq, 0..d]).reshape([b, d])); // [1, d_model]
+        Ok(match &self.output {
+            Some(head) => head.forward(last),
+            // Tied head: the embedding is [vocab, d_model]; its transpose is a free view.
+            None => last.matmul(self.embed.weight.val().transpose()),
+        }) // [1, vocab]
+    }
+}
