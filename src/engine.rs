@@ -326,7 +326,7 @@ impl Engine {
         };
         // The one readback of this step.
         let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")));
-        let logits = data.and_then(|d| d.into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}"))));
+        let logits = data.and_then(|d| d.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}"))));
         let logits = match logits {
             Ok(l) if l.iter().all(|v| v.is_finite()) => l,
             Ok(_) => Err(Error::Device("the model produced non-finite logits".into()))?,
@@ -432,6 +432,23 @@ impl Engine {
             on_step(&step);
         }
         Ok(start)
+    }
+
+    /// The last position's logits after `ids`, run from an empty cache (teacher-forced
+    /// evaluation). Ends any generation; the cache then holds `ids`.
+    pub async fn logits_async(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.reset();
+        let data = TensorData::new(ids.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, ids.len()]);
+        let logits = self.model.forward(Tensor::<2, Int>::from_data(data, &self.device), &mut self.cache)?;
+        self.cached = ids.to_vec();
+        let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
+        data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+    }
+
+    /// Native, blocking form of [`Engine::logits_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        pollster::block_on(self.logits_async(ids))
     }
 
     /// The device the model lives on.

@@ -1,7 +1,6 @@
 //! The tokenizer, built with HF `tokenizers` from GGUF metadata (or from a `tokenizer.json`),
 //! and a streaming detokeniser that never emits half a UTF-8 character.
 
-use std::collections::HashMap;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
@@ -72,7 +71,8 @@ impl Tokenizer {
                 ));
             }
         }
-        let mut vocab = HashMap::with_capacity(tokens.len());
+        let mut vocab = tokenizers::models::bpe::Vocab::default();
+        vocab.reserve(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             if vocab.insert(t.clone(), i as u32).is_some() {
                 return Err(Error::Tokenizer(format!("the vocabulary lists `{t}` twice")));

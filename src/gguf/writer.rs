@@ -58,9 +58,12 @@ impl GgufWriter {
             offset += data.len().div_ceil(align) * align;
         }
         out.resize(out.len().div_ceil(align) * align, 0);
-        for (_, _, _, data) in &self.tensors {
+        for (i, (_, _, _, data)) in self.tensors.iter().enumerate() {
             out.extend_from_slice(data);
-            out.resize(out.len().div_ceil(align) * align, 0);
+            // Padding separates tensors; none is needed after the last.
+            if i + 1 < self.tensors.len() {
+                out.resize(out.len().div_ceil(align) * align, 0);
+            }
         }
         out
     }

@@ -37,18 +37,21 @@ pub struct LlamaConfig {
     pub tied_embeddings: bool,
 }
 
+/// 1e-5 as GGUF stores it (an f32), so presets equal what files give.
+const GGUF_EPS: f64 = 1e-5_f32 as f64;
+
 /// The model's configuration as read from a file (one architecture for now).
 pub type ModelConfig = LlamaConfig;
 
 impl LlamaConfig {
     /// SmolLM2-135M (and -Instruct): 30 blocks of width 576, 9 heads over 3 KV heads.
     pub fn smollm2_135m() -> Self {
-        Self::new(30, 576, 9, 3, 1536, 49152, 8192).with_rope_theta(100_000.0)
+        Self::new(30, 576, 9, 3, 1536, 49152, 8192).with_rope_theta(100_000.0).with_norm_eps(GGUF_EPS)
     }
 
     /// SmolLM2-360M: 32 blocks of width 960, 15 heads over 5 KV heads.
     pub fn smollm2_360m() -> Self {
-        Self::new(32, 960, 15, 5, 2560, 49152, 8192).with_rope_theta(100_000.0)
+        Self::new(32, 960, 15, 5, 2560, 49152, 8192).with_rope_theta(100_000.0).with_norm_eps(GGUF_EPS)
     }
 
     /// Width of one attention head.

@@ -1,1 +1,74 @@
-mod x {}
+//! Ember's integration tests: one binary (each test binary links all of burn).
+//!
+//! Golden values come from independent references (numpy, PyPI `gguf`, `tokenizers`,
+//! `jinja2`), made by `tests/fixtures/make_fixtures.py` and committed.
+
+mod chat;
+mod cli;
+mod engine;
+mod gguf;
+mod layers;
+mod sampling;
+mod smollm;
+mod tiny;
+mod tokenizer;
+
+use std::path::PathBuf;
+
+/// A file under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A JSON fixture.
+pub fn json(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A JSON array of numbers as f32.
+pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// A JSON array of numbers as u32.
+pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// The reference model, fetched by `models/fetch.sh` (the test command runs it first).
+pub fn real_model() -> PathBuf {
+    let p = std::env::var("EMBER_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    assert!(p.exists(), "{} is missing: run models/fetch.sh (scripts/test does)", p.display());
+    p
+}
+
+/// Largest |a - b|, and where.
+pub fn max_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).enumerate().fold((0f32, 0), |(m, at), (i, (x, y))| {
+        let d = (x - y).abs();
+        if d > m || d.is_nan() { (d, i) } else { (m, at) }
+    })
+}
+
+/// Asserts every element within `tol`.
+#[track_caller]
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    let (d, i) = max_diff(got, want);
+    assert!(d <= tol, "{what}: max |Δ| = {d} at {i} (got {}, want {}), tolerance {tol}", got[i], want[i]);
+}
+
+/// Index of the largest value.
+pub fn argmax(x: &[f32]) -> usize {
+    x.iter().enumerate().fold(0, |b, (i, &v)| if v > x[b] { i } else { b })
+}
+
+/// The backends to test: the CPU always, wgpu (lavapipe natively) unless EMBER_TEST_BACKENDS
+/// says otherwise (e.g. `cpu`).
+pub fn backends() -> Vec<ember::Backend> {
+    let list = std::env::var("EMBER_TEST_BACKENDS").unwrap_or_else(|_| "cpu,wgpu".into());
+    list.split(',').filter_map(|b| ember::Backend::parse(b.trim())).collect()
+}

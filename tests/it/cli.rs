@@ -1,0 +1,70 @@
+//! The `ember` command line, as checks outside the repo use it.
+
+use std::process::Command;
+
+use crate::{json, real_model, u32s};
+
+fn ember(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn generate_json_prints_the_reference_continuation_on_every_backend() {
+    let fx = json("smollm2.json");
+    let case = &fx["cases"][0];
+    assert_eq!(case["text"], "The capital of France is");
+    let model = real_model();
+    for b in crate::backends() {
+        let (code, out, err) = ember(&[
+            "generate", "--model", model.to_str().unwrap(), "--prompt", "The capital of France is",
+            "--temperature", "0", "--max-tokens", "8", "--json", "--backend", b.name(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "exactly one JSON line: {out}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        let keys = ["prompt_ids", "ids", "text", "prefill_tok_s", "decode_tok_s", "backend"];
+        assert_eq!(v.as_object().unwrap().len(), keys.len());
+        let at: Vec<usize> = keys.iter().map(|k| lines[0].find(&format!("\"{k}\":")).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]) && at[0] == 1, "keys out of order: {}", lines[0]);
+        assert_eq!(u32s(&v["prompt_ids"]), u32s(&case["prompt_ids"]));
+        assert_eq!(u32s(&v["ids"]), u32s(&case["greedy"])[..8].to_vec(), "{b:?}");
+        assert!(v["text"].as_str().unwrap().starts_with(" Paris"));
+        assert_eq!(v["backend"], b.name());
+        assert!(v["decode_tok_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn tokenize_json_equals_the_reference() {
+    let fx = json("tokenizer.json");
+    let model = real_model();
+    for case in fx.as_array().unwrap().iter().filter(|c| !c["text"].as_str().unwrap().is_empty()).take(6) {
+        let (code, out, err) = ember(&["tokenize", "--model", model.to_str().unwrap(), "--text", case["text"].as_str().unwrap(), "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(u32s(&v["ids"]), u32s(&case["ids"]));
+    }
+}
+
+#[test]
+fn errors_are_one_line_with_exit_codes() {
+    let (code, _, err) = ember(&["generate", "--prompt"]);
+    assert_eq!(code, 2, "usage error: {err}");
+    let (code, _, _) = ember(&["frobnicate"]);
+    assert_eq!(code, 2);
+    let (code, _, err) = ember(&["generate", "--model", "/nonexistent.gguf", "--prompt", "x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found") && err.lines().count() == 1, "{err}");
+    let bad = std::env::temp_dir().join(format!("ember-bad-{}.gguf", std::process::id()));
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let (code, _, err) = ember(&["generate", "--model", bad.to_str().unwrap(), "--prompt", "x"]);
+    std::fs::remove_file(&bad).ok();
+    assert_eq!(code, 1);
+    assert!(err.starts_with("ember: error: invalid GGUF file") && err.lines().count() == 1, "{err}");
+    let model = real_model();
+    let (code, _, err) = ember(&["generate", "--model", model.to_str().unwrap(), "--prompt", "x", "--top-p", "2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("top_p"), "{err}");
+}
