@@ -25,11 +25,14 @@ use crate::tokenizer::{StreamDecoder, Tokenizer};
 pub struct LoadOptions {
     /// Positions the KV cache holds (capped by the model's own context length).
     pub max_context: usize,
+    /// A Hugging Face `tokenizer.json` to use instead of the one in the GGUF metadata.
+    #[serde(skip)]
+    pub tokenizer_json: Option<Vec<u8>>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { max_context: 2048 }
+        LoadOptions { max_context: 2048, tokenizer_json: None }
     }
 }
 
@@ -200,7 +203,10 @@ impl Engine {
         let gguf = Gguf::parse(bytes)?;
         let meta = &gguf.metadata;
         let config = LlamaConfig::from_gguf(meta)?;
-        let tokenizer = Tokenizer::from_gguf(meta)?;
+        let tokenizer = match &options.tokenizer_json {
+            Some(json) => Tokenizer::from_json(json, Some(meta))?,
+            None => Tokenizer::from_gguf(meta)?,
+        };
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::Tokenizer(format!(
                 "the tokenizer has {} tokens but the model only {} embeddings",

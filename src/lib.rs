@@ -14,6 +14,8 @@ pub mod gguf;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use backend::Backend;
 pub use chat::{ChatTemplate, Message};

@@ -12,7 +12,8 @@ use ember::{Backend, Engine, GenerateOptions, LoadOptions, Message, Prompt, Samp
 const USAGE: &str = "usage:
   ember generate --model F --prompt T [--max-tokens N] [--temperature X] [--top-k K] [--top-p P]
                  [--min-p P] [--repeat-penalty R] [--seed S] [--stop S]... [--backend cpu|wgpu] [--json]
-  ember chat     --model F [--system S] [--backend cpu|wgpu] [sampling options as above]
+                 [--tokenizer tokenizer.json]
+  ember chat     --model F [--system S] [--max-tokens N] [--backend cpu|wgpu] [sampling options as above]
   ember tokenize --model F --text T [--json]
   ember info     --model F [--json]
 
@@ -116,8 +117,14 @@ fn sampling(args: &mut Args, defaults: SamplingConfig) -> Result<SamplingConfig,
     Ok(s)
 }
 
-fn load(path: &std::path::Path, backend: Backend) -> Result<Engine, Fail> {
-    Ok(load_file(path, backend, LoadOptions::default())?)
+/// Loads the model, with `--tokenizer tokenizer.json` replacing the file's own tokenizer.
+fn load(args: &mut Args, path: &std::path::Path, backend: Backend) -> Result<Engine, Fail> {
+    let tokenizer_json = match args.value("--tokenizer")? {
+        Some(p) => Some(std::fs::read(&p).map_err(|e| Fail::Run(format!("{p}: {e}")))?),
+        None => None,
+    };
+    args.finish()?;
+    Ok(load_file(path, backend, LoadOptions { tokenizer_json, ..LoadOptions::default() })?)
 }
 
 fn cmd_generate(mut args: Args) -> Result<(), Fail> {
@@ -128,9 +135,7 @@ fn cmd_generate(mut args: Args) -> Result<(), Fail> {
     let stop = args.values("--stop")?;
     let backend = backend(&mut args)?;
     let json = args.flag("--json");
-    args.finish()?;
-
-    let mut engine = load(&path, backend)?;
+    let mut engine = load(&mut args, &path, backend)?;
     let options = GenerateOptions { sampling, max_tokens, stop, top_n: 0 };
     let mut out = std::io::stdout();
     let start = engine.generate(&Prompt::Text(prompt), options, |step| {
@@ -183,10 +188,8 @@ fn cmd_chat(mut args: Args) -> Result<(), Fail> {
     let sampling = sampling(&mut args, SamplingConfig::default())?;
     let max_tokens = args.parsed("--max-tokens")?.unwrap_or(512);
     let backend = backend(&mut args)?;
-    args.finish()?;
-
     eprintln!("loading {} on {}...", path.display(), backend.name());
-    let mut engine = load(&path, backend)?;
+    let mut engine = load(&mut args, &path, backend)?;
     let info = engine.info();
     eprintln!(
         "{} ({:.0}M parameters). Ctrl-C stops an answer; Ctrl-D or /exit quits; /reset starts over.",
@@ -276,8 +279,7 @@ fn cmd_tokenize(mut args: Args) -> Result<(), Fail> {
 fn cmd_info(mut args: Args) -> Result<(), Fail> {
     let path = model_path(&mut args)?;
     let json = args.flag("--json");
-    args.finish()?;
-    let engine = load(&path, Backend::Cpu)?;
+    let engine = load(&mut args, &path, Backend::Cpu)?;
     let info = engine.info();
     if json {
         println!("{}", serde_json::to_string(info).map_err(|e| Fail::Run(e.to_string()))?);

@@ -178,6 +178,11 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// The tokenizer as Hugging Face `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(tk_err)
+    }
+
     /// Vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

@@ -249,6 +249,10 @@ pub struct Gguf<'a> {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Bytes the parsed metadata may still take in memory. A value takes more memory than
+    /// file bytes (an array element of one byte becomes a 32-byte `Value`), so without a
+    /// budget a hostile file could make the parser allocate many times its own size.
+    budget: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -291,8 +295,15 @@ impl<'a> Cursor<'a> {
         }
         Ok(n as usize)
     }
+    fn charge(&mut self, bytes: usize, what: &str) -> Result<()> {
+        self.budget = self.budget.checked_sub(bytes).ok_or_else(|| {
+            Error::gguf(format!("{what} would take more memory than a file of this size can justify"))
+        })?;
+        Ok(())
+    }
     fn string(&mut self, what: &str) -> Result<String> {
         let n = self.count(what, 1)?;
+        self.charge(n, what)?;
         let bytes = self.take(n, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| Error::gguf(format!("{what} is not valid UTF-8")))
     }
@@ -321,6 +332,7 @@ impl<'a> Cursor<'a> {
                 let min = min_value_size(elem_ty)
                     .ok_or_else(|| Error::gguf(format!("{} is an array of unknown type {elem_ty}", what())))?;
                 let n = self.count(&format!("array length of `{key}`"), min)?;
+                self.charge(n * std::mem::size_of::<Value>(), &format!("array `{key}`"))?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(elem_ty, key, depth + 1)?);
@@ -350,7 +362,9 @@ fn min_value_size(ty: u32) -> Option<usize> {
 impl<'a> Gguf<'a> {
     /// Parses and validates the header, metadata and tensor table of a GGUF file.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        let mut c = Cursor { buf: bytes, pos: 0 };
+        // Real files need about 3× their metadata bytes; 8× the whole file is ample.
+        let budget = bytes.len().saturating_mul(8).saturating_add(16 << 20);
+        let mut c = Cursor { buf: bytes, pos: 0, budget };
         let magic = c.u32("magic")?;
         if magic != MAGIC {
             return Err(Error::gguf(format!(

@@ -176,10 +176,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
             let scales = &b[4..16];
             let qs = &b[16..144];
             for (c, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-                let (sc1, m1) = scale_min_k4(2 * c, scales);
-                let (sc2, m2) = scale_min_k4(2 * c + 1, scales);
-                let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
-                let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+                let [(d1, m1), (d2, m2)] = [2 * c, 2 * c + 1].map(|j| k_scale(j, scales, d, dmin));
                 for l in 0..32 {
                     y[l] = d1 * (q[l] & 0x0F) as f32 - m1;
                     y[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
@@ -192,10 +189,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
             let qh = &b[16..48];
             let qs = &b[48..176];
             for (c, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-                let (sc1, m1) = scale_min_k4(2 * c, scales);
-                let (sc2, m2) = scale_min_k4(2 * c + 1, scales);
-                let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
-                let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+                let [(d1, m1), (d2, m2)] = [2 * c, 2 * c + 1].map(|j| k_scale(j, scales, d, dmin));
                 // Sub-block 2c takes bit 2c of qh[l], sub-block 2c+1 bit 2c+1.
                 for l in 0..32 {
                     let h1 = ((qh[l] >> (2 * c)) & 1) << 4;
@@ -227,6 +221,13 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
         }),
     }
     Ok(out)
+}
+
+/// The scale and offset of 32-element sub-block `j` of a Q4_K/Q5_K super-block:
+/// `(d · scale_j, dmin · min_j)`, multiplied in that order as llama.cpp does.
+fn k_scale(j: usize, scales: &[u8], d: f32, dmin: f32) -> (f32, f32) {
+    let (sc, m) = scale_min_k4(j, scales);
+    (d * sc as f32, dmin * m as f32)
 }
 
 /// llama.cpp's `get_scale_min_k4`: 6-bit scale and min number `j` of a K-quant super-block.

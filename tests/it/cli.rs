@@ -5,8 +5,37 @@ use std::process::Command;
 use crate::{json, real_model, u32s};
 
 fn ember(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().unwrap();
+    ember_with_input(args, "")
+}
+
+fn ember_with_input(args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn chat_answers_each_turn_with_the_template_and_quits_at_end_of_input() {
+    let model = real_model();
+    let input = "What is the capital of France?\n/reset\nName three fruits.\n";
+    let (code, out, err) = ember_with_input(&["chat", "--model", model.to_str().unwrap(), "--temperature", "0", "--max-tokens", "12"], input);
+    assert_eq!(code, 0, "{err}");
+    // The greedy answer to the first question is the reference's (chat case 5).
+    let fx = json("smollm2.json");
+    let want = fx["cases"][5]["greedy_text"].as_str().unwrap();
+    let first: String = want.chars().take(20).collect();
+    assert!(out.contains(&first), "answer {out:?} lacks {first:?}");
+    assert!(err.contains("(new conversation)"), "{err}");
+    assert_eq!(err.matches("tok/s").count(), 4, "two turns, each with a stats line: {err}");
 }
 
 #[test]

@@ -96,7 +96,7 @@ pub fn tiny_model_bytes() -> Vec<u8> {
 
 pub fn tiny_engine() -> Engine {
     let dev = ember::backend::cpu_device();
-    Engine::load(&tiny_model_bytes(), dev, Backend::Cpu, LoadOptions { max_context: 96 }).unwrap()
+    Engine::load(&tiny_model_bytes(), dev, Backend::Cpu, LoadOptions { max_context: 96, ..LoadOptions::default() }).unwrap()
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
@@ -239,4 +239,25 @@ fn model_file_errors_name_the_problem() {
     let e = load(&bytes[..bytes.len() - 100]);
     assert!(e.contains("past the end of the file"), "{e}");
     assert!(load(b"not a model").contains("GGUF"));
+}
+
+#[test]
+fn a_tokenizer_json_replaces_the_files_tokenizer() {
+    let e = tiny_engine();
+    let own = e.tokenizer().encode(" the").unwrap();
+    assert_eq!(own.len(), 1, "\" the\" is one merged token: {own:?}");
+    // The same tokenizer as JSON, without its last merge (\"Ġt he\" → \"Ġthe\").
+    let mut json: serde_json::Value = serde_json::from_str(&e.tokenizer().to_json().unwrap()).unwrap();
+    let merges = json["model"]["merges"].as_array_mut().unwrap();
+    assert_eq!(merges.len(), 3);
+    merges.pop();
+    let options = LoadOptions { max_context: 96, tokenizer_json: Some(serde_json::to_vec(&json).unwrap()) };
+    let e2 = Engine::load(&tiny_model_bytes(), ember::backend::cpu_device(), Backend::Cpu, options).unwrap();
+    let ids = e2.tokenizer().encode(" the").unwrap();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(e2.tokenizer().decode(&ids).unwrap(), " the");
+    assert_eq!(e2.tokenizer().eos(), Some(2), "BOS/EOS still come from the GGUF metadata");
+    let bad = LoadOptions { tokenizer_json: Some(b"{not json".to_vec()), ..LoadOptions::default() };
+    let err = Engine::load(&tiny_model_bytes(), ember::backend::cpu_device(), Backend::Cpu, bad).unwrap_err();
+    assert!(err.to_string().starts_with("tokenizer:"), "{err}");
 }

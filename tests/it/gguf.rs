@@ -146,3 +146,22 @@ fn overlapping_and_duplicate_tensors_are_rejected() {
     w.tensor_f32("x", &[8], &[0.0; 8]).tensor_f32("x", &[8], &[0.0; 8]);
     assert!(parse_err(&w.to_bytes()).contains("appears twice"));
 }
+
+#[test]
+fn a_huge_byte_array_cannot_make_the_parser_allocate_many_times_the_file() {
+    // 40 MB of u8 elements would become 1.3 GB of parsed values.
+    let n = 40usize << 20;
+    let mut bytes = Vec::with_capacity(n + 64);
+    bytes.extend_from_slice(&ember::gguf::MAGIC.to_le_bytes());
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    bytes.extend_from_slice(&1u64.to_le_bytes()); // metadata entries
+    bytes.extend_from_slice(&4u64.to_le_bytes());
+    bytes.extend_from_slice(b"blob");
+    bytes.extend_from_slice(&9u32.to_le_bytes()); // array
+    bytes.extend_from_slice(&0u32.to_le_bytes()); // of u8
+    bytes.extend_from_slice(&(n as u64).to_le_bytes());
+    bytes.resize(bytes.len() + n, 7);
+    let e = parse_err(&bytes);
+    assert!(e.contains("more memory than a file of this size"), "{e}");
+}

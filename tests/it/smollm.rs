@@ -13,7 +13,7 @@ fn engine(b: Backend) -> &'static Mutex<Engine> {
     static CPU: OnceLock<Mutex<Engine>> = OnceLock::new();
     static WGPU: OnceLock<Mutex<Engine>> = OnceLock::new();
     let cell = if b == Backend::Cpu { &CPU } else { &WGPU };
-    cell.get_or_init(|| Mutex::new(load_file(&real_model(), b, LoadOptions { max_context: 512 }).unwrap()))
+    cell.get_or_init(|| Mutex::new(load_file(&real_model(), b, LoadOptions { max_context: 512, ..LoadOptions::default() }).unwrap()))
 }
 
 fn read_f32(name: &str) -> Vec<f32> {

@@ -1,0 +1,120 @@
+//! The wasm-bindgen surface: load / start / next / stop / reset, returning plain serde structs
+//! through serde-wasm-bindgen. Errors become `JsError` here and only here.
+//!
+//! Meant to live in a dedicated Web Worker, which handles one call at a time; a call that
+//! arrives while another is running gets an "engine busy" error rather than a panic.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::Promise;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::backend::{cpu_device, wgpu_device, Backend};
+use crate::engine::{Engine, GenerateOptions, LoadOptions, Prompt};
+use crate::error::Error;
+
+#[wasm_bindgen(start)]
+fn start_module() {
+    console_error_panic_hook::set_once();
+}
+
+fn js_err(e: Error) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsError::new(&e.to_string()).into())
+}
+
+fn from_js<T: serde::de::DeserializeOwned + Default>(v: JsValue, what: &str) -> Result<T, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(T::default());
+    }
+    serde_wasm_bindgen::from_value(v).map_err(|e| JsError::new(&format!("{what}: {e}")).into())
+}
+
+/// A loaded model in the browser.
+#[wasm_bindgen]
+pub struct WasmEngine {
+    engine: Rc<RefCell<Engine>>,
+}
+
+fn busy() -> JsValue {
+    JsError::new("engine busy: wait for the previous call to finish").into()
+}
+
+#[wasm_bindgen]
+impl WasmEngine {
+    /// Loads a GGUF model from its bytes on `backend` (`"webgpu"` or `"cpu"`). `options` is a
+    /// `LoadOptions` object (`{max_context}`) or undefined. Resolves to a `WasmEngine`.
+    pub fn load(bytes: Vec<u8>, backend: String, options: JsValue) -> Promise {
+        future_to_promise(async move {
+            let options: LoadOptions = from_js(options, "load options")?;
+            let backend = Backend::parse(&backend).ok_or_else(|| JsValue::from(JsError::new(&format!("unknown backend `{backend}`"))))?;
+            let device = match backend {
+                Backend::Cpu => cpu_device(),
+                Backend::Wgpu => wgpu_device().await.map_err(js_err)?,
+            };
+            let engine = Engine::load(&bytes, device, backend, options).map_err(js_err)?;
+            Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)) }.into())
+        })
+    }
+
+    /// The model card (`ModelInfo`).
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        to_js(self.engine.try_borrow().map_err(|_| busy())?.info())
+    }
+
+    /// Token ids of `text`, tokenised as the model sees it.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, JsValue> {
+        self.engine.try_borrow().map_err(|_| busy())?.tokenizer().encode(text).map_err(js_err)
+    }
+
+    /// Starts a generation. `prompt` is `{text: "..."}` or `{chat: [{role, content}, ...]}`;
+    /// `options` a `GenerateOptions` object or undefined. Returns `StartInfo`.
+    pub fn start(&self, prompt: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+        let prompt: Prompt = serde_wasm_bindgen::from_value(prompt).map_err(|e| JsValue::from(JsError::new(&format!("prompt: {e}"))))?;
+        let options: GenerateOptions = from_js(options, "generate options")?;
+        let info = self.engine.try_borrow_mut().map_err(|_| busy())?.start(&prompt, options).map_err(js_err)?;
+        to_js(&info)
+    }
+
+    /// Generates one token. Resolves to a `Step`, or `null` once the generation has ended.
+    pub fn next(&self) -> Promise {
+        let engine = self.engine.clone();
+        future_to_promise(async move {
+            let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
+            // The borrow is held across the await: the worker makes one call at a time.
+            let step = e.next_async().await.map_err(js_err)?;
+            match step {
+                Some(s) => to_js(&s),
+                None => Ok(JsValue::NULL),
+            }
+        })
+    }
+
+    /// Timing of the current or last generation: `Stats` and its rates.
+    pub fn stats(&self) -> Result<JsValue, JsValue> {
+        let e = self.engine.try_borrow().map_err(|_| busy())?;
+        let s = e.stats();
+        to_js(&serde_json::json!({
+            "prefill_tokens": s.prefill_tokens, "prefill_s": s.prefill_s, "prefill_tok_s": s.prefill_tok_s(),
+            "decode_tokens": s.decode_tokens, "decode_s": s.decode_s, "decode_tok_s": s.decode_tok_s(),
+        }))
+    }
+
+    /// Ends the current generation; the cache keeps its work for the next turn.
+    pub fn stop(&self) -> Result<(), JsValue> {
+        self.engine.try_borrow_mut().map_err(|_| busy())?.stop();
+        Ok(())
+    }
+
+    /// Forgets the cache: a new conversation.
+    pub fn reset(&self) -> Result<(), JsValue> {
+        self.engine.try_borrow_mut().map_err(|_| busy())?.reset();
+        Ok(())
+    }
+}
