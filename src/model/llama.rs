@@ -398,8 +398,10 @@ impl Llama {
         let last = self.norm.forward(x.slice([0..b, seq - 1..seq, 0..d]).reshape([b, d])); // [1, d_model]
         Ok(match &self.output {
             Some(head) => head.forward(last),
-            // Tied head: the embedding is [vocab, d_model]; its transpose is a free view.
-            None => last.matmul(self.embed.weight.val().transpose()),
+            // Tied head: multiply the row-major [vocab, d_model] embedding by the column
+            // vector, rather than the row by the embedding's transposed view, which CPU
+            // backends copy (113 MB for SmolLM2) on every token.
+            None => self.embed.weight.val().matmul(last.transpose()).transpose(), // [vocab, 1] → [1, vocab]
         }) // [1, vocab]
     }
 }
