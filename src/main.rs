@@ -94,25 +94,19 @@ fn backend(args: &mut Args) -> Result<Backend, Fail> {
 }
 
 fn sampling(args: &mut Args, defaults: SamplingConfig) -> Result<SamplingConfig, Fail> {
+    fn set<T: std::str::FromStr>(args: &mut Args, name: &str, slot: &mut T) -> Result<(), Fail> {
+        if let Some(v) = args.parsed(name)? {
+            *slot = v;
+        }
+        Ok(())
+    }
     let mut s = defaults;
-    if let Some(v) = args.parsed("--temperature")? {
-        s.temperature = v;
-    }
-    if let Some(v) = args.parsed("--top-k")? {
-        s.top_k = v;
-    }
-    if let Some(v) = args.parsed("--top-p")? {
-        s.top_p = v;
-    }
-    if let Some(v) = args.parsed("--min-p")? {
-        s.min_p = v;
-    }
-    if let Some(v) = args.parsed("--repeat-penalty")? {
-        s.repeat_penalty = v;
-    }
-    if let Some(v) = args.parsed("--seed")? {
-        s.seed = v;
-    }
+    set(args, "--temperature", &mut s.temperature)?;
+    set(args, "--top-k", &mut s.top_k)?;
+    set(args, "--top-p", &mut s.top_p)?;
+    set(args, "--min-p", &mut s.min_p)?;
+    set(args, "--repeat-penalty", &mut s.repeat_penalty)?;
+    set(args, "--seed", &mut s.seed)?;
     s.validate()?;
     Ok(s)
 }

@@ -11,6 +11,7 @@ let messages = [];
 let generating = false;
 let current = null; // {el, text}
 let nextId = 1;
+let backendWhy = ""; // why this backend, in plain words
 
 function setStatus(state, text) {
   status.dataset.state = state;
@@ -32,9 +33,13 @@ function addMessage(role, text) {
 
 async function chooseBackend() {
   const forced = params.get("backend");
-  if (forced === "cpu" || forced === "webgpu") return forced;
+  if (forced === "cpu" || forced === "webgpu") { backendWhy = "as asked"; return forced; }
+  backendWhy = "this browser has no WebGPU";
   if (!("gpu" in navigator)) return "cpu";
-  try { return (await navigator.gpu.requestAdapter()) ? "webgpu" : "cpu"; } catch { return "cpu"; }
+  try {
+    if (await navigator.gpu.requestAdapter()) { backendWhy = ""; return "webgpu"; }
+  } catch { /* no adapter */ }
+  return "cpu";
 }
 
 const worker = new Worker(new URL("worker.js", location.href), { type: "module" });
@@ -51,9 +56,11 @@ worker.onmessage = ({ data }) => {
     }
     case "ready": {
       $("progress").hidden = true;
+      const fellBack = data.backend !== status.dataset.backend;
       status.dataset.backend = data.backend;
       const info = data.info;
-      const where = data.backend === "webgpu" ? "WebGPU" : "the CPU (no WebGPU)";
+      const why = fellBack ? "WebGPU failed" : backendWhy;
+      const where = (data.backend === "webgpu" ? "WebGPU" : "the CPU") + (why ? ` (${why})` : "");
       setStatus("ready", `${info.name || "model"} · ${(info.n_params / 1e6).toFixed(0)}M parameters · on ${where} · loaded in ${data.load_s.toFixed(1)} s`);
       break;
     }

@@ -60,7 +60,7 @@ impl LlamaConfig {
         let arch: String = meta.req("general.architecture")?;
         if arch != "llama" {
             return Err(Error::Unsupported(format!(
-                "architecture `{arch}` (Ember runs `llama` models such as SmolLM2, TinyLlama and Llama 3)"
+                "architecture `{arch}` (Ember runs `llama`-architecture models such as SmolLM2)"
             )));
         }
         let key = |k: &str| format!("{arch}.{k}");
