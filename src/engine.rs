@@ -320,22 +320,8 @@ impl Engine {
         }
         let t0 = now_s();
         let n = g.pending.len();
-        let ids: Vec<i32> = g.pending.iter().map(|&t| t as i32).collect();
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
-        let result = self.model.forward(tokens, &mut self.cache);
-        let logits = match result {
+        let logits = match forward_logits(&self.model, &mut self.cache, &self.device, &g.pending).await {
             Ok(l) => l,
-            Err(e) => {
-                g.finished = true;
-                return Err(e);
-            }
-        };
-        // The one readback of this step.
-        let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")));
-        let logits = data.and_then(|d| d.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}"))));
-        let logits = match logits {
-            Ok(l) if l.iter().all(|v| v.is_finite()) => l,
-            Ok(_) => Err(Error::Device("the model produced non-finite logits".into()))?,
             Err(e) => {
                 g.finished = true;
                 return Err(e);
@@ -444,11 +430,9 @@ impl Engine {
     /// evaluation). Ends any generation; the cache then holds `ids`.
     pub async fn logits_async(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         self.reset();
-        let data = TensorData::new(ids.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, ids.len()]);
-        let logits = self.model.forward(Tensor::<2, Int>::from_data(data, &self.device), &mut self.cache)?;
+        let logits = forward_logits(&self.model, &mut self.cache, &self.device, ids).await?;
         self.cached = ids.to_vec();
-        let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
-        data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+        Ok(logits)
     }
 
     /// Native, blocking form of [`Engine::logits_async`].
@@ -461,6 +445,19 @@ impl Engine {
     pub fn device(&self) -> &Device {
         &self.device
     }
+}
+
+/// Runs `ids` after the cached positions and reads back the last position's logits: the one
+/// GPU→CPU readback of a step, and an asynchronous one, as the web requires.
+async fn forward_logits(model: &Llama, cache: &mut KvCache, device: &Device, ids: &[u32]) -> Result<Vec<f32>> {
+    let data = TensorData::new(ids.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, ids.len()]);
+    let logits = model.forward(Tensor::<2, Int>::from_data(data, device), cache)?; // [1, vocab]
+    let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
+    let logits = data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+    if logits.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Device("the model produced non-finite logits".into()));
+    }
+    Ok(logits)
 }
 
 /// Bytes at the end of `text` that could be the start of a stop string.

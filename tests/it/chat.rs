@@ -1,14 +1,11 @@
 //! Chat templates rendered with minijinja against Python jinja2, and hostile templates.
 
-use ember::gguf::Gguf;
 use ember::{ChatTemplate, Message};
 
-use crate::{json, real_model};
+use crate::{json, real_metadata};
 
 fn smollm_template() -> ChatTemplate {
-    let bytes = std::fs::read(real_model()).unwrap();
-    let g = Gguf::parse(&bytes).unwrap();
-    let src: String = g.metadata.req("tokenizer.chat_template").unwrap();
+    let src: String = real_metadata().req("tokenizer.chat_template").unwrap();
     ChatTemplate::new(&src, "<|im_start|>", "<|im_end|>").unwrap()
 }
 

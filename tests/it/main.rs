@@ -45,6 +45,15 @@ pub fn real_model() -> PathBuf {
     p
 }
 
+/// The reference model's metadata, parsed once for the tests that need only it.
+pub fn real_metadata() -> &'static ember::gguf::Metadata {
+    static META: std::sync::OnceLock<ember::gguf::Metadata> = std::sync::OnceLock::new();
+    META.get_or_init(|| {
+        let bytes = std::fs::read(real_model()).unwrap();
+        ember::gguf::Gguf::parse(&bytes).unwrap().metadata
+    })
+}
+
 /// Largest |a - b|, and where.
 pub fn max_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
     assert_eq!(a.len(), b.len(), "lengths differ");

@@ -2,19 +2,14 @@
 
 use std::sync::OnceLock;
 
-use ember::gguf::Gguf;
 use ember::tokenizer::StreamDecoder;
 use ember::Tokenizer;
 
-use crate::{json, real_model, u32s};
+use crate::{json, real_metadata, u32s};
 
 pub fn smollm_tokenizer() -> &'static Tokenizer {
     static TK: OnceLock<Tokenizer> = OnceLock::new();
-    TK.get_or_init(|| {
-        let bytes = std::fs::read(real_model()).unwrap();
-        let g = Gguf::parse(&bytes).unwrap();
-        Tokenizer::from_gguf(&g.metadata).unwrap()
-    })
+    TK.get_or_init(|| Tokenizer::from_gguf(real_metadata()).unwrap())
 }
 
 #[test]
