@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the web toolchain at pinned versions, from the registries, once: Trunk, wasm-bindgen-cli
 # (the exact version of the wasm-bindgen crate in Cargo.lock), wasm-opt from npm's binaryen,
-# Debian's chromium, and playwright-core. Trunk itself never downloads a tool (Trunk.toml).
+# Debian's chromium and chromedriver (for wasm-bindgen-test), and playwright-core. Trunk itself never downloads a tool (Trunk.toml).
 # Source it: it puts binaryen's bin/ on PATH.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,9 +22,15 @@ if [ ! -x "$tools/node_modules/binaryen/bin/wasm-opt" ]; then
   npm install --silent --no-audit --no-fund --prefix "$tools" binaryen@132
 fi
 export PATH="$tools/node_modules/binaryen/bin:$PATH"
-if [ ! -x /usr/bin/chromium ]; then
-  echo "setup-web: apt-get install chromium"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "setup-web: apt-get install chromium chromium-driver"
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+  else
+    echo "setup-web: please install chromium and chromium-driver (needs root)" >&2
+    exit 1
+  fi
 fi
 if [ ! -d "$here/node_modules/playwright-core" ]; then
   (cd "$here" && npm ci --silent --no-audit --no-fund)

@@ -28,11 +28,15 @@ pub struct LoadOptions {
     /// A Hugging Face `tokenizer.json` to use instead of the one in the GGUF metadata.
     #[serde(skip)]
     pub tokenizer_json: Option<Vec<u8>>,
+    /// Bytes the loaded weights may take in all (f32, as they are held): a device's memory.
+    pub memory_limit: Option<u64>,
+    /// Bytes one weight tensor may take: a GPU's largest storage buffer.
+    pub tensor_limit: Option<u64>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { max_context: 2048, tokenizer_json: None }
+        LoadOptions { max_context: 2048, tokenizer_json: None, memory_limit: None, tensor_limit: None }
     }
 }
 
@@ -111,6 +115,24 @@ pub struct Candidate {
     pub prob: f32,
     /// The token's text (may be part of a character).
     pub text: String,
+}
+
+/// How a conversation fits the context window (see [`Engine::fit_chat`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatFit {
+    /// Index of the first message after the leading system messages that stays in the prompt;
+    /// the messages between those and it are left out.
+    pub first: usize,
+    /// Messages left out.
+    pub dropped: usize,
+    /// Prompt tokens of what is kept.
+    pub tokens: usize,
+    /// Prompt tokens of the whole conversation.
+    pub total_tokens: usize,
+    /// Tokens kept free for the answer.
+    pub reserve: usize,
+    /// The context window.
+    pub limit: usize,
 }
 
 /// Why a generation ended.
@@ -200,7 +222,13 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Loads a GGUF model from its bytes onto `device`.
     pub fn load(bytes: &[u8], device: Device, backend: Backend, options: LoadOptions) -> Result<Self> {
+        Self::load_with_progress(bytes, device, backend, options, &mut |_, _| {})
+    }
+
+    /// [`Engine::load`], calling `progress(done, total)` as each weight tensor reaches the device.
+    pub fn load_with_progress(bytes: &[u8], device: Device, backend: Backend, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
         let gguf = Gguf::parse(bytes)?;
+        check_size(&gguf, &options)?;
         let meta = &gguf.metadata;
         let config = LlamaConfig::from_gguf(meta)?;
         let tokenizer = match &options.tokenizer_json {
@@ -219,7 +247,7 @@ impl Engine {
             .map(|t| ChatTemplate::new(&t, &tokenizer.token_text(tokenizer.bos()), &tokenizer.token_text(tokenizer.eos())))
             .transpose()?;
         let max_context = options.max_context.clamp(1, config.context_length);
-        let (model, config) = load_llama(&gguf, &config, max_context, &device)?;
+        let (model, config) = load_llama(&gguf, &config, max_context, &device, progress)?;
         let cache = KvCache::new(&config, max_context, &device);
 
         let mut types: Vec<(String, usize)> = Vec::new();
@@ -270,6 +298,52 @@ impl Engine {
             .as_ref()
             .ok_or_else(|| Error::Template("this model has no chat template; use plain completion".into()))?
             .render(messages, true)
+    }
+
+    /// Prompt tokens of a conversation, rendered for the assistant's turn.
+    pub fn count_chat(&self, messages: &[Message]) -> Result<usize> {
+        Ok(self.tokenizer.encode(&self.render_chat(messages)?)?.len())
+    }
+
+    /// Which messages of a conversation fit the context window with `reserve` tokens left for
+    /// the answer (at most a quarter of the window is reserved). The leading system messages are
+    /// always kept; the oldest turns after them are left out, and what is kept starts with a
+    /// user message. The last message must fit, or this is `Error::ContextFull`.
+    pub fn fit_chat(&self, messages: &[Message], reserve: usize) -> Result<ChatFit> {
+        let limit = self.cache.capacity();
+        let reserve = reserve.min(limit / 4);
+        let sys = messages.iter().take_while(|m| m.role == "system").count();
+        let count_from = |first: usize| -> Result<usize> {
+            let kept: Vec<Message> = messages[..sys].iter().chain(&messages[first..]).cloned().collect();
+            self.count_chat(&kept)
+        };
+        let total_tokens = count_from(sys)?;
+        let fits = |tokens: usize| tokens + reserve <= limit;
+        if fits(total_tokens) || messages.len() == sys {
+            return Ok(ChatFit { first: sys, dropped: 0, tokens: total_tokens, total_tokens, reserve, limit });
+        }
+        // Starts a kept part may have: user turns, and the last message whatever it is.
+        let mut starts: Vec<usize> = (sys + 1..messages.len()).filter(|&i| messages[i].role == "user").collect();
+        if starts.last() != Some(&(messages.len() - 1)) {
+            starts.push(messages.len() - 1);
+        }
+        // Fewer messages never need more tokens, so the first start that fits is found by bisection.
+        let (mut lo, mut hi) = (0, starts.len());
+        let mut best: Option<(usize, usize)> = None;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let tokens = count_from(starts[mid])?;
+            if fits(tokens) {
+                best = Some((starts[mid], tokens));
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        match best {
+            Some((first, tokens)) => Ok(ChatFit { first, dropped: first - sys, tokens, total_tokens, reserve, limit }),
+            None => Err(Error::ContextFull { needed: count_from(messages.len() - 1)? + reserve, limit }),
+        }
     }
 
     /// Prepares a generation. The next call to [`Engine::next`] runs the prompt.
@@ -330,8 +404,8 @@ impl Engine {
         self.cached.extend(g.pending.drain(..));
         let dt = now_s() - t0;
         if g.produced.is_empty() {
-            self.stats.prefill_tokens = n;
-            self.stats.prefill_s = dt;
+            self.stats.prefill_tokens += n;
+            self.stats.prefill_s += dt;
         } else {
             self.stats.decode_tokens += 1;
             self.stats.decode_s += dt;
@@ -383,6 +457,41 @@ impl Engine {
             g.finished = true;
         }
         Ok(Some(Step { token, text, top, done }))
+    }
+
+    /// Runs up to `max` tokens of the prompt, so that a long prompt can be stopped part way (the
+    /// caller checks for a stop between calls). The last prompt token is left to `next_async`,
+    /// which turns it into the first new token. Returns how many prompt tokens still wait before
+    /// that last one; 0 means the prompt is done. What ran stays cached, even after a stop.
+    pub async fn prefill_async(&mut self, max: usize) -> Result<usize> {
+        let g = self.generation.as_mut().ok_or(Error::NotStarted)?;
+        if g.finished || !g.produced.is_empty() {
+            return Ok(0);
+        }
+        let run = max.max(1).min(g.pending.len().saturating_sub(1));
+        if run > 0 {
+            let t0 = now_s();
+            let chunk: Vec<u32> = g.pending[..run].to_vec();
+            // The logits are not needed; reading them back waits for the work to finish.
+            if let Err(e) = forward_logits(&self.model, &mut self.cache, &self.device, &chunk).await {
+                g.finished = true;
+                return Err(e);
+            }
+            g.pending.drain(..run);
+            self.cached.extend(chunk);
+            self.stats.prefill_tokens += run;
+            self.stats.prefill_s += now_s() - t0;
+        }
+        Ok(g.pending.len() - 1)
+    }
+
+    /// Runs one token through the model and forgets it: shaders are compiled and buffers
+    /// allocated before the first real prompt, so that its timing is honest.
+    pub async fn warm_up_async(&mut self) -> Result<()> {
+        let token = self.tokenizer.bos().or(self.tokenizer.eos()).unwrap_or(0);
+        self.logits_async(&[token]).await?;
+        self.reset();
+        Ok(())
     }
 
     /// Native, blocking form of [`Engine::next_async`].
@@ -458,6 +567,25 @@ async fn forward_logits(model: &Llama, cache: &mut KvCache, device: &Device, ids
         return Err(Error::Device("the model produced non-finite logits".into()));
     }
     Ok(logits)
+}
+
+/// Refuses a model whose weights (held as f32) exceed the device's limits, before any of it
+/// is allocated: running out of GPU memory part way kills a WebGPU device.
+fn check_size(gguf: &Gguf<'_>, options: &LoadOptions) -> Result<()> {
+    let mb = |b: u64| b.div_ceil(1 << 20);
+    let bytes: Vec<u64> = gguf.tensors.iter().map(|t| t.n_elements() as u64 * 4).collect();
+    if let (Some(limit), Some(&largest)) = (options.tensor_limit, bytes.iter().max()) {
+        if largest > limit {
+            return Err(Error::TooLarge { needed_mb: mb(largest), limit_mb: mb(limit), what: "its largest GPU buffer" });
+        }
+    }
+    let total: u64 = bytes.iter().sum();
+    if let Some(limit) = options.memory_limit {
+        if total > limit {
+            return Err(Error::TooLarge { needed_mb: mb(total), limit_mb: mb(limit), what: "this device's memory" });
+        }
+    }
+    Ok(())
 }
 
 /// Bytes at the end of `text` that could be the start of a stop string.

@@ -52,6 +52,16 @@ pub enum Error {
         /// The context length.
         limit: usize,
     },
+    /// The model's weights would not fit in the memory this device allows.
+    #[error("the model is too large for this device: its weights need about {needed_mb} MB, {what} allows {limit_mb} MB")]
+    TooLarge {
+        /// Megabytes the weights need once loaded (as f32).
+        needed_mb: u64,
+        /// Megabytes allowed.
+        limit_mb: u64,
+        /// Which limit: the device's memory, or its largest buffer.
+        what: &'static str,
+    },
     /// `next()` was called without a generation in progress.
     #[error("no generation in progress: call start first")]
     NotStarted,

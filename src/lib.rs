@@ -13,13 +13,15 @@ pub mod error;
 pub mod gguf;
 pub mod model;
 pub mod sampling;
+#[doc(hidden)]
+pub mod testkit;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
 pub use backend::Backend;
 pub use chat::{ChatTemplate, Message};
-pub use engine::{Candidate, Engine, GenerateOptions, LoadOptions, ModelInfo, Prompt, StartInfo, Step, StopReason};
+pub use engine::{Candidate, ChatFit, Engine, GenerateOptions, LoadOptions, ModelInfo, Prompt, StartInfo, Step, StopReason};
 pub use error::{Error, Result};
 pub use sampling::SamplingConfig;
 pub use tokenizer::Tokenizer;

@@ -13,6 +13,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::backend::{cpu_device, wgpu_device, Backend};
+use crate::chat::Message;
 use crate::engine::{Engine, GenerateOptions, LoadOptions, Prompt};
 use crate::error::Error;
 
@@ -42,6 +43,25 @@ pub struct WasmEngine {
     engine: Rc<RefCell<Engine>>,
 }
 
+impl WasmEngine {
+    /// [`WasmEngine::load`] for Rust callers (the wasm tests).
+    pub async fn load_async(bytes: Vec<u8>, backend: &str, options: JsValue, progress: Option<js_sys::Function>) -> Result<WasmEngine, JsValue> {
+        let options: LoadOptions = from_js(options, "load options")?;
+        let backend = Backend::parse(backend).ok_or_else(|| JsValue::from(JsError::new(&format!("unknown backend `{backend}`"))))?;
+        let device = match backend {
+            Backend::Cpu => cpu_device(),
+            Backend::Wgpu => wgpu_device().await.map_err(js_err)?,
+        };
+        let mut report = |done: usize, total: usize| {
+            if let Some(f) = &progress {
+                let _ = f.call2(&JsValue::NULL, &JsValue::from(done as f64), &JsValue::from(total as f64));
+            }
+        };
+        let engine = Engine::load_with_progress(&bytes, device, backend, options, &mut report).map_err(js_err)?;
+        Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)) })
+    }
+}
+
 fn busy() -> JsValue {
     JsError::new("engine busy: wait for the previous call to finish").into()
 }
@@ -49,17 +69,44 @@ fn busy() -> JsValue {
 #[wasm_bindgen]
 impl WasmEngine {
     /// Loads a GGUF model from its bytes on `backend` (`"webgpu"` or `"cpu"`). `options` is a
-    /// `LoadOptions` object (`{max_context}`) or undefined. Resolves to a `WasmEngine`.
-    pub fn load(bytes: Vec<u8>, backend: String, options: JsValue) -> Promise {
+    /// `LoadOptions` object (`{max_context, memory_limit, tensor_limit}`) or undefined;
+    /// `progress`, if given, is called with `(done, total)` as weight tensors reach the device.
+    /// Resolves to a `WasmEngine`.
+    pub fn load(bytes: Vec<u8>, backend: String, options: JsValue, progress: Option<js_sys::Function>) -> Promise {
+        future_to_promise(async move { Ok(Self::load_async(bytes, &backend, options, progress).await?.into()) })
+    }
+
+    /// Runs one token through the model and forgets it (compiles the GPU kernels).
+    pub fn warm_up(&self) -> Promise {
+        let engine = self.engine.clone();
         future_to_promise(async move {
-            let options: LoadOptions = from_js(options, "load options")?;
-            let backend = Backend::parse(&backend).ok_or_else(|| JsValue::from(JsError::new(&format!("unknown backend `{backend}`"))))?;
-            let device = match backend {
-                Backend::Cpu => cpu_device(),
-                Backend::Wgpu => wgpu_device().await.map_err(js_err)?,
-            };
-            let engine = Engine::load(&bytes, device, backend, options).map_err(js_err)?;
-            Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)) }.into())
+            let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
+            e.warm_up_async().await.map_err(js_err)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// The exact prompt text the model sees for `messages` (`[{role, content}, ...]`).
+    pub fn render(&self, messages: JsValue) -> Result<String, JsValue> {
+        let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages).map_err(|e| JsValue::from(JsError::new(&format!("messages: {e}"))))?;
+        self.engine.try_borrow().map_err(|_| busy())?.render_chat(&messages).map_err(js_err)
+    }
+
+    /// How `messages` fit the context window with `reserve` tokens kept for the answer: a
+    /// `ChatFit` (`{first, dropped, tokens, total_tokens, reserve, limit}`).
+    pub fn fit(&self, messages: JsValue, reserve: usize) -> Result<JsValue, JsValue> {
+        let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages).map_err(|e| JsValue::from(JsError::new(&format!("messages: {e}"))))?;
+        to_js(&self.engine.try_borrow().map_err(|_| busy())?.fit_chat(&messages, reserve).map_err(js_err)?)
+    }
+
+    /// Runs up to `max` prompt tokens; resolves to how many still wait (0: the prompt is done).
+    /// Calling it until 0 before `next` lets a stop arrive during a long prefill.
+    pub fn prefill(&self, max: usize) -> Promise {
+        let engine = self.engine.clone();
+        future_to_promise(async move {
+            let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
+            let left = e.prefill_async(max).await.map_err(js_err)?;
+            Ok(JsValue::from(left as f64))
         })
     }
 

@@ -1,31 +1,44 @@
 // The engine's worker: the page never freezes while the model loads or generates.
-// Protocol, page → worker:  {type: "load", url, backend}  {type: "generate", id, messages, options}
-//                            {type: "stop"}  {type: "reset"}
-// worker → page:            {type: "progress", stage, loaded, total}  {type: "ready", info, backend, load_s}
-//                            {type: "token", id, step}  {type: "done", id, stats, reason}  {type: "error", id?, message}
+// Page → worker: {type: "load", source: {url} | {file}, backend, limits}
+//                {type: "generate", id, messages, options, reserve}  {type: "fit", id, messages, reserve}
+//                {type: "render", id, messages}  {type: "stop"}  {type: "reset"}
+// Worker → page: {type: "progress", stage, loaded, total}  {type: "ready", info, backend, load_s}
+//                {type: "start", id, fit, prompt_tokens, reused}  {type: "prefill", id, done, total}
+//                {type: "token", id, step}  {type: "done", id, reason, stats}  {type: "fit", id, fit, error}
+//                {type: "rendered", id, text}  {type: "notice", kind, vars}
+//                {type: "error", id?, message, kind}  {type: "fatal", message}
+// Errors are messages; a trap inside wasm (GPU lost, out of memory) is "fatal": the page
+// replaces this worker.
 import init, { WasmEngine } from "./ember.js";
+import * as modelCache from "./js/model-cache.js";
 
 let engine = null;
+let generating = false;
 let stopRequested = false;
+let queued = []; // fit/render requests that arrived while a step held the engine
+// Prompt chunks are sized to about this much work, so that a stop lands within it.
+const PREFILL_SLICE_MS = 300;
 const post = (m) => self.postMessage(m);
 const errorText = (e) => (e && e.message) || String(e);
 
-self.addEventListener("error", (e) => post({ type: "error", message: `worker error: ${e.message}` }));
-self.addEventListener("unhandledrejection", (e) => post({ type: "error", message: `worker error: ${errorText(e.reason)}` }));
+self.addEventListener("error", (e) => post({ type: "fatal", message: e.message || "the engine crashed" }));
+self.addEventListener("unhandledrejection", (e) => post({ type: "fatal", message: errorText(e.reason) }));
 
-async function fetchModel(url) {
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`the model could not be downloaded: HTTP ${res.status} for ${url}`);
-  const total = Number(res.headers.get("content-length")) || 0;
-  const reader = res.body.getReader();
+class LoadError extends Error {
+  constructor(kind, vars) { super(kind); this.kind = kind; this.vars = vars; }
+}
+
+async function readAll(stream, total, stage) {
+  const reader = stream.getReader();
   const chunks = [];
   let loaded = 0;
+  let last = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
     chunks.push(value);
     loaded += value.length;
-    post({ type: "progress", stage: "downloading", loaded, total });
+    if (loaded - last > 1 << 20 || loaded === total) { post({ type: "progress", stage, loaded, total }); last = loaded; }
   }
   const bytes = new Uint8Array(loaded);
   let at = 0;
@@ -33,48 +46,140 @@ async function fetchModel(url) {
   return bytes;
 }
 
-async function load({ url, backend }) {
+async function download(url) {
+  let res;
+  try {
+    res = await fetch(url);
+  } catch {
+    throw new LoadError("errNetwork", { url });
+  }
+  if (res.status === 404) throw new LoadError("errNotFound", { url });
+  if (!res.ok) throw new LoadError("errHttp", { url, status: res.status });
+  const total = Number(res.headers.get("content-length")) || 0;
+  return readAll(res.body, total, "downloading");
+}
+
+// A model from a URL comes from the cache when it is there, else is downloaded into it.
+async function fetchModel({ url, sha256 }) {
+  let hit = null;
+  try { hit = await modelCache.lookup(url); } catch { /* no OPFS here */ }
+  if (hit) return readAll(hit.file.stream(), hit.file.size, "cache");
+  try {
+    return await modelCache.download(url, {
+      sha256,
+      onProgress: (loaded, total) => post({ type: "progress", stage: "downloading", loaded, total }),
+      onNotice: (kind, vars) => post({ type: "notice", kind, vars }),
+    });
+  } catch (e) {
+    if (e instanceof modelCache.DownloadError) throw new LoadError(e.kind, e.vars);
+    if (e instanceof LoadError) throw e;
+    // No usable OPFS (a private window, an old browser): download without caching.
+    post({ type: "notice", kind: "errCache", vars: { m: errorText(e) } });
+    return download(url);
+  }
+}
+
+function checkMagic(bytes) {
+  const head = new TextDecoder().decode(bytes.subarray(0, 64)).trimStart().toLowerCase();
+  if (head.startsWith("<!doctype") || head.startsWith("<html") || head.startsWith("<")) throw new LoadError("errHtml", {});
+  if (bytes.length < 4 || String.fromCharCode(...bytes.subarray(0, 4)) !== "GGUF") throw new LoadError("errNotGguf", {});
+}
+
+async function gpuLimits() {
+  try {
+    const adapter = await navigator.gpu?.requestAdapter();
+    return adapter ? adapter.limits.maxStorageBufferBindingSize : null;
+  } catch { return null; }
+}
+
+async function load({ source, backend, limits }) {
   const t0 = performance.now();
   await init();
-  const bytes = await fetchModel(url);
-  post({ type: "progress", stage: "parsing", loaded: bytes.length, total: bytes.length });
-  let used = backend;
-  try {
-    engine = await WasmEngine.load(bytes, backend, { max_context: 2048 });
-  } catch (e) {
-    if (backend !== "webgpu") throw e;
-    post({ type: "progress", stage: "WebGPU failed, loading on the CPU", loaded: 0, total: 0 });
-    used = "cpu";
-    engine = await WasmEngine.load(bytes, "cpu", { max_context: 2048 });
+  const bytes = source.file ? await readAll(source.file.stream(), source.file.size, "reading") : await fetchModel(source);
+  checkMagic(bytes);
+  // wasm32 addresses 4 GiB; the file's bytes are in it while the weights are built.
+  const memory = limits?.memory_mb ? limits.memory_mb * 2 ** 20 : 3.5 * 2 ** 30 - 2 * bytes.length;
+  const options = { max_context: limits?.max_context || 2048, memory_limit: Math.max(0, Math.floor(memory)) };
+  if (backend === "webgpu") {
+    const t = await gpuLimits();
+    if (t) options.tensor_limit = t;
   }
-  post({ type: "ready", info: engine.info(), backend: used, load_s: (performance.now() - t0) / 1000 });
+  post({ type: "progress", stage: "parsing", loaded: 0, total: 0 });
+  const progress = (done, total) => post({ type: "progress", stage: "uploading", loaded: done, total });
+  engine = await WasmEngine.load(bytes, backend, options, progress);
+  post({ type: "progress", stage: "warming", loaded: 0, total: 0 });
+  await engine.warm_up();
+  post({ type: "ready", info: engine.info(), backend, load_s: (performance.now() - t0) / 1000 });
 }
 
-async function generate({ id, messages, options }) {
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+function answerQueued() {
+  for (const q of queued.splice(0)) handle(q);
+}
+
+async function generate({ id, messages, options, reserve }) {
   stopRequested = false;
-  engine.start({ chat: messages }, options);
-  let reason = null;
-  for (;;) {
-    // Yield to the event loop so that a "stop" message can arrive between tokens.
-    await new Promise((r) => setTimeout(r, 0));
-    if (stopRequested) { engine.stop(); reason = "stopped"; break; }
-    const step = await engine.next();
-    if (step === null) break;
-    post({ type: "token", id, step });
-    if (step.done) { reason = step.done; break; }
+  generating = true;
+  try {
+    const fit = engine.fit(messages, reserve);
+    const kept = [...messages.slice(0, messages.findIndex((m) => m.role !== "system")), ...messages.slice(fit.first)];
+    const start = engine.start({ chat: kept }, options);
+    post({ type: "start", id, fit, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_text: start.prompt_text });
+    let reason = null;
+    // The prompt runs in chunks, so that Stop works during a long prefill too.
+    const total = start.prompt_ids.length - start.reused;
+    let left = total;
+    let chunk = 8;
+    while (left > 1) {
+      await tick();
+      answerQueued();
+      if (stopRequested) break;
+      const t0 = performance.now();
+      const before = left;
+      left = await engine.prefill(chunk);
+      const perToken = (performance.now() - t0) / Math.max(1, before - left);
+      chunk = Math.max(4, Math.min(512, Math.round(PREFILL_SLICE_MS / perToken)));
+      post({ type: "prefill", id, done: total - left - 1, total });
+    }
+    for (;;) {
+      // Yield to the event loop so that "stop" (and meter requests) can arrive between tokens.
+      await tick();
+      answerQueued();
+      if (stopRequested) { engine.stop(); reason = "stopped"; break; }
+      const step = await engine.next();
+      if (step === null) break;
+      post({ type: "token", id, step });
+      if (step.done) { reason = step.done; break; }
+    }
+    post({ type: "done", id, reason, stats: engine.stats() });
+  } finally {
+    generating = false;
+    answerQueued();
   }
-  post({ type: "done", id, reason, stats: engine.stats() });
 }
 
-self.onmessage = async ({ data }) => {
+async function handle(data) {
   try {
     switch (data.type) {
       case "load": await load(data); break;
       case "generate": await generate(data); break;
       case "stop": stopRequested = true; break;
-      case "reset": if (engine) engine.reset(); break;
+      case "reset": if (engine && !generating) engine.reset(); else stopRequested = true; break;
+      case "fit":
+        if (generating) { queued = queued.filter((q) => q.type !== "fit"); queued.push(data); break; }
+        try { post({ type: "fit", id: data.id, fit: engine.fit(data.messages, data.reserve) }); }
+        catch (e) { post({ type: "fit", id: data.id, error: errorText(e) }); }
+        break;
+      case "render":
+        if (generating) { queued.push(data); break; }
+        post({ type: "rendered", id: data.id, text: engine.render(data.messages) });
+        break;
     }
   } catch (e) {
-    post({ type: "error", id: data.id, message: errorText(e) });
+    const message = e instanceof LoadError ? null : errorText(e);
+    post({ type: "error", id: data.id, op: data.type, kind: e.kind || null, vars: e.vars || null, message });
   }
-};
+}
+
+self.onmessage = ({ data }) => handle(data);

@@ -140,9 +140,15 @@ type Slots = std::collections::HashMap<(Slot, Option<usize>), Tensor<2>>;
 /// Builds the decoder from a parsed GGUF file. Every tensor in the file must map to a slot
 /// (an unexpected one is an error), every slot must be filled (a missing one is an error, but
 /// for `output.weight`, whose absence means a tied head), and every shape must match `config`.
-pub fn load_llama(gguf: &Gguf<'_>, config: &LlamaConfig, max_positions: usize, device: &Device) -> Result<(Llama, LlamaConfig)> {
+pub fn load_llama(
+    gguf: &Gguf<'_>,
+    config: &LlamaConfig,
+    max_positions: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Llama, LlamaConfig)> {
     let mut slots: Slots = Default::default();
-    for info in &gguf.tensors {
+    for (i, info) in gguf.tensors.iter().enumerate() {
         let (pattern, layer) = pattern_of(&info.name);
         let &(_, slot, layout) = GGUF_LLAMA
             .iter()
@@ -166,6 +172,7 @@ pub fn load_llama(gguf: &Gguf<'_>, config: &LlamaConfig, max_positions: usize, d
             Layout::Transpose => TensorData::new(transpose(&values, rows, cols), [cols, rows]),
         };
         slots.insert((slot, layer), Tensor::from_data(data, device));
+        progress(i + 1, gguf.tensors.len());
     }
 
     let mut take = |slot: Slot, layer: Option<usize>| -> Result<Tensor<2>> {

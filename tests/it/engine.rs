@@ -2,97 +2,9 @@
 //! byte-level BPE tokenizer and a ChatML template): generation, stop conditions, seeds,
 //! cache reuse, stop and reset.
 
-use ember::gguf::writer::GgufWriter;
-use ember::gguf::{quant, GgmlType, Value};
+pub use ember::testkit::tiny_model_bytes;
 use ember::sampling::SamplingConfig;
 use ember::{Backend, Engine, Error, GenerateOptions, LoadOptions, Message, Prompt, StopReason};
-
-/// GPT-2's byte → printable character table.
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut table = vec![' '; 256];
-    for (b, c) in bs.iter().zip(cs) {
-        table[*b as usize] = char::from_u32(c).unwrap();
-    }
-    table
-}
-
-const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-
-/// A tiny llama GGUF: 2 blocks of width 64, 4 heads over 2 KV heads, random weights.
-pub fn tiny_model_bytes() -> Vec<u8> {
-    let chars = byte_chars();
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
-    let mut types = vec![3i32; 3];
-    tokens.extend(chars.iter().map(|c| c.to_string()));
-    types.extend(std::iter::repeat_n(1, 256));
-    let sp = chars[b' ' as usize];
-    let merges = [(format!("{sp}"), "t".to_string()), ("h".into(), "e".into()), (format!("{sp}t"), "he".to_string())];
-    for (a, b) in &merges {
-        tokens.push(format!("{a}{b}"));
-        types.push(1);
-    }
-    let vocab = tokens.len();
-    let (d, nh, nkv, ff, nl) = (64usize, 4usize, 2usize, 128usize, 2usize);
-    let hd = d / nh;
-
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let mut rand = |n: usize, scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-            })
-            .collect()
-    };
-    let mut w = GgufWriter::new();
-    let s = |x: &str| Value::String(x.into());
-    w.meta("general.architecture", s("llama"))
-        .meta("general.name", s("tiny test llama"))
-        .meta("llama.block_count", Value::U32(nl as u32))
-        .meta("llama.context_length", Value::U32(128))
-        .meta("llama.embedding_length", Value::U32(d as u32))
-        .meta("llama.feed_forward_length", Value::U32(ff as u32))
-        .meta("llama.attention.head_count", Value::U32(nh as u32))
-        .meta("llama.attention.head_count_kv", Value::U32(nkv as u32))
-        .meta("llama.rope.freq_base", Value::F32(10000.0))
-        .meta("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .meta("tokenizer.ggml.model", s("gpt2"))
-        .meta("tokenizer.ggml.pre", s("smollm"))
-        .meta("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| s(t)).collect()))
-        .meta("tokenizer.ggml.token_type", Value::Array(types.iter().map(|&t| Value::I32(t)).collect()))
-        .meta("tokenizer.ggml.merges", Value::Array(merges.iter().map(|(a, b)| s(&format!("{a} {b}"))).collect()))
-        .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
-        .meta("tokenizer.ggml.eos_token_id", Value::U32(2))
-        .meta("tokenizer.chat_template", s(CHATML));
-    w.tensor("token_embd.weight", &[d, vocab], GgmlType::Q8_0, quant::quantize_q8_0(&rand(d * vocab, 1.0)));
-    for l in 0..nl {
-        let p = |n: &str| format!("blk.{l}.{n}.weight");
-        // GGUF dims are [in, out].
-        w.tensor_f32(&p("attn_norm"), &[d], &vec![1.0; d]);
-        w.tensor_f32(&p("attn_q"), &[d, d], &rand(d * d, 0.3));
-        w.tensor_f32(&p("attn_k"), &[d, nkv * hd], &rand(d * nkv * hd, 0.3));
-        w.tensor_f32(&p("attn_v"), &[d, nkv * hd], &rand(d * nkv * hd, 0.3));
-        w.tensor(&p("attn_output"), &[d, d], GgmlType::Q4_1, quant::quantize_q4_1(&rand(d * d, 0.3)));
-        w.tensor_f32(&p("ffn_norm"), &[d], &vec![1.0; d]);
-        w.tensor_f32(&p("ffn_gate"), &[d, ff], &rand(d * ff, 0.3));
-        w.tensor_f32(&p("ffn_up"), &[d, ff], &rand(d * ff, 0.3));
-        w.tensor_f32(&p("ffn_down"), &[ff, d], &rand(ff * d, 0.3));
-    }
-    w.tensor_f32("output_norm.weight", &[d], &vec![1.0; d]);
-    w.to_bytes()
-}
 
 pub fn tiny_engine() -> Engine {
     let dev = ember::backend::cpu_device();
@@ -251,7 +163,7 @@ fn a_tokenizer_json_replaces_the_files_tokenizer() {
     let merges = json["model"]["merges"].as_array_mut().unwrap();
     assert_eq!(merges.len(), 3);
     merges.pop();
-    let options = LoadOptions { max_context: 96, tokenizer_json: Some(serde_json::to_vec(&json).unwrap()) };
+    let options = LoadOptions { max_context: 96, tokenizer_json: Some(serde_json::to_vec(&json).unwrap()), ..LoadOptions::default() };
     let e2 = Engine::load(&tiny_model_bytes(), ember::backend::cpu_device(), Backend::Cpu, options).unwrap();
     let ids = e2.tokenizer().encode(" the").unwrap();
     assert_eq!(ids.len(), 2, "{ids:?}");
@@ -260,4 +172,129 @@ fn a_tokenizer_json_replaces_the_files_tokenizer() {
     let bad = LoadOptions { tokenizer_json: Some(b"{not json".to_vec()), ..LoadOptions::default() };
     let err = Engine::load(&tiny_model_bytes(), ember::backend::cpu_device(), Backend::Cpu, bad).unwrap_err();
     assert!(err.to_string().starts_with("tokenizer:"), "{err}");
+}
+
+fn conversation(turns: usize) -> Vec<Message> {
+    let mut m = vec![Message::new("system", "be brief")];
+    for i in 0..turns {
+        m.push(Message::new("user", &format!("question {i} the")));
+        m.push(Message::new("assistant", &format!("answer {i} he")));
+    }
+    m.push(Message::new("user", "last"));
+    m
+}
+
+#[test]
+fn fit_chat_leaves_out_the_oldest_turns_never_the_system_prompt() {
+    let e = tiny_engine();
+    // A short conversation fits whole.
+    let short = conversation(1);
+    let fit = e.fit_chat(&short, 8).unwrap();
+    assert_eq!((fit.first, fit.dropped, fit.limit), (1, 0, 96));
+    assert_eq!(fit.tokens, e.count_chat(&short).unwrap());
+    assert_eq!(fit.tokens, fit.total_tokens);
+
+    let long = conversation(12);
+    let reserve = 20;
+    let fit = e.fit_chat(&long, reserve).unwrap();
+    assert!(fit.dropped > 0 && fit.total_tokens > fit.tokens);
+    assert_eq!(long[fit.first].role, "user", "what is kept starts with a user turn");
+    let kept: Vec<Message> = long[..1].iter().chain(&long[fit.first..]).cloned().collect();
+    assert_eq!(kept[0].role, "system");
+    assert_eq!(fit.tokens, e.count_chat(&kept).unwrap());
+    assert!(fit.tokens + reserve <= fit.limit);
+    // As much as fits is kept: one more turn would not fit.
+    let earlier = (1..fit.first).rev().find(|&i| long[i].role == "user").unwrap();
+    let more: Vec<Message> = long[..1].iter().chain(&long[earlier..]).cloned().collect();
+    assert!(e.count_chat(&more).unwrap() + reserve > fit.limit);
+    // The reserve is capped at a quarter of the window.
+    assert_eq!(e.fit_chat(&long, 1000).unwrap().reserve, 24);
+    // A last message that cannot fit is an error, not a silent cut.
+    let huge = vec![Message::new("user", &"the ".repeat(200))];
+    assert!(matches!(e.fit_chat(&huge, 8), Err(Error::ContextFull { .. })));
+}
+
+#[test]
+fn a_chunked_prefill_gives_the_same_tokens_and_can_be_stopped_part_way() {
+    let prompt = Prompt::Chat(conversation(1));
+    let mut e = tiny_engine();
+    let (want, _, _) = run(&mut e, &prompt, greedy(8));
+
+    let mut e = tiny_engine();
+    let start = e.start(&prompt, greedy(8)).unwrap();
+    let n = start.prompt_ids.len();
+    let mut left = usize::MAX;
+    let mut calls = 0;
+    while left > 0 {
+        left = pollster::block_on(e.prefill_async(7)).unwrap();
+        calls += 1;
+    }
+    assert_eq!(calls, (n - 1).div_ceil(7));
+    assert_eq!(e.cached_tokens(), &start.prompt_ids[..n - 1]);
+    let mut got = Vec::new();
+    while let Some(step) = e.next().unwrap() {
+        got.push(step.token);
+    }
+    assert_eq!(got, want);
+    assert_eq!(e.stats().prefill_tokens, n);
+
+    // Stopped after one chunk: the chunk stays cached and the next turn reuses it.
+    let mut e = tiny_engine();
+    e.start(&prompt, greedy(8)).unwrap();
+    pollster::block_on(e.prefill_async(5)).unwrap();
+    e.stop();
+    assert!(e.next().unwrap().is_none());
+    assert_eq!(e.cached_tokens(), &start.prompt_ids[..5]);
+    let again = e.start(&prompt, greedy(8)).unwrap();
+    assert_eq!(again.reused, 5);
+}
+
+#[test]
+fn loading_reports_progress_and_refuses_a_model_too_large_for_the_device() {
+    let bytes = tiny_model_bytes();
+    let dev = ember::backend::cpu_device();
+    let mut seen = Vec::new();
+    let e = Engine::load_with_progress(&bytes, dev.clone(), Backend::Cpu, LoadOptions::default(), &mut |d, t| seen.push((d, t))).unwrap();
+    let n = ember::gguf::Gguf::parse(&bytes).unwrap().tensors.len();
+    assert_eq!(seen, (1..=n).map(|d| (d, n)).collect::<Vec<_>>());
+    let weights = 4 * e.info().n_params as u64;
+
+    let small = LoadOptions { memory_limit: Some(weights - 1), ..LoadOptions::default() };
+    let err = Engine::load(&bytes, dev.clone(), Backend::Cpu, small).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { what: "this device's memory", .. }), "{err}");
+    assert!(err.to_string().contains("too large"), "{err}");
+    assert!(Engine::load(&bytes, dev.clone(), Backend::Cpu, LoadOptions { memory_limit: Some(weights), ..LoadOptions::default() }).is_ok());
+    // The embedding, 64 x vocab, is the largest tensor.
+    let vocab = e.tokenizer().vocab_size() as u64;
+    let narrow = LoadOptions { tensor_limit: Some(64 * vocab * 4 - 1), ..LoadOptions::default() };
+    let err = Engine::load(&bytes, dev, Backend::Cpu, narrow).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { what: "its largest GPU buffer", .. }), "{err}");
+}
+
+/// The browser tests run the same tiny model: its file goes to `tests/artifacts/`, and the
+/// native engine's greedy tokens (on every backend) must equal `tests/fixtures/tiny-chat-greedy.json`,
+/// which the wasm tests compare the browser's against. `EMBER_BLESS=1` rewrites the fixture.
+#[test]
+fn tiny_model_greedy_tokens_for_the_browser_tests() {
+    let bytes = tiny_model_bytes();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tiny-chat.gguf"), &bytes).unwrap();
+    let messages = vec![Message::new("system", "be brief"), Message::new("user", "the theme")];
+    let mut runs = Vec::new();
+    for backend in crate::backends() {
+        let dev = ember::backend::device(backend).unwrap();
+        let mut e = Engine::load(&bytes, dev, backend, LoadOptions::default()).unwrap();
+        let (tokens, text, _) = run(&mut e, &Prompt::Chat(messages.clone()), greedy(12));
+        runs.push((backend, tokens, text));
+    }
+    for (b, t, _) in &runs[1..] {
+        assert_eq!(t, &runs[0].1, "{b:?} differs from the CPU");
+    }
+    let got = serde_json::json!({"messages": messages, "max_tokens": 12, "tokens": runs[0].1, "text": runs[0].2});
+    let path = crate::fixture("tiny-chat-greedy.json");
+    if std::env::var_os("EMBER_BLESS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+    }
+    assert_eq!(crate::json("tiny-chat-greedy.json"), got, "native greedy tokens changed: the browser fixture is stale");
 }

@@ -13,7 +13,7 @@ fn load(dev: &Device) -> (Llama, LlamaConfig) {
     let bytes = std::fs::read(fixture("tiny-llama.gguf")).unwrap();
     let g = Gguf::parse(&bytes).unwrap();
     let config = LlamaConfig::from_gguf(&g.metadata).unwrap();
-    load_llama(&g, &config, 64, dev).unwrap()
+    load_llama(&g, &config, 64, dev, &mut |_, _| {}).unwrap()
 }
 
 fn run(model: &Llama, cache: &mut KvCache, ids: &[u32], dev: &Device) -> Vec<f32> {

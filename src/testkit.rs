@@ -1,0 +1,94 @@
+//! A tiny random chat model in a real GGUF file (byte-level BPE tokenizer, ChatML template,
+//! 2 blocks of width 64, a 128-position context), built in code. The test suites use it natively
+//! and in the browser, where it makes every token take milliseconds, so that the app's behaviour
+//! can be tested apart from the real model's speed. Its output is deterministic noise.
+
+use crate::gguf::writer::GgufWriter;
+use crate::gguf::{quant, GgmlType, Value};
+
+/// GPT-2's byte → printable character table.
+fn byte_chars() -> Vec<char> {
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut table = vec![' '; 256];
+    for (b, c) in bs.iter().zip(cs) {
+        table[*b as usize] = char::from_u32(c).unwrap();
+    }
+    table
+}
+
+const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// A tiny llama GGUF: 2 blocks of width 64, 4 heads over 2 KV heads, random weights.
+pub fn tiny_model_bytes() -> Vec<u8> {
+    let chars = byte_chars();
+    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+    let mut types = vec![3i32; 3];
+    tokens.extend(chars.iter().map(|c| c.to_string()));
+    types.extend(std::iter::repeat_n(1, 256));
+    let sp = chars[b' ' as usize];
+    let merges = [(format!("{sp}"), "t".to_string()), ("h".into(), "e".into()), (format!("{sp}t"), "he".to_string())];
+    for (a, b) in &merges {
+        tokens.push(format!("{a}{b}"));
+        types.push(1);
+    }
+    let vocab = tokens.len();
+    let (d, nh, nkv, ff, nl) = (64usize, 4usize, 2usize, 128usize, 2usize);
+    let hd = d / nh;
+
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut rand = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+            })
+            .collect()
+    };
+    let mut w = GgufWriter::new();
+    let s = |x: &str| Value::String(x.into());
+    w.meta("general.architecture", s("llama"))
+        .meta("general.name", s("tiny test llama"))
+        .meta("llama.block_count", Value::U32(nl as u32))
+        .meta("llama.context_length", Value::U32(128))
+        .meta("llama.embedding_length", Value::U32(d as u32))
+        .meta("llama.feed_forward_length", Value::U32(ff as u32))
+        .meta("llama.attention.head_count", Value::U32(nh as u32))
+        .meta("llama.attention.head_count_kv", Value::U32(nkv as u32))
+        .meta("llama.rope.freq_base", Value::F32(10000.0))
+        .meta("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
+        .meta("tokenizer.ggml.model", s("gpt2"))
+        .meta("tokenizer.ggml.pre", s("smollm"))
+        .meta("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| s(t)).collect()))
+        .meta("tokenizer.ggml.token_type", Value::Array(types.iter().map(|&t| Value::I32(t)).collect()))
+        .meta("tokenizer.ggml.merges", Value::Array(merges.iter().map(|(a, b)| s(&format!("{a} {b}"))).collect()))
+        .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .meta("tokenizer.ggml.eos_token_id", Value::U32(2))
+        .meta("tokenizer.chat_template", s(CHATML));
+    w.tensor("token_embd.weight", &[d, vocab], GgmlType::Q8_0, quant::quantize_q8_0(&rand(d * vocab, 1.0)));
+    for l in 0..nl {
+        let p = |n: &str| format!("blk.{l}.{n}.weight");
+        // GGUF dims are [in, out].
+        w.tensor_f32(&p("attn_norm"), &[d], &vec![1.0; d]);
+        w.tensor_f32(&p("attn_q"), &[d, d], &rand(d * d, 0.3));
+        w.tensor_f32(&p("attn_k"), &[d, nkv * hd], &rand(d * nkv * hd, 0.3));
+        w.tensor_f32(&p("attn_v"), &[d, nkv * hd], &rand(d * nkv * hd, 0.3));
+        w.tensor(&p("attn_output"), &[d, d], GgmlType::Q4_1, quant::quantize_q4_1(&rand(d * d, 0.3)));
+        w.tensor_f32(&p("ffn_norm"), &[d], &vec![1.0; d]);
+        w.tensor_f32(&p("ffn_gate"), &[d, ff], &rand(d * ff, 0.3));
+        w.tensor_f32(&p("ffn_up"), &[d, ff], &rand(d * ff, 0.3));
+        w.tensor_f32(&p("ffn_down"), &[ff, d], &rand(ff * d, 0.3));
+    }
+    w.tensor_f32("output_norm.weight", &[d], &vec![1.0; d]);
+    w.to_bytes()
+}

@@ -1,0 +1,97 @@
+//! The wasm API (`WasmEngine`) in headless Chromium, through wasm-bindgen-test, in a dedicated
+//! worker as the app runs it: on WebGPU and on the CPU, the tiny model's greedy tokens equal
+//! the native engine's (`tests/fixtures/tiny-chat-greedy.json`, checked natively by
+//! `engine::tiny_model_greedy_tokens_for_the_browser_tests`), and a stop during prefill leaves
+//! the engine reusable. Run by `scripts/test-wasm`.
+#![cfg(target_arch = "wasm32")]
+
+use ember::testkit::tiny_model_bytes;
+use ember::wasm::WasmEngine;
+use ember::{GenerateOptions, SamplingConfig};
+use serde::Serialize;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_dedicated_worker);
+
+fn js<T: Serialize>(v: &T) -> JsValue {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap()
+}
+
+fn rust(v: JsValue) -> serde_json::Value {
+    serde_wasm_bindgen::from_value(v).unwrap()
+}
+
+fn fixture() -> serde_json::Value {
+    serde_json::from_str(include_str!("../fixtures/tiny-chat-greedy.json")).unwrap()
+}
+
+fn greedy(max_tokens: usize) -> JsValue {
+    js(&GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5 })
+}
+
+async fn load(backend: &str) -> WasmEngine {
+    let progress = js_sys::Function::new_no_args("");
+    WasmEngine::load_async(tiny_model_bytes(), backend, JsValue::UNDEFINED, Some(progress)).await.unwrap_or_else(|e| panic!("{backend}: {e:?}"))
+}
+
+/// Steps a started generation to its end through the JS-facing calls.
+async fn tokens(engine: &WasmEngine) -> Vec<u64> {
+    let mut out = Vec::new();
+    loop {
+        let step = JsFuture::from(engine.next()).await.unwrap();
+        if step.is_null() {
+            return out;
+        }
+        let step = rust(step);
+        out.push(step["token"].as_u64().unwrap());
+        if !step["done"].is_null() {
+            return out;
+        }
+    }
+}
+
+async fn greedy_tokens_equal_native(backend: &str) {
+    let want = fixture();
+    let engine = load(backend).await;
+    let info = rust(engine.info().unwrap());
+    assert_eq!(info["name"], "tiny test llama");
+    engine.start(js(&serde_json::json!({ "chat": want["messages"] })), greedy(12)).unwrap();
+    let got = tokens(&engine).await;
+    let want: Vec<u64> = want["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect();
+    assert_eq!(got, want, "{backend} in the browser differs from the native engine");
+}
+
+#[wasm_bindgen_test]
+async fn cpu_greedy_tokens_equal_the_native_engine() {
+    greedy_tokens_equal_native("cpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_greedy_tokens_equal_the_native_engine() {
+    greedy_tokens_equal_native("webgpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn prefill_in_chunks_stop_and_fit() {
+    let want = fixture();
+    let engine = load("cpu").await;
+    let chat = js(&serde_json::json!({ "chat": want["messages"] }));
+    // Stopped after one prefill chunk: the engine stays usable and the next run is unchanged.
+    engine.start(chat.clone(), greedy(12)).unwrap();
+    let left = JsFuture::from(engine.prefill(4)).await.unwrap().as_f64().unwrap();
+    assert!(left > 0.0);
+    engine.stop().unwrap();
+    assert!(JsFuture::from(engine.next()).await.unwrap().is_null());
+    engine.start(chat, greedy(12)).unwrap();
+    while JsFuture::from(engine.prefill(8)).await.unwrap().as_f64().unwrap() > 0.0 {}
+    let got = tokens(&engine).await;
+    assert_eq!(serde_json::json!(got), want["tokens"]);
+    // The context fit and the rendered prompt come through as plain objects.
+    let fit = rust(engine.fit(js(&want["messages"]), 16).unwrap());
+    assert_eq!(fit["dropped"], 0);
+    assert_eq!(fit["limit"], 128);
+    let text = engine.render(js(&want["messages"])).unwrap();
+    assert!(text.starts_with("<|im_start|>system\nbe brief<|im_end|>"), "{text}");
+}

@@ -1,0 +1,151 @@
+// The reference model, SmolLM2-135M-Instruct, in the built app in Debian's chromium: on the CPU
+// in a browser without WebGPU, and on WebGPU (SwiftShader: CPU-emulated, so a few tokens only).
+// Greedy answers are checked against the numpy reference (tests/fixtures/smollm2.json): the
+// engine stops at the end-of-turn token, so each answer must be a prefix of the reference's
+// 32-token continuation. Usage: node tests/web/real.test.mjs [dist-dir]
+import { readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { serve, browser, check, report, assert, assertEq, waitState, sendMessage, answered, texts, artifacts } from "./harness.mjs";
+
+const dist = resolve(process.argv[2] || "dist");
+const reference = JSON.parse(readFileSync("tests/fixtures/smollm2.json", "utf8")).cases.filter((c) => c.kind === "chat");
+const refFor = (last) => reference.find((c) => c.messages.at(-1).content === last);
+const site = await serve({ "/sub/": dist, "/fixtures/": artifacts });
+const origin = site.origin;
+
+async function exportJson(page) {
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export JSON" }).click()]);
+  return JSON.parse(readFileSync(await dl.path(), "utf8")).conversation;
+}
+
+function assertPrefixOfReference(answer, ref, what) {
+  assert(answer.trim().length >= 8, `${what}: answer too short: ${JSON.stringify(answer)}`);
+  assert(ref.greedy_text.startsWith(answer), `${what}: ${JSON.stringify(answer)} is not a prefix of the reference ${JSON.stringify(ref.greedy_text)}`);
+}
+
+// A browser without a WebGPU adapter: the automatic choice is the CPU, said in plain words.
+let b = await browser({ origin, webgpu: false });
+let page = b.page;
+try {
+  await check("without WebGPU the default model loads on the CPU, from a subpath, and says so", async () => {
+    await page.goto(`${origin}/sub/?temperature=0&max_tokens=16`);
+    await waitState(page, "ready", 300_000);
+    assertEq(await page.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
+    const s = await page.getByTestId("status").textContent();
+    assert(/SmolLM2.*135M parameters/i.test(s) && /135M parameters · on the CPU \(no WebGPU adapter\) · loaded in/.test(s), s);
+  });
+
+  await check("a chat turn gives the reference model's greedy answer", async () => {
+    const ref = refFor("What is the capital of France?");
+    await sendMessage(page, ref.messages[0].content, { timeout: 300_000 });
+    const [answer] = await texts(page, "assistant");
+    assert(answer.includes("Paris"), answer);
+    assertPrefixOfReference((await exportJson(page)).nodes[(await page.locator('[data-role="assistant"]').getAttribute("data-node"))].content, ref, "capital");
+    await page.screenshot({ path: join(artifacts, "chat.png") });
+  });
+
+  await check("a multi-turn conversation (imported) continues as the reference does", async () => {
+    const ref = reference.find((c) => c.messages.length === 3);
+    const now = Date.now();
+    const conv = { id: "multi-turn", title: "fruits", created: now, updated: now, system: "", nodes: {
+      root: { id: "root", role: "root", content: "", parent: null, children: ["u1"], active: 0 },
+      u1: { id: "u1", role: "user", content: ref.messages[0].content, parent: "root", children: ["a1"], active: 0 },
+      a1: { id: "a1", role: "assistant", content: ref.messages[1].content, parent: "u1", children: ["u2"], active: 0 },
+      u2: { id: "u2", role: "user", content: ref.messages[2].content, parent: "a1", children: [], active: 0 } } };
+    const file = join(artifacts, "multi-turn.json");
+    writeFileSync(file, JSON.stringify({ format: "ember-conversation", version: 1, conversation: conv }));
+    await page.locator("#import-file").setInputFiles(file);
+    await page.waitForFunction(() => document.querySelectorAll('#transcript [data-role="user"]').length === 2);
+    await page.getByRole("button", { name: "Regenerate" }).click();
+    await answered(page, 1, 300_000);
+    const answer = (await texts(page, "assistant"))[1];
+    assertPrefixOfReference(answer, ref, "third turn");
+  });
+
+  await check("Stop during a long prefill ends at once; the next turn works", async () => {
+    await page.getByRole("button", { name: "New chat" }).click();
+    const long = Array.from({ length: 60 }, (_, i) => `Sentence number ${i} is about the weather.`).join(" ");
+    await sendMessage(page, long, { wait: false });
+    await page.waitForFunction(() => /Reading the prompt/.test(document.querySelector('[data-testid="status"]').textContent), null, { timeout: 60_000 });
+    const t0 = Date.now();
+    await page.getByRole("button", { name: "Stop" }).click();
+    await answered(page, 0, 30_000);
+    const waited = (Date.now() - t0) / 1000;
+    const conv = await exportJson(page);
+    const a = Object.values(conv.nodes).find((n) => n.role === "assistant");
+    assertEq([a.reason, a.content], ["stopped", ""], "stopped before any token");
+    console.log(`     (stop took ${waited.toFixed(1)} s during prefill)`);
+    await page.getByRole("button", { name: "New chat" }).click();
+    await sendMessage(page, "Thanks!", { timeout: 300_000 });
+    assert((await texts(page, "assistant"))[0].length > 0, "the next turn answers");
+  });
+
+  await check("a reload mid-answer keeps what was streamed; the answer is marked interrupted", async () => {
+    await page.goto(`${origin}/sub/?max_tokens=64`);
+    await waitState(page, "ready", 300_000);
+    await page.getByRole("button", { name: "New chat" }).click();
+    await sendMessage(page, "Write a long story about a dragon.", { wait: false });
+    await page.waitForFunction(() => (document.querySelector('#transcript [data-role="assistant"] .content')?.textContent.length || 0) > 20, null, { timeout: 300_000 });
+    const seen = await page.locator('#transcript [data-role="assistant"] .content').textContent();
+    await page.reload();
+    await waitState(page, "ready", 300_000);
+    const kept = (await texts(page, "assistant"))[0];
+    assert(kept.startsWith(seen), `kept ${JSON.stringify(kept)} does not extend what was shown ${JSON.stringify(seen)}`);
+    assert(/interrupted/.test(await page.locator('#transcript [data-role="assistant"] .stats').textContent()), "marked interrupted");
+  });
+
+  await check("main screens, for the README: model card, settings, 中文, phone", async () => {
+    await page.getByRole("button", { name: "Model" }).click();
+    assert(/SmolLM2/i.test(await page.locator("#model-card").textContent()), "model card");
+    await page.screenshot({ path: join(artifacts, "model.png") });
+    await page.keyboard.press("Escape");
+    await page.getByRole("button", { name: "Settings" }).click();
+    await page.screenshot({ path: join(artifacts, "settings.png") });
+    await page.keyboard.press("Escape");
+    await page.getByRole("combobox", { name: "Language" }).selectOption("zh");
+    await page.screenshot({ path: join(artifacts, "chat-zh.png") });
+    await page.getByRole("combobox", { name: "语言" }).selectOption("en");
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: join(artifacts, "phone.png") });
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  await check("WebGPU asked for but missing: falls back to the CPU and says why", async () => {
+    await page.goto(`${origin}/sub/?model=../fixtures/tiny-chat.gguf&backend=webgpu`);
+    await waitState(page, "ready", 60_000);
+    assertEq(await page.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
+    assert(/on the CPU \(WebGPU failed: /.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
+  });
+
+  await check("no request to another origin, no page error (CPU session)", async () => {
+    assertEq(b.foreign, [], "requests to other origins");
+    assertEq(b.pageErrors, [], "page errors");
+  });
+} finally {
+  await b.close();
+}
+
+// WebGPU (SwiftShader here): the same model, a short greedy answer.
+b = await browser({ origin });
+page = b.page;
+try {
+  await check("on WebGPU the default model loads and answers as the reference does", async () => {
+    const ref = refFor("What is the capital of France?");
+    await page.goto(`${origin}/sub/?temperature=0&max_tokens=2`);
+    await waitState(page, "ready", 400_000);
+    assertEq(await page.getByTestId("status").getAttribute("data-backend"), "webgpu", "data-backend");
+    await sendMessage(page, ref.messages[0].content, { timeout: 400_000 });
+    const [answer] = await texts(page, "assistant");
+    assertPrefixOfReference(answer, ref, "WebGPU");
+    await page.screenshot({ path: join(artifacts, "chat-webgpu.png") });
+    console.log(`     (${await page.locator('[data-role="assistant"] .stats').textContent()})`);
+  });
+  await check("no request to another origin, no page error (WebGPU session)", async () => {
+    assertEq(b.foreign, [], "requests to other origins");
+    assertEq(b.pageErrors, [], "page errors");
+  });
+} finally {
+  await b.close();
+  await site.close();
+}
+process.exit(report("web, real model") ? 1 : 0);

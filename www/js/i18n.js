@@ -1,0 +1,127 @@
+// The UI's words in English and 简体中文. The language comes from ?lang=, then the saved
+// choice, then the browser's; elements carry data-i18n (text), data-i18n-label (aria-label)
+// and data-i18n-placeholder.
+const STRINGS = {
+  en: {
+    title: "Ember", conversations: "Conversations", newChat: "New chat", importChat: "Import",
+    rename: "Rename conversation", delete: "Delete conversation", conversationTitle: "Conversation title",
+    confirmDelete: "Delete this conversation? This cannot be undone.", untitled: "New conversation",
+    message: "Message", messagePlaceholder: "Ask something… (Enter sends, Shift+Enter adds a line, Esc stops)",
+    send: "Send", stop: "Stop", regenerate: "Regenerate", edit: "Edit message", saveSend: "Save & send", cancel: "Cancel",
+    previous: "Previous version", next: "Next version", copyCode: "Copy code", copied: "Copied",
+    systemPrompt: "System prompt", systemHint: "Steers the model in this conversation. Empty: the model's own default.",
+    exportJson: "Export JSON", exportMd: "Export Markdown", language: "Language",
+    settings: "Settings", model: "Model", close: "Close", reset: "Reset to defaults",
+    temperature: "Temperature", top_k: "Top-k", top_p: "Top-p", min_p: "Min-p", repeat_penalty: "Repetition penalty",
+    max_tokens: "Max new tokens", seed: "Seed (empty: random)",
+    settingsHint: "Lower temperature: more predictable. Top-k, top-p and min-p cut unlikely tokens before sampling.",
+    modelUrl: "Model URL", loadUrl: "Load from URL", modelFile: "Open a .gguf file", backend: "Backend",
+    backendAuto: "Automatic", dropHint: "Drop a .gguf file to load it",
+    modelHint: "A GGUF file, from a URL (Hugging Face: …/resolve/main/file.gguf) or from this computer. It stays on this machine.",
+    starting: "Starting…", downloading: "Downloading", reading: "Reading the file", parsing: "Parsing", uploading: "Uploading weights",
+    warming: "Warming up", loadedIn: "loaded in {s} s", onGpu: "on WebGPU", onCpu: "on the CPU",
+    whyForced: "as asked", whyNoGpu: "this browser has no WebGPU", whyNoAdapter: "no WebGPU adapter",
+    whyGpuFailed: "WebGPU failed: {m}", generating: "Generating…", prefilling: "Reading the prompt {d}/{t}",
+    params: "{n} parameters", stopped: "stopped", interrupted: "interrupted: regenerate to finish",
+    contextMeter: "Context: {n} / {limit} tokens", trimmed: "{n} earlier messages are left out of the prompt to fit the context window.",
+    tooLong: "This message is too long for the context window ({n} tokens needed, {limit} available).",
+    statsLine: "first token {ttft} s · prompt {pt} tok/s · {dt} tok/s · {n} tokens",
+    engineRestarted: "The engine stopped ({m}); it was restarted on the CPU.",
+    errTitle: "Error", errNotFound: "The model was not found (HTTP 404) at {url}.",
+    errHttp: "The model could not be downloaded: HTTP {status} from {url}.",
+    errNetwork: "The model could not be downloaded from {url}: the server does not allow this page to read it (CORS), or it cannot be reached.",
+    errHtml: "That URL returned a web page, not a model file. For Hugging Face, use a …/resolve/main/…gguf link.",
+    errNotGguf: "This is not a GGUF model file.", errImport: "This file is not an Ember conversation: {m}",
+    errStorage: "Conversations cannot be saved here ({m}); this chat continues in memory only.",
+    keepsOld: "The previous model stays loaded.", modelCard: "Model card",
+    card_arch: "Architecture", card_params: "Parameters", card_layers: "Layers", card_heads: "Heads / KV heads",
+    card_width: "Embedding width", card_ffn: "FFN width", card_vocab: "Vocabulary", card_ctx: "Context used / trained",
+    card_quant: "Tensor types", card_size: "File size", card_license: "Licence", card_backend: "Backend", card_load: "Load time",
+    honesty: "A small language model: it can be wrong, it knows nothing after its training data, and it is not a search engine.",
+    conversationsList: "Saved conversations", menu: "Menu",
+    cache: "Reading the stored model",
+    errInterrupted: "The download of {url} was interrupted after {got} MB. Try again: it continues where it stopped.",
+    errChecksum: "The downloaded file from {url} is corrupt (its SHA-256 does not match); it was discarded.",
+    errQuota: "The model ({need} MB) does not fit in this browser's storage ({free} MB free): it is loaded but not kept for offline use.",
+    errCache: "The model cannot be stored in this browser ({m}): it is loaded but not kept for offline use.",
+    updateReady: "A new version of Ember is ready.", reload: "Reload",
+    storage: "Storage on this device", storedModels: "Stored models", noModels: "No model stored yet.",
+    deleteModel: "Delete stored model", storageUsed: "{used} MB used of {quota} MB available to this site.",
+    deleteAllChats: "Delete all conversations", confirmDeleteAll: "Delete every conversation on this device? This cannot be undone.",
+    partial: "incomplete download", verified: "SHA-256 verified",
+  },
+  zh: {
+    title: "Ember", conversations: "对话", newChat: "新对话", importChat: "导入",
+    rename: "重命名对话", delete: "删除对话", conversationTitle: "对话标题",
+    confirmDelete: "删除此对话？此操作无法撤销。", untitled: "新对话",
+    message: "消息", messagePlaceholder: "输入问题…（Enter 发送，Shift+Enter 换行，Esc 停止）",
+    send: "发送", stop: "停止", regenerate: "重新生成", edit: "编辑消息", saveSend: "保存并发送", cancel: "取消",
+    previous: "上一个版本", next: "下一个版本", copyCode: "复制代码", copied: "已复制",
+    systemPrompt: "系统提示词", systemHint: "引导模型在本对话中的行为。留空：使用模型自带的默认值。",
+    exportJson: "导出 JSON", exportMd: "导出 Markdown", language: "语言",
+    settings: "设置", model: "模型", close: "关闭", reset: "恢复默认",
+    temperature: "温度", top_k: "Top-k", top_p: "Top-p", min_p: "Min-p", repeat_penalty: "重复惩罚",
+    max_tokens: "最多新词元数", seed: "随机种子（留空：随机）",
+    settingsHint: "温度越低，输出越可预测。Top-k、Top-p 和 Min-p 在采样前去掉不太可能的词元。",
+    modelUrl: "模型网址", loadUrl: "从网址加载", modelFile: "打开 .gguf 文件", backend: "后端",
+    backendAuto: "自动", dropHint: "拖放 .gguf 文件以加载",
+    modelHint: "GGUF 文件，可来自网址（Hugging Face：…/resolve/main/file.gguf）或本机。文件只留在本机。",
+    starting: "正在启动…", downloading: "正在下载", reading: "正在读取文件", parsing: "正在解析", uploading: "正在上传权重",
+    warming: "正在预热", loadedIn: "加载用时 {s} 秒", onGpu: "运行于 WebGPU", onCpu: "运行于 CPU",
+    whyForced: "按要求", whyNoGpu: "此浏览器不支持 WebGPU", whyNoAdapter: "没有可用的 WebGPU 适配器",
+    whyGpuFailed: "WebGPU 失败：{m}", generating: "正在生成…", prefilling: "正在读取提示 {d}/{t}",
+    params: "{n} 参数", stopped: "已停止", interrupted: "已中断：重新生成以完成",
+    contextMeter: "上下文：{n} / {limit} 个词元", trimmed: "为适应上下文窗口，提示中省略了较早的 {n} 条消息。",
+    tooLong: "此消息超出上下文窗口（需要 {n} 个词元，可用 {limit} 个）。",
+    statsLine: "首个词元 {ttft} 秒 · 提示 {pt} 词元/秒 · {dt} 词元/秒 · {n} 个词元",
+    engineRestarted: "引擎已停止（{m}），已在 CPU 上重新启动。",
+    errTitle: "错误", errNotFound: "找不到模型（HTTP 404）：{url}。",
+    errHttp: "无法下载模型：{url} 返回 HTTP {status}。",
+    errNetwork: "无法从 {url} 下载模型：服务器不允许本页面读取（CORS），或无法连接。",
+    errHtml: "该网址返回的是网页，而不是模型文件。Hugging Face 请使用 …/resolve/main/…gguf 链接。",
+    errNotGguf: "这不是 GGUF 模型文件。", errImport: "此文件不是 Ember 对话：{m}",
+    errStorage: "无法在此保存对话（{m}）；本次对话仅保存在内存中。",
+    keepsOld: "之前的模型仍然可用。", modelCard: "模型卡",
+    card_arch: "架构", card_params: "参数量", card_layers: "层数", card_heads: "注意力头 / KV 头",
+    card_width: "嵌入维度", card_ffn: "前馈层维度", card_vocab: "词表大小", card_ctx: "使用 / 训练上下文",
+    card_quant: "张量类型", card_size: "文件大小", card_license: "许可证", card_backend: "后端", card_load: "加载时间",
+    honesty: "这是一个小型语言模型：它可能出错，不了解训练数据之后的事，也不是搜索引擎。",
+    conversationsList: "已保存的对话", menu: "菜单",
+    cache: "正在读取已存储的模型",
+    errInterrupted: "{url} 的下载在 {got} MB 后中断。请重试：会从中断处继续。",
+    errChecksum: "从 {url} 下载的文件已损坏（SHA-256 不匹配），已丢弃。",
+    errQuota: "模型（{need} MB）超出此浏览器的存储空间（剩余 {free} MB）：已加载，但不会保存以供离线使用。",
+    errCache: "此浏览器无法存储模型（{m}）：已加载，但不会保存以供离线使用。",
+    updateReady: "Ember 有新版本。", reload: "重新加载",
+    storage: "本设备上的存储", storedModels: "已存储的模型", noModels: "尚未存储任何模型。",
+    deleteModel: "删除已存储的模型", storageUsed: "已使用 {used} MB，本站可用 {quota} MB。",
+    deleteAllChats: "删除所有对话", confirmDeleteAll: "删除本设备上的所有对话？此操作无法撤销。",
+    partial: "下载未完成", verified: "已验证 SHA-256",
+  },
+};
+
+export const LANGS = Object.keys(STRINGS);
+
+export function pickLang(params, saved, navLangs) {
+  const asked = params.get("lang");
+  if (LANGS.includes(asked)) return asked;
+  if (LANGS.includes(saved)) return saved;
+  return (navLangs || []).some((l) => l.toLowerCase().startsWith("zh")) ? "zh" : "en";
+}
+
+let lang = "en";
+export const getLang = () => lang;
+
+export function t(key, vars = {}) {
+  const s = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
+  return s.replace(/\{(\w+)\}/g, (_, k) => (k in vars ? String(vars[k]) : `{${k}}`));
+}
+
+export function applyLang(next, root = document) {
+  lang = LANGS.includes(next) ? next : "en";
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+  for (const el of root.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+}

@@ -1,0 +1,159 @@
+// The model cache, in the origin-private file system (OPFS), shared by the engine's worker
+// (which downloads into it) and the page (which lists and deletes). Layout under models/:
+//   <key>.part  a download in progress (resumed with a Range request where the server allows)
+//   <key>.gguf  a complete, verified model, committed by renaming the .part file
+//   <key>.json  what is known of it: {url, name, size, sha256, verified, saved}
+// An interrupted download therefore never leaves a .gguf behind.
+const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+export const sha256 = async (bytes) => hex(await crypto.subtle.digest("SHA-256", bytes));
+
+async function dir() {
+  const root = await navigator.storage.getDirectory();
+  return root.getDirectoryHandle("models", { create: true });
+}
+
+export async function keyFor(url) {
+  return (await sha256(new TextEncoder().encode(url))).slice(0, 32);
+}
+
+async function fileOf(d, name) {
+  try { return await (await d.getFileHandle(name)).getFile(); } catch { return null; }
+}
+
+async function readJson(d, name) {
+  const f = await fileOf(d, name);
+  if (!f) return null;
+  try { return JSON.parse(await f.text()); } catch { return null; }
+}
+
+async function writeJson(d, name, value) {
+  const w = await (await d.getFileHandle(name, { create: true })).createWritable();
+  await w.write(JSON.stringify(value));
+  await w.close();
+}
+
+/** The cached, verified copy of `url`, or null. */
+export async function lookup(url) {
+  const d = await dir();
+  const key = await keyFor(url);
+  const meta = await readJson(d, `${key}.json`);
+  const file = await fileOf(d, `${key}.gguf`);
+  if (!meta || !file || meta.url !== url || file.size !== meta.size) return null;
+  return { meta, file };
+}
+
+/** Every stored model (complete ones, and downloads in progress). */
+export async function list() {
+  const d = await dir();
+  const out = [];
+  for await (const [name, handle] of d.entries()) {
+    const m = /^([0-9a-f]{32})\.(gguf|part)$/.exec(name);
+    if (!m) continue;
+    const file = await handle.getFile();
+    const meta = (await readJson(d, `${m[1]}.json`)) || (await readJson(d, `${m[1]}.part.json`)) || {};
+    out.push({ key: m[1], complete: m[2] === "gguf", size: file.size, url: meta.url || "", name: meta.name || name, verified: Boolean(meta.verified) });
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export async function remove(key) {
+  const d = await dir();
+  for (const n of [`${key}.gguf`, `${key}.part`, `${key}.json`, `${key}.part.json`]) {
+    try { await d.removeEntry(n); } catch { /* not there */ }
+  }
+}
+
+export class DownloadError extends Error {
+  constructor(kind, vars) { super(kind); this.kind = kind; this.vars = vars; }
+}
+
+/**
+ * Downloads `url` into the cache and returns its bytes (worker only: it writes with a sync
+ * access handle). `sha256` is the expected hash where known; otherwise a Hugging Face LFS
+ * hash from the response headers is used. `onProgress(loaded, total)` reports bytes;
+ * `onNotice(kind, vars)` reports a model that is loaded but not cached (no room).
+ */
+export async function download(url, { sha256: expected = null, onProgress = () => {}, onNotice = () => {} } = {}) {
+  const d = await dir();
+  const key = await keyFor(url);
+  const partMeta = await readJson(d, `${key}.part.json`);
+  const partFile = partMeta?.url === url ? await fileOf(d, `${key}.part`) : null;
+  let have = partFile ? partFile.size : 0;
+
+  const headers = {};
+  if (have > 0) {
+    headers.Range = `bytes=${have}-`;
+    if (partMeta.validator) headers["If-Range"] = partMeta.validator;
+  }
+  let res;
+  try { res = await fetch(url, { headers }); } catch { throw new DownloadError("errNetwork", { url }); }
+  if (res.status === 404) throw new DownloadError("errNotFound", { url });
+  if (res.status === 416) { await remove(key); return download(url, { sha256: expected, onProgress, onNotice }); }
+  if (!res.ok) throw new DownloadError("errHttp", { url, status: res.status });
+  if (res.status !== 206) have = 0; // the server sent the whole file
+  const range = /\/(\d+)$/.exec(res.headers.get("content-range") || "");
+  const length = Number(res.headers.get("content-length")) || 0;
+  const total = range ? Number(range[1]) : length ? have + length : 0;
+  const etag = (res.headers.get("x-linked-etag") || res.headers.get("etag") || "").replace(/^W\//, "").replace(/"/g, "");
+  const want = expected || (/^[0-9a-f]{64}$/.test(etag) ? etag : null);
+
+  // Room for it? Otherwise load it without keeping it.
+  let cache = true;
+  try {
+    const { usage = 0, quota = Infinity } = await navigator.storage.estimate();
+    if (total && total - have > quota - usage) {
+      cache = false;
+      onNotice("errQuota", { need: (total / 1e6).toFixed(0), free: ((quota - usage) / 1e6).toFixed(0) });
+    }
+  } catch { /* no estimate: try */ }
+
+  let handle = null;
+  if (cache) {
+    const validator = res.headers.get("etag") || res.headers.get("last-modified") || null;
+    await writeJson(d, `${key}.part.json`, { url, name: decodeURIComponent(new URL(url).pathname.split("/").pop() || url), validator });
+    handle = await (await d.getFileHandle(`${key}.part`, { create: true })).createSyncAccessHandle();
+    if (have === 0) handle.truncate(0);
+  }
+  const chunks = [];
+  let loaded = have;
+  try {
+    const reader = res.body.getReader();
+    let last = 0;
+    for (;;) {
+      let step;
+      try { step = await reader.read(); } catch { throw new DownloadError("errInterrupted", { url, got: (loaded / 1e6).toFixed(1) }); }
+      if (step.done) break;
+      if (handle) handle.write(step.value, { at: loaded }); else chunks.push(step.value);
+      loaded += step.value.length;
+      if (loaded - last > 1 << 20 || loaded === total) { onProgress(loaded, total); last = loaded; }
+    }
+    if (total && loaded !== total) throw new DownloadError("errInterrupted", { url, got: (loaded / 1e6).toFixed(1) });
+    let bytes;
+    if (handle) {
+      handle.flush();
+      bytes = new Uint8Array(handle.getSize());
+      handle.read(bytes, { at: 0 });
+      handle.close();
+      handle = null;
+    } else {
+      bytes = new Uint8Array(loaded);
+      let at = 0;
+      for (const c of chunks) { bytes.set(c, at); at += c.length; }
+    }
+    const got = await sha256(bytes);
+    if (want && got !== want) {
+      await remove(key);
+      throw new DownloadError("errChecksum", { url });
+    }
+    if (cache) {
+      // Commit: the complete file takes its final name only now.
+      const part = await d.getFileHandle(`${key}.part`);
+      await part.move(d, `${key}.gguf`);
+      await writeJson(d, `${key}.json`, { url, name: decodeURIComponent(new URL(url).pathname.split("/").pop() || url), size: bytes.length, sha256: got, verified: Boolean(want), saved: Date.now() });
+      try { await d.removeEntry(`${key}.part.json`); } catch { /* gone */ }
+    }
+    return bytes;
+  } finally {
+    if (handle) { try { handle.flush(); handle.close(); } catch { /* closed */ } }
+  }
+}
