@@ -22,11 +22,13 @@ if [ ! -x "$tools/node_modules/binaryen/bin/wasm-opt" ]; then
   npm install --silent --no-audit --no-fund --prefix "$tools" binaryen@132
 fi
 export PATH="$tools/node_modules/binaryen/bin:$PATH"
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-  echo "setup-web: apt-get install chromium chromium-driver"
+# A small CJK font, so that the 中文 screenshots show characters rather than boxes.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -d /usr/share/fonts/truetype/wqy ]; then
+  echo "setup-web: apt-get install chromium chromium-driver fonts-wqy-microhei"
   if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+    pkgs=(chromium chromium-driver fonts-wqy-microhei)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; }
   else
     echo "setup-web: please install chromium and chromium-driver (needs root)" >&2
     exit 1

@@ -73,6 +73,8 @@ pub enum Prompt {
     Text(String),
     /// A conversation, rendered with the model's chat template, ready for the assistant.
     Chat(Vec<Message>),
+    /// Token ids as they are: to continue from any point of an earlier generation.
+    Ids(Vec<u32>),
 }
 
 /// Settings of one generation.
@@ -135,6 +137,15 @@ pub struct ChatFit {
     pub limit: usize,
 }
 
+/// The sampler pipeline for the next token (see [`Engine::pipeline`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Pipeline {
+    /// The most probable tokens, in order; each stage's `probs` follow it.
+    pub tokens: Vec<Candidate>,
+    /// softmax → temperature → top-k → top-p → min-p.
+    pub stages: Vec<crate::sampling::Stage>,
+}
+
 /// Why a generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -186,9 +197,17 @@ impl Stats {
     }
 }
 
+/// Logits for the next position, computed but not yet drawn from.
+struct Peeked {
+    logits: Vec<f32>,
+    /// The recent tokens the repetition penalty looks at.
+    recent: Vec<u32>,
+}
+
 struct Generation {
     /// Tokens to run through the model on the next step.
     pending: Vec<u32>,
+    peeked: Option<Peeked>,
     produced: Vec<u32>,
     sampler: Sampler,
     decoder: StreamDecoder,
@@ -350,11 +369,21 @@ impl Engine {
     pub fn start(&mut self, prompt: &Prompt, options: GenerateOptions) -> Result<StartInfo> {
         self.generation = None;
         let sampler = Sampler::new(options.sampling.clone())?;
-        let prompt_text = match prompt {
-            Prompt::Text(t) => t.clone(),
-            Prompt::Chat(m) => self.render_chat(m)?,
+        let (prompt_text, mut prompt_ids) = match prompt {
+            Prompt::Text(t) => (t.clone(), self.tokenizer.encode(t)?),
+            Prompt::Chat(m) => {
+                let text = self.render_chat(m)?;
+                let ids = self.tokenizer.encode(&text)?;
+                (text, ids)
+            }
+            Prompt::Ids(ids) => {
+                let vocab = self.info.config.vocab_size as u32;
+                if let Some(bad) = ids.iter().find(|&&t| t >= vocab) {
+                    return Err(Error::Tokenizer(format!("token id {bad} is outside the vocabulary of {vocab}")));
+                }
+                (self.tokenizer.decode(ids)?, ids.clone())
+            }
         };
-        let mut prompt_ids = self.tokenizer.encode(&prompt_text)?;
         if prompt_ids.is_empty() {
             // A model needs at least one token to predict from.
             prompt_ids.extend(self.tokenizer.bos().or(self.tokenizer.eos()));
@@ -375,6 +404,7 @@ impl Engine {
         let finished = options.max_tokens == 0;
         self.generation = Some(Generation {
             pending: prompt_ids[reused..].to_vec(),
+            peeked: None,
             produced: Vec::new(),
             sampler,
             decoder: StreamDecoder::new(),
@@ -388,9 +418,21 @@ impl Engine {
 
     /// Generates one token. `Ok(None)` once the generation has ended.
     pub async fn next_async(&mut self) -> Result<Option<Step>> {
+        if !self.ensure_peeked().await? {
+            return Ok(None);
+        }
+        self.commit(None)
+    }
+
+    /// Runs the model for the next position, once, and keeps its logits: the one GPU→CPU
+    /// readback of a step. `false` once the generation has ended.
+    async fn ensure_peeked(&mut self) -> Result<bool> {
         let g = self.generation.as_mut().ok_or(Error::NotStarted)?;
         if g.finished {
-            return Ok(None);
+            return Ok(false);
+        }
+        if g.peeked.is_some() {
+            return Ok(true);
         }
         let t0 = now_s();
         let n = g.pending.len();
@@ -410,18 +452,66 @@ impl Engine {
             self.stats.decode_tokens += 1;
             self.stats.decode_s += dt;
         }
+        let recent = self.cached[self.cached.len().saturating_sub(g.options.sampling.repeat_window)..].to_vec();
+        g.peeked = Some(Peeked { logits, recent });
+        Ok(true)
+    }
 
-        let recent = &self.cached[self.cached.len().saturating_sub(g.options.sampling.repeat_window)..];
-        let pick = g.sampler.pick(&logits, recent);
-        let token = pick.token;
+    /// The candidates for the next token, from the distribution it will be drawn from, without
+    /// drawing it (runs the model once if needed). `Ok(None)` once the generation has ended.
+    pub async fn peek_async(&mut self) -> Result<Option<Vec<Candidate>>> {
+        if !self.ensure_peeked().await? {
+            return Ok(None);
+        }
+        let g = self.generation.as_ref().expect("peeked");
+        let p = g.peeked.as_ref().expect("peeked");
+        let d = crate::sampling::distribution(&p.logits, &p.recent, g.sampler.config());
+        Ok(Some(self.candidates(&d.candidates, g.options.top_n)))
+    }
+
+    /// The sampler pipeline stage by stage for the next token, under `sampling` (the running
+    /// generation's settings if `None`), from the logits already computed: nothing runs again.
+    pub fn pipeline(&self, sampling: Option<&SamplingConfig>, top_n: usize) -> Result<Pipeline> {
+        let g = self.generation.as_ref().ok_or(Error::NotStarted)?;
+        let p = g.peeked.as_ref().ok_or_else(|| Error::Sampling { name: "pipeline", msg: "no next token is computed yet: peek first".into() })?;
+        let cfg = sampling.unwrap_or(g.sampler.config());
+        cfg.validate()?;
+        let (ids, stages) = crate::sampling::stages(&p.logits, &p.recent, cfg, top_n);
+        let tokens = ids.iter().map(|&t| Candidate { token: t, prob: 0.0, text: self.tokenizer.decode(&[t]).unwrap_or_default() }).collect();
+        Ok(Pipeline { tokens, stages })
+    }
+
+    /// New sampler settings for the rest of the generation (the classroom's sliders).
+    pub fn set_sampling(&mut self, sampling: SamplingConfig) -> Result<()> {
+        let g = self.generation.as_mut().ok_or(Error::NotStarted)?;
+        g.sampler.set_config(sampling.clone())?;
+        g.options.sampling = sampling;
+        Ok(())
+    }
+
+    fn candidates(&self, c: &[(u32, f32)], n: usize) -> Vec<Candidate> {
+        c.iter().take(n).map(|&(t, p)| Candidate { token: t, prob: p, text: self.tokenizer.decode(&[t]).unwrap_or_default() }).collect()
+    }
+
+    /// Draws the next token from the peeked distribution, or takes `forced` instead (the
+    /// classroom's "what if"). Call after [`Engine::peek_async`]; `Ok(None)` once ended.
+    pub fn commit(&mut self, forced: Option<u32>) -> Result<Option<Step>> {
+        let vocab = self.info.config.vocab_size as u32;
+        let g = self.generation.as_mut().ok_or(Error::NotStarted)?;
+        if g.finished {
+            return Ok(None);
+        }
+        let p = g.peeked.take().ok_or_else(|| Error::Sampling { name: "commit", msg: "no next token is computed yet: peek first".into() })?;
+        if let Some(t) = forced.filter(|&t| t >= vocab) {
+            g.peeked = Some(p);
+            return Err(Error::Sampling { name: "token", msg: format!("{t} is outside the vocabulary of {vocab}") });
+        }
+        let pick = g.sampler.pick(&p.logits, &p.recent);
+        let token = forced.unwrap_or(pick.token);
         g.produced.push(token);
-        let top = pick
-            .distribution
-            .candidates
-            .iter()
-            .take(g.options.top_n)
-            .map(|&(t, p)| Candidate { token: t, prob: p, text: self.tokenizer.decode(&[t]).unwrap_or_default() })
-            .collect();
+        let top_n = g.options.top_n;
+        let top = self.candidates(&pick.distribution.candidates, top_n);
+        let g = self.generation.as_mut().expect("started");
 
         let mut done = None;
         if self.tokenizer.stop_ids().contains(&token) {

@@ -177,6 +177,46 @@ pub fn distribution(logits: &[f32], recent: &[u32], cfg: &SamplingConfig) -> Dis
     Distribution { candidates: c }
 }
 
+/// One stage of the pipeline, for the classroom view.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// `softmax`, `temperature`, `top_k`, `top_p` or `min_p` (the last is the distribution drawn from).
+    pub name: &'static str,
+    /// Tokens still in the running after this stage.
+    pub kept: usize,
+    /// Probability of each shown token after this stage (0 once filtered out), in the order of
+    /// [`stages`]'s token list.
+    pub probs: Vec<f32>,
+}
+
+/// The pipeline stage by stage, for the `top_n` most probable tokens: the model's own softmax
+/// (after the repetition penalty), then temperature, top-k, top-p and min-p, each renormalised.
+/// Computed by the same functions as [`distribution`], whose result is the last stage.
+pub fn stages(logits: &[f32], recent: &[u32], cfg: &SamplingConfig, top_n: usize) -> (Vec<u32>, Vec<Stage>) {
+    let mut logits = logits.to_vec();
+    let window = &recent[recent.len().saturating_sub(cfg.repeat_window)..];
+    apply_repeat_penalty(&mut logits, window, cfg.repeat_penalty);
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let sorted = |probs: Vec<f32>| {
+        let mut c: Vec<(u32, f32)> = probs.into_iter().enumerate().map(|(i, p)| (i as u32, p)).collect();
+        c.sort_unstable_by(order);
+        c
+    };
+    let raw = sorted(softmax(&logits, 1.0));
+    let shown: Vec<u32> = raw.iter().take(top_n).map(|c| c.0).collect();
+    let probs_of = |c: &[(u32, f32)]| shown.iter().map(|id| c.iter().find(|x| x.0 == *id).map_or(0.0, |x| x.1)).collect::<Vec<f32>>();
+    let mut out = vec![Stage { name: "softmax", kept: raw.len(), probs: probs_of(&raw) }];
+    let mut c = sorted(softmax(&logits, cfg.temperature));
+    out.push(Stage { name: "temperature", kept: c.len(), probs: probs_of(&c) });
+    top_k(&mut c, cfg.top_k);
+    out.push(Stage { name: "top_k", kept: c.len(), probs: probs_of(&c) });
+    top_p(&mut c, cfg.top_p);
+    out.push(Stage { name: "top_p", kept: c.len(), probs: probs_of(&c) });
+    min_p(&mut c, cfg.min_p);
+    out.push(Stage { name: "min_p", kept: c.len(), probs: probs_of(&c) });
+    (shown, out)
+}
+
 /// xoshiro256**, seeded through splitmix64: small, fast and identical on every platform.
 #[derive(Debug, Clone)]
 pub struct Rng([u64; 4]);
@@ -242,6 +282,13 @@ impl Sampler {
     /// The settings.
     pub fn config(&self) -> &SamplingConfig {
         &self.config
+    }
+
+    /// New settings from the next pick on; the random stream goes on where it was.
+    pub fn set_config(&mut self, config: SamplingConfig) -> Result<()> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
     }
 
     /// Picks the next token from `logits`, given the `recent` tokens for the penalty.

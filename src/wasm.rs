@@ -143,6 +143,52 @@ impl WasmEngine {
         })
     }
 
+    /// The candidates for the next token (`[Candidate]`), without drawing it; runs the model
+    /// once if needed. Resolves to `null` once the generation has ended.
+    pub fn peek(&self) -> Promise {
+        let engine = self.engine.clone();
+        future_to_promise(async move {
+            let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
+            match e.peek_async().await.map_err(js_err)? {
+                Some(c) => to_js(&c),
+                None => Ok(JsValue::NULL),
+            }
+        })
+    }
+
+    /// Takes the next token: drawn from the peeked distribution, or `forced`. Returns a `Step`,
+    /// or `null` once the generation has ended. Call `peek` first.
+    pub fn commit(&self, forced: Option<u32>) -> Result<JsValue, JsValue> {
+        match self.engine.try_borrow_mut().map_err(|_| busy())?.commit(forced).map_err(js_err)? {
+            Some(s) => to_js(&s),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// The sampler pipeline for the next token under `sampling` (a `SamplingConfig`, or null
+    /// for the running settings), from the logits already computed: a `Pipeline`.
+    pub fn pipeline(&self, sampling: JsValue, top_n: usize) -> Result<JsValue, JsValue> {
+        let cfg: Option<crate::sampling::SamplingConfig> = if sampling.is_null() || sampling.is_undefined() {
+            None
+        } else {
+            Some(serde_wasm_bindgen::from_value(sampling).map_err(|e| JsValue::from(JsError::new(&format!("sampling: {e}"))))?)
+        };
+        to_js(&self.engine.try_borrow().map_err(|_| busy())?.pipeline(cfg.as_ref(), top_n).map_err(js_err)?)
+    }
+
+    /// New sampler settings for the rest of the running generation.
+    pub fn set_sampling(&self, sampling: JsValue) -> Result<(), JsValue> {
+        let cfg = serde_wasm_bindgen::from_value(sampling).map_err(|e| JsValue::from(JsError::new(&format!("sampling: {e}"))))?;
+        self.engine.try_borrow_mut().map_err(|_| busy())?.set_sampling(cfg).map_err(js_err)
+    }
+
+    /// Each token's text, special tokens included (`<|im_start|>`), for token chips.
+    pub fn token_texts(&self, ids: Vec<u32>) -> Result<JsValue, JsValue> {
+        let e = self.engine.try_borrow().map_err(|_| busy())?;
+        let texts: Vec<String> = ids.iter().map(|&t| e.tokenizer().decode(&[t]).unwrap_or_default()).collect();
+        to_js(&texts)
+    }
+
     /// Timing of the current or last generation: `Stats` and its rates.
     pub fn stats(&self) -> Result<JsValue, JsValue> {
         let e = self.engine.try_borrow().map_err(|_| busy())?;

@@ -2,10 +2,14 @@
 // Page → worker: {type: "load", source: {url} | {file}, backend, limits}
 //                {type: "generate", id, messages, options, reserve}  {type: "fit", id, messages, reserve}
 //                {type: "render", id, messages}  {type: "stop"}  {type: "reset"}
+//                classroom: {type: "cstart", id, messages | ids, options, reserve}  {type: "cstep", id, forced?, sampling}
+//                {type: "cpipeline", sampling, topN}  {type: "tokens", id, which, text | messages}
 // Worker → page: {type: "progress", stage, loaded, total}  {type: "ready", info, backend, load_s}
 //                {type: "start", id, fit, prompt_tokens, reused}  {type: "prefill", id, done, total}
 //                {type: "token", id, step}  {type: "done", id, reason, stats}  {type: "fit", id, fit, error}
 //                {type: "rendered", id, text}  {type: "notice", kind, vars}
+//                classroom: {type: "cpeek", id, candidates, pipeline}  {type: "ctoken", id, step, forced}
+//                {type: "cpipeline", id, pipeline}  {type: "cdone", id, stats, reason}  {type: "tokens", id, ids, texts}
 //                {type: "error", id?, message, kind}  {type: "fatal", message}
 // Errors are messages; a trap inside wasm (GPU lost, out of memory) is "fatal": the page
 // replaces this worker.
@@ -159,13 +163,89 @@ async function generate({ id, messages, options, reserve }) {
   }
 }
 
+// Classroom mode: one token per request, and the next token's distribution computed ahead
+// (peek), so that the page can show the candidates before the draw and force any of them.
+let classroom = null; // {id}
+
+async function peekAndPost(id, topN) {
+  const candidates = await engine.peek();
+  if (candidates === null) { classroom = null; post({ type: "cdone", id, stats: engine.stats() }); return; }
+  post({ type: "cpeek", id, candidates, pipeline: engine.pipeline(null, topN) });
+}
+
+async function classroomStart({ id, messages, ids, options, reserve }) {
+  stopRequested = false;
+  generating = true;
+  try {
+    let start;
+    if (ids) {
+      start = engine.start({ ids }, options);
+      post({ type: "start", id, fit: null, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids });
+    } else {
+      const fit = engine.fit(messages, reserve);
+      const kept = [...messages.slice(0, messages.findIndex((m) => m.role !== "system")), ...messages.slice(fit.first)];
+      start = engine.start({ chat: kept }, options);
+      post({ type: "start", id, fit, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids });
+    }
+    const total = start.prompt_ids.length - start.reused;
+    let left = total;
+    while (left > 1) {
+      await tick();
+      answerQueued();
+      if (stopRequested) { engine.stop(); post({ type: "cdone", id, stats: engine.stats(), reason: "stopped" }); return; }
+      left = await engine.prefill(64);
+      post({ type: "prefill", id, done: total - left - 1, total });
+    }
+    classroom = { id };
+    await peekAndPost(id, options.top_n || 10);
+  } finally {
+    generating = false;
+    answerQueued();
+  }
+}
+
+async function classroomStep({ id, forced, sampling, topN }) {
+  if (!classroom || classroom.id !== id) throw new Error("no classroom answer is running: send a message first");
+  generating = true;
+  try {
+    if (sampling) engine.set_sampling(sampling);
+    const step = engine.commit(forced ?? undefined);
+    if (step === null) { classroom = null; post({ type: "cdone", id, stats: engine.stats() }); return; }
+    post({ type: "ctoken", id, step, forced: forced ?? null });
+    if (step.done) { classroom = null; post({ type: "cdone", id, stats: engine.stats(), reason: step.done }); return; }
+    await peekAndPost(id, topN || 10);
+  } finally {
+    generating = false;
+    answerQueued();
+  }
+}
+
+function tokens({ id, which, text, messages }) {
+  const prompt = messages ? engine.render(messages) : text;
+  const ids = Array.from(engine.tokenize(prompt));
+  post({ type: "tokens", id, which, ids, texts: engine.token_texts(Uint32Array.from(ids)) });
+}
+
 async function handle(data) {
   try {
     switch (data.type) {
       case "load": await load(data); break;
       case "generate": await generate(data); break;
-      case "stop": stopRequested = true; break;
-      case "reset": if (engine && !generating) engine.reset(); else stopRequested = true; break;
+      case "stop":
+        stopRequested = true;
+        if (classroom && !generating) { engine.stop(); post({ type: "cdone", id: classroom.id, stats: engine.stats(), reason: "stopped" }); classroom = null; }
+        break;
+      case "cstart": await classroomStart(data); break;
+      case "cstep": await classroomStep(data); break;
+      case "cpipeline":
+        if (generating) { queued = queued.filter((q) => q.type !== "cpipeline"); queued.push(data); break; }
+        if (classroom) post({ type: "cpipeline", id: classroom.id, pipeline: engine.pipeline(data.sampling, data.topN || 10) });
+        break;
+      case "tokens":
+        if (generating) { queued = queued.filter((q) => !(q.type === "tokens" && q.which === data.which)); queued.push(data); break; }
+        tokens(data);
+        break;
+      case "reset": classroom = null; if (engine && !generating) engine.reset(); else stopRequested = true; break;
       case "fit":
         if (generating) { queued = queued.filter((q) => q.type !== "fit"); queued.push(data); break; }
         try { post({ type: "fit", id: data.id, fit: engine.fit(data.messages, data.reserve) }); }

@@ -298,3 +298,68 @@ fn tiny_model_greedy_tokens_for_the_browser_tests() {
     }
     assert_eq!(crate::json("tiny-chat-greedy.json"), got, "native greedy tokens changed: the browser fixture is stale");
 }
+
+#[test]
+fn peek_then_commit_steps_like_next_and_a_forced_token_continues_like_a_fresh_start() {
+    let prompt = Prompt::Text("the theme".into());
+    let mut e = tiny_engine();
+    let (want, _, _) = run(&mut e, &prompt, greedy(6));
+
+    let mut e = tiny_engine();
+    let start = e.start(&prompt, greedy(6)).unwrap();
+    let mut got = Vec::new();
+    loop {
+        let Some(cands) = pollster::block_on(e.peek_async()).unwrap() else { break };
+        // Peeking twice runs nothing again.
+        let cached = e.cached_tokens().len();
+        assert_eq!(pollster::block_on(e.peek_async()).unwrap().unwrap().len(), cands.len());
+        assert_eq!(e.cached_tokens().len(), cached);
+        let pipeline = e.pipeline(None, 5).unwrap();
+        assert_eq!(pipeline.tokens[0].token, cands[0].token);
+        let step = e.commit(None).unwrap().unwrap();
+        assert_eq!(step.top.iter().map(|c| c.token).collect::<Vec<_>>(), cands.iter().map(|c| c.token).collect::<Vec<_>>());
+        got.push(step.token);
+        if step.done.is_some() {
+            break;
+        }
+    }
+    assert_eq!(got, want, "peek + commit = next");
+
+    // Forcing the second-best first token, then greedy: the same as starting from those ids.
+    let mut e = tiny_engine();
+    e.start(&prompt, greedy(5)).unwrap();
+    let second = pollster::block_on(e.peek_async()).unwrap().unwrap()[1].token;
+    assert!(matches!(e.commit(Some(1_000_000)), Err(Error::Sampling { name: "token", .. })), "an id outside the vocabulary");
+    assert_eq!(e.commit(Some(second)).unwrap().unwrap().token, second);
+    let mut forced = vec![second];
+    while let Some(s) = e.next().unwrap() {
+        forced.push(s.token);
+    }
+    let mut ids = start.prompt_ids.clone();
+    ids.push(second);
+    let mut f = tiny_engine();
+    let (fresh, _, _) = run(&mut f, &Prompt::Ids(ids), greedy(4));
+    assert_eq!(&forced[1..], &fresh[..], "continuing after a forced token");
+}
+
+#[test]
+fn the_pipeline_redraws_under_new_settings_without_running_the_model() {
+    let mut e = tiny_engine();
+    e.start(&Prompt::Text("he the".into()), GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 4, stop: vec![], top_n: 10 }).unwrap();
+    let cands = pollster::block_on(e.peek_async()).unwrap().unwrap();
+    let cached = e.cached_tokens().to_vec();
+    let p = e.pipeline(None, 10).unwrap();
+    let last = &p.stages[4];
+    for c in &cands {
+        let i = p.tokens.iter().position(|t| t.token == c.token).unwrap();
+        assert!((last.probs[i] - c.prob).abs() < 1e-6, "the last stage is the distribution peeked");
+    }
+    let narrow = SamplingConfig { top_k: 2, ..SamplingConfig::default() };
+    let q = e.pipeline(Some(&narrow), 10).unwrap();
+    assert!(q.stages[2].kept == 2 && q.stages[4].probs.iter().filter(|&&x| x > 0.0).count() <= 2);
+    assert_eq!(e.cached_tokens(), &cached[..], "nothing ran");
+    // New settings take effect for the draw.
+    e.set_sampling(SamplingConfig { temperature: 0.0, ..narrow }).unwrap();
+    assert_eq!(e.commit(None).unwrap().unwrap().token, q.tokens[0].token);
+    assert!(e.set_sampling(SamplingConfig { top_p: 2.0, ..SamplingConfig::default() }).is_err());
+}

@@ -113,3 +113,27 @@ fn invalid_settings_are_rejected_by_name() {
         }
     }
 }
+
+#[test]
+fn the_pipeline_stage_by_stage_ends_in_the_distribution_drawn_from() {
+    use ember::sampling::stages;
+    let l = logits_of(&[0.05, 0.4, 0.1, 0.3, 0.15]);
+    let c = cfg(1.0, 3, 0.75, 0.3);
+    let (shown, st) = stages(&l, &[], &c, 4);
+    assert_eq!(shown, vec![1, 3, 4, 2]);
+    assert_eq!(st.iter().map(|s| s.name).collect::<Vec<_>>(), ["softmax", "temperature", "top_k", "top_p", "min_p"]);
+    assert_eq!(st.iter().map(|s| s.kept).collect::<Vec<_>>(), [5, 5, 3, 2, 2]);
+    crate::assert_close(&st[0].probs, &[0.4, 0.3, 0.15, 0.1], 1e-6, "softmax");
+    crate::assert_close(&st[2].probs, &[0.4 / 0.85, 0.3 / 0.85, 0.15 / 0.85, 0.0], 1e-6, "top-k 3, renormalised");
+    // 0.4/0.85 + 0.3/0.85 = 0.82 reaches 0.75 with two tokens.
+    crate::assert_close(&st[3].probs, &[0.4 / 0.7, 0.3 / 0.7, 0.0, 0.0], 1e-6, "top-p");
+    crate::assert_close(&st[4].probs, &st[3].probs, 1e-6, "min-p 0.3 keeps both");
+    let d = distribution(&l, &[], &c);
+    crate::assert_close(&st[4].probs[..2], &d.candidates.iter().map(|x| x.1).collect::<Vec<_>>(), 1e-6, "the last stage is what is drawn from");
+
+    // Temperature 2: probabilities proportional to the square roots; the model's own softmax is unchanged.
+    let (_, hot) = stages(&l, &[], &cfg(2.0, 0, 1.0, 0.0), 4);
+    crate::assert_close(&hot[0].probs, &st[0].probs, 1e-6, "softmax ignores temperature");
+    let z: f32 = [0.05f32, 0.4, 0.1, 0.3, 0.15].iter().map(|p| p.sqrt()).sum();
+    crate::assert_close(&hot[1].probs, &[0.4f32.sqrt() / z, 0.3f32.sqrt() / z, 0.15f32.sqrt() / z, 0.1f32.sqrt() / z], 1e-6, "temperature 2");
+}

@@ -95,3 +95,25 @@ async fn prefill_in_chunks_stop_and_fit() {
     let text = engine.render(js(&want["messages"])).unwrap();
     assert!(text.starts_with("<|im_start|>system\nbe brief<|im_end|>"), "{text}");
 }
+
+#[wasm_bindgen_test]
+async fn classroom_calls_peek_commit_and_pipeline() {
+    let want = fixture();
+    let engine = load("cpu").await;
+    engine.start(js(&serde_json::json!({ "chat": want["messages"] })), greedy(12)).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let cands = rust(JsFuture::from(engine.peek()).await.unwrap());
+        let pipeline = rust(engine.pipeline(JsValue::NULL, 5).unwrap());
+        assert_eq!(pipeline["stages"].as_array().unwrap().len(), 5);
+        assert_eq!(pipeline["tokens"][0]["token"], cands[0]["token"], "the pipeline's top token is the first candidate");
+        let step = rust(engine.commit(None).unwrap());
+        assert_eq!(step["token"], cands[0]["token"], "greedy takes the top candidate");
+        got.push(step["token"].as_u64().unwrap());
+    }
+    assert_eq!(serde_json::json!(got), serde_json::json!(want["tokens"].as_array().unwrap()[..3]));
+    // A forced token is taken as is.
+    let cands = rust(JsFuture::from(engine.peek()).await.unwrap());
+    let second = cands[1]["token"].as_u64().unwrap() as u32;
+    assert_eq!(rust(engine.commit(Some(second)).unwrap())["token"], second);
+}

@@ -106,8 +106,33 @@ try {
     await page.screenshot({ path: join(artifacts, "chat-zh.png") });
     await page.getByRole("combobox", { name: "语言" }).selectOption("en");
     await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(400); // the drawer's slide
     await page.screenshot({ path: join(artifacts, "phone.png") });
     await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  await check("classroom: stepping greedily gives the reference model's tokens, one per Step", async () => {
+    const ref = refFor("What is the capital of France?");
+    await page.goto(`${origin}/sub/?mode=classroom&temperature=0&top_k=10&top_p=1&min_p=0`);
+    await waitState(page, "ready", 300_000);
+    await page.getByRole("button", { name: "New chat" }).click();
+    await page.getByRole("textbox", { name: "Message" }).fill(ref.messages[0].content);
+    await page.getByRole("button", { name: "Send" }).click();
+    const ready = () => page.waitForFunction(() => document.querySelector('[data-testid="status"]').dataset.state === "ready"
+      && document.querySelector('[data-testid="topk"] [data-token-id]'), null, { timeout: 300_000 });
+    for (let i = 0; i < 6; i++) {
+      await ready();
+      const top = await page.getByTestId("topk").locator("[data-token-id]").first().getAttribute("data-token-id");
+      assertEq(Number(top), ref.greedy[i], `the most probable candidate at step ${i + 1}`);
+      await page.getByRole("button", { name: "Step" }).click();
+    }
+    await ready();
+    const [dl] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export trace (JSON)" }).click()]);
+    const t = JSON.parse(readFileSync(await dl.path(), "utf8"));
+    assertEq(t.steps.map((x) => x.token_id), ref.greedy.slice(0, 6), "the six tokens");
+    assertEq(t.prompt_ids, ref.prompt_ids, "the prompt the model saw");
+    await page.locator("#transcript [data-role='assistant'] .tok").nth(3).focus();
+    await page.screenshot({ path: join(artifacts, "classroom.png") });
   });
 
   await check("WebGPU asked for but missing: falls back to the CPU and says why", async () => {

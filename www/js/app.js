@@ -6,6 +6,7 @@ import { renderMarkdown } from "./markdown.js";
 import * as store from "./store.js";
 import * as C from "./conversation.js";
 import * as modelCache from "./model-cache.js";
+import { createClassroom } from "./classroom.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -35,8 +36,17 @@ const count = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)}B` : n >= 1e6 ? `${(n /
 function setState(state) {
   status.dataset.state = state;
   $("send").disabled = state !== "ready";
-  $("stop").disabled = state !== "generating";
+  $("stop").disabled = state !== "generating" && !classroom?.active();
   updateRegenerate();
+  classroom?.updateControls();
+}
+
+/** A classroom step in progress (or not): the same signals as a streamed answer. */
+function setBusy(busy) {
+  transcript.setAttribute("aria-busy", String(busy));
+  if (!host) return;
+  showStatus(busy ? "generating" : "ready");
+  setState(busy ? "generating" : "ready");
 }
 
 function describeStatus() {
@@ -130,6 +140,7 @@ function onLoadMessage(attempt, data) {
       $("load-progress").hidden = true;
       renderModelCard();
       renderStorage();
+      renderHistoryTable();
       showStatus("ready");
       setState("ready");
       requestFit();
@@ -163,6 +174,7 @@ function onLoadMessage(attempt, data) {
 
 function onEngineMessage(h, data) {
   if (h !== host) return;
+  if (classroom.onMessage(data)) return;
   switch (data.type) {
     case "start": onStart(data); break;
     case "prefill": if (gen && data.id === gen.id) { showStatus("prefill", { d: data.done, t: data.total }); } break;
@@ -257,7 +269,8 @@ async function removeConversation(id) {
 }
 
 function openConversation(id) {
-  if (gen) stopGeneration();
+  if (gen || classroom.active()) stopGeneration();
+  classroom.reset();
   conv = conversations.get(id);
   store.setPref("current", id);
   host?.worker.postMessage({ type: "reset" });
@@ -266,7 +279,8 @@ function openConversation(id) {
 }
 
 function newConversation() {
-  if (gen) stopGeneration();
+  if (gen || classroom.active()) stopGeneration();
+  classroom.reset();
   conv = C.create();
   host?.worker.postMessage({ type: "reset" });
   notice("");
@@ -302,7 +316,8 @@ function messageElement(node) {
   el.dataset.node = node.id;
   const box = document.createElement("div");
   box.className = "content";
-  fillContent(box, node);
+  const chips = classroom.decorate(node);
+  if (chips) box.append(chips); else fillContent(box, node);
   el.append(box);
   if (node.role === "system") return el;
   const meta = document.createElement("div");
@@ -326,7 +341,7 @@ function messageElement(node) {
       const s = node.stats;
       info.textContent = t("statsLine", { ttft: s.ttft.toFixed(2), pt: s.prefill_tok_s.toFixed(1), dt: s.decode_tok_s.toFixed(1), n: s.tokens });
     }
-    if (node.partial && !(gen && gen.nodeId === node.id)) info.textContent += ` (${t("interrupted")})`;
+    if (node.partial && !(gen && gen.nodeId === node.id) && !classroom.running(node.id)) info.textContent += ` (${t("interrupted")})`;
     else if (node.reason === "stopped") info.textContent += ` (${t("stopped")})`;
     meta.append(info);
   }
@@ -357,7 +372,7 @@ function startEdit(el, node) {
     if (!text || status.dataset.state !== "ready") return;
     // The edit is a new sibling: the old message and everything after it stay as a branch.
     const user = C.add(conv, node.parent, "user", text);
-    generateAfter(user);
+    answer(user);
   };
   save.addEventListener("click", submit);
   cancel.addEventListener("click", () => renderTranscript());
@@ -416,7 +431,18 @@ function send() {
   input.value = "";
   const last = C.path(conv).at(-1);
   const user = C.add(conv, last ? last.id : "root", "user", text);
-  generateAfter(user);
+  answer(user);
+}
+
+/** Answers `userNode`: streamed, or one token at a time in classroom mode. */
+function answer(userNode) {
+  if (!classroom.isOn()) { generateAfter(userNode); return; }
+  if (classroom.active()) classroom.stop();
+  const assistant = C.add(conv, userNode.id, "assistant", "", { partial: true, trace: [] });
+  saveConv();
+  renderTranscript();
+  renderSidebar();
+  classroom.begin(assistant, { messages: C.history(conv, userNode.id) });
 }
 
 function regenerate() {
@@ -425,10 +451,11 @@ function regenerate() {
   if (!last) return;
   // A new sibling of the last answer (or a first answer to a lone question).
   const user = last.role === "assistant" ? conv.nodes[last.parent] : last;
-  generateAfter(user);
+  answer(user);
 }
 
 function stopGeneration() {
+  if (classroom.active()) { classroom.stop(); return; }
   if (!gen) return;
   host?.worker.postMessage({ type: "stop" });
 }
@@ -475,7 +502,8 @@ function onDone(data) {
 }
 
 function onEngineError(message, op) {
-  if (op === "fit") return;
+  if (op === "fit" || op === "tokens" || op === "cpipeline") return;
+  if (classroom.active()) { classroom.reset(); setBusy(false); }
   if (gen) finishGeneration("error", null);
   notice(`${t("errTitle")}: ${message}`);
   if (host) { showStatus("ready"); setState("ready"); }
@@ -493,6 +521,7 @@ function requestFit() {
     if (draft) messages.push({ role: "user", content: draft });
     if (!messages.some((m) => m.role !== "system")) messages.push({ role: "user", content: "" });
     host.worker.postMessage({ type: "fit", id: nextId++, messages, reserve: readSettings().max_tokens });
+    classroom.refreshTokens(messages, draft);
   }, 200);
 }
 
@@ -515,13 +544,21 @@ function onFit(data) {
 }
 
 // ---------------------------------------------------------------- settings
+// ?temperature=, ?max_tokens=, ?seed=, ?top_k=, ?top_p= and ?min_p= override the saved settings
+// for this visit (demos and tests), until the user changes that setting.
+const overrides = {};
+for (const k of ["temperature", "max_tokens", "seed", "top_k", "top_p", "min_p"]) {
+  if (params.has(k) && Number.isFinite(Number(params.get(k)))) overrides[k] = Number(params.get(k));
+}
+
 function readSettings() {
-  const s = { ...settings };
-  // ?temperature=, ?max_tokens= and ?seed= override for this visit (demos and tests).
-  for (const k of ["temperature", "max_tokens", "seed", "top_k", "top_p", "min_p"]) {
-    if (params.has(k) && Number.isFinite(Number(params.get(k)))) s[k] = Number(params.get(k));
-  }
-  return s;
+  return { ...settings, ...overrides };
+}
+
+function setSetting(k, v) {
+  settings[k] = v;
+  delete overrides[k];
+  store.saveSettings(settings);
 }
 
 function fillSettingsForm() {
@@ -534,11 +571,14 @@ function onSettingsInput() {
   const form = $("settings-form");
   for (const k of Object.keys(DEFAULTS)) {
     const v = form.elements[k].value;
-    if (k === "seed") { settings.seed = v === "" ? "" : Math.max(0, Math.floor(Number(v))); continue; }
+    const old = readSettings()[k];
+    if (k === "seed") { const seed = v === "" ? "" : Math.max(0, Math.floor(Number(v))); if (seed !== old) setSetting(k, seed); continue; }
     const n = Number(v);
-    if (v !== "" && Number.isFinite(n) && form.elements[k].checkValidity()) settings[k] = k === "top_k" || k === "max_tokens" ? Math.round(n) : n;
+    if (v !== "" && Number.isFinite(n) && form.elements[k].checkValidity()) {
+      const value = k === "top_k" || k === "max_tokens" ? Math.round(n) : n;
+      if (value !== old) setSetting(k, value);
+    }
   }
-  store.saveSettings(settings);
   requestFit();
 }
 
@@ -664,7 +704,7 @@ function wire() {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
   });
   input.addEventListener("input", requestFit);
-  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && gen) { e.preventDefault(); stopGeneration(); } });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && (gen || classroom.active())) { e.preventDefault(); stopGeneration(); } });
   $("stop").addEventListener("click", stopGeneration);
   $("regenerate").addEventListener("click", regenerate);
   $("new-chat").addEventListener("click", () => { newConversation(); closeSidebarOnPhone(); });
@@ -686,7 +726,14 @@ function wire() {
 
   $("open-settings").addEventListener("click", () => { fillSettingsForm(); $("settings-dialog").showModal(); });
   $("settings-form").addEventListener("input", onSettingsInput);
-  $("settings-reset").addEventListener("click", () => { settings = { ...DEFAULTS }; store.saveSettings(settings); fillSettingsForm(); requestFit(); });
+  $("settings-reset").addEventListener("click", () => {
+    settings = { ...DEFAULTS };
+    for (const k of Object.keys(overrides)) delete overrides[k];
+    store.saveSettings(settings);
+    fillSettingsForm();
+    classroom.fillSliders();
+    requestFit();
+  });
 
   $("open-model").addEventListener("click", () => { renderModelCard(); renderStorage(); $("model-dialog").showModal(); });
   $("delete-all").addEventListener("click", deleteAllConversations);
@@ -721,7 +768,56 @@ function wire() {
     status.textContent = describeStatus();
     renderAll();
     renderModelCard();
+    renderHistoryTable();
+    classroom.fillSliders();
   });
+}
+
+const classroom = createClassroom({
+  post: (m) => host?.worker.postMessage(m),
+  conv: () => conv,
+  path: () => C.path(conv),
+  historyBefore: (node) => C.history(conv, node.parent),
+  add: (...a) => C.add(...a),
+  saveConv: () => saveConv(),
+  renderTranscript: () => renderTranscript(),
+  settings: () => readSettings(),
+  setSetting,
+  info: () => host?.info,
+  setBusy,
+  nextId: () => nextId++,
+  notice,
+  download,
+  onToggle: (on) => {
+    const u = new URL(location.href);
+    if (on) u.searchParams.set("mode", "classroom"); else u.searchParams.delete("mode");
+    history.replaceState(null, "", u);
+    classroom.fillSliders();
+    renderTranscript();
+    requestFit();
+  },
+});
+
+// GPT-1/2/3 next to the loaded model: the same recipe, at very different sizes.
+function renderHistoryTable() {
+  const table = $("c-history");
+  const rows = [["GPT-1 (2018)", 12, 768, 12, 512, "117M"], ["GPT-2 (2019)", 48, 1600, 25, 1024, "1.5B"], ["GPT-3 (2020)", 96, 12288, 96, 2048, "175B"]];
+  if (host) {
+    const c = host.info.config;
+    rows.push([`${t("h_this")}: ${host.info.name || host.info.architecture}`, c.n_layer, c.d_model, `${c.n_head} (${c.n_kv_head} KV)`, c.context_length, count(host.info.n_params)]);
+  }
+  const head = document.createElement("tr");
+  for (const k of ["h_model", "h_layers", "h_width", "h_heads", "h_ctx", "h_params"]) {
+    const th = document.createElement("th");
+    th.textContent = t(k);
+    head.append(th);
+  }
+  table.replaceChildren(head);
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    for (const v of r) { const td = document.createElement("td"); td.textContent = String(v); tr.append(td); }
+    table.append(tr);
+  }
 }
 
 async function main() {
@@ -737,6 +833,10 @@ async function main() {
   }
   const current = conversations.get(store.getPref("current"));
   if (current) conv = current; else if (conversations.size) conv = [...conversations.values()].sort((a, b) => b.updated - a.updated)[0];
+  const mode = params.get("mode");
+  classroom.fillSliders();
+  if (mode === "classroom") classroom.setOn(true);
+  renderHistoryTable();
   renderAll();
   const url = new URL(params.get("model") || DEFAULT_MODEL, location.href).href;
   const source = url === new URL(DEFAULT_MODEL, location.href).href ? { url, sha256: DEFAULT_SHA256 } : { url };
