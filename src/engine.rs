@@ -57,6 +57,12 @@ pub struct ModelInfo {
     pub tensor_types: Vec<(String, usize)>,
     /// `general.license`, if present.
     pub license: Option<String>,
+    /// `general.organization`, if present.
+    pub organization: Option<String>,
+    /// `general.languages`, if present.
+    pub languages: Vec<String>,
+    /// The training data where the file names it (`general.datasets`, or `general.dataset.N.name`).
+    pub datasets: Vec<String>,
     /// Positions the KV cache holds.
     pub max_context: usize,
     /// Whether the file has a chat template.
@@ -284,6 +290,9 @@ impl Engine {
             file_size: gguf.file_size(),
             tensor_types: types,
             license: meta.opt("general.license")?,
+            organization: meta.opt("general.organization")?,
+            languages: meta.opt("general.languages")?.unwrap_or_default(),
+            datasets: datasets(meta)?,
             max_context,
             has_chat_template: template.is_some(),
             backend,
@@ -657,6 +666,17 @@ async fn forward_logits(model: &Llama, cache: &mut KvCache, device: &Device, ids
         return Err(Error::Device("the model produced non-finite logits".into()));
     }
     Ok(logits)
+}
+
+/// The training data a file names: the older `general.datasets` list, or the newer numbered
+/// `general.dataset.N.name` keys.
+fn datasets(meta: &crate::gguf::Metadata) -> Result<Vec<String>> {
+    let mut out: Vec<String> = meta.opt("general.datasets")?.unwrap_or_default();
+    let n: usize = meta.opt("general.dataset.count")?.unwrap_or(0);
+    for i in 0..n.min(256) {
+        out.extend(meta.opt::<String>(&format!("general.dataset.{i}.name"))?);
+    }
+    Ok(out)
 }
 
 /// Refuses a model whose weights (held as f32) exceed the device's limits, before any of it

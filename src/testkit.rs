@@ -29,6 +29,11 @@ const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n
 
 /// A tiny llama GGUF: 2 blocks of width 64, 4 heads over 2 KV heads, random weights.
 pub fn tiny_model_bytes() -> Vec<u8> {
+    tiny_model_with(&[])
+}
+
+/// The tiny model with extra metadata (e.g. for the model card).
+pub fn tiny_model_with(extra: &[(&str, Value)]) -> Vec<u8> {
     let chars = byte_chars();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     let mut types = vec![3i32; 3];
@@ -75,6 +80,9 @@ pub fn tiny_model_bytes() -> Vec<u8> {
         .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
         .meta("tokenizer.ggml.eos_token_id", Value::U32(2))
         .meta("tokenizer.chat_template", s(CHATML));
+    for (k, v) in extra {
+        w.meta(k, v.clone());
+    }
     w.tensor("token_embd.weight", &[d, vocab], GgmlType::Q8_0, quant::quantize_q8_0(&rand(d * vocab, 1.0)));
     for l in 0..nl {
         let p = |n: &str| format!("blk.{l}.{n}.weight");

@@ -20,8 +20,11 @@ let engine = null;
 let generating = false;
 let stopRequested = false;
 let queued = []; // fit/render requests that arrived while a step held the engine
-// Prompt chunks are sized to about this much work, so that a stop lands within it.
+// On the CPU, prompt chunks are sized to about this much work, so that a stop lands within it.
+// On WebGPU each new chunk shape can cost a shader compilation (over a minute a chunk on
+// SwiftShader), so chunks there are large: a stop waits for the chunk on the GPU.
 const PREFILL_SLICE_MS = 300;
+let minChunk = 4;
 const post = (m) => self.postMessage(m);
 const errorText = (e) => (e && e.message) || String(e);
 
@@ -111,6 +114,7 @@ async function load({ source, backend, limits }) {
   post({ type: "progress", stage: "parsing", loaded: 0, total: 0 });
   const progress = (done, total) => post({ type: "progress", stage: "uploading", loaded: done, total });
   engine = await WasmEngine.load(bytes, backend, options, progress);
+  minChunk = backend === "webgpu" ? 256 : 4;
   post({ type: "progress", stage: "warming", loaded: 0, total: 0 });
   await engine.warm_up();
   post({ type: "ready", info: engine.info(), backend, load_s: (performance.now() - t0) / 1000 });
@@ -134,7 +138,7 @@ async function generate({ id, messages, options, reserve }) {
     // The prompt runs in chunks, so that Stop works during a long prefill too.
     const total = start.prompt_ids.length - start.reused;
     let left = total;
-    let chunk = 8;
+    let chunk = Math.max(8, minChunk);
     while (left > 1) {
       await tick();
       answerQueued();
@@ -143,7 +147,7 @@ async function generate({ id, messages, options, reserve }) {
       const before = left;
       left = await engine.prefill(chunk);
       const perToken = (performance.now() - t0) / Math.max(1, before - left);
-      chunk = Math.max(4, Math.min(512, Math.round(PREFILL_SLICE_MS / perToken)));
+      chunk = Math.max(minChunk, Math.min(512, Math.round(PREFILL_SLICE_MS / perToken)));
       post({ type: "prefill", id, done: total - left - 1, total });
     }
     for (;;) {
@@ -193,7 +197,7 @@ async function classroomStart({ id, messages, ids, options, reserve }) {
       await tick();
       answerQueued();
       if (stopRequested) { engine.stop(); post({ type: "cdone", id, stats: engine.stats(), reason: "stopped" }); return; }
-      left = await engine.prefill(64);
+      left = await engine.prefill(Math.max(64, minChunk));
       post({ type: "prefill", id, done: total - left - 1, total });
     }
     classroom = { id };

@@ -363,3 +363,28 @@ fn the_pipeline_redraws_under_new_settings_without_running_the_model() {
     assert_eq!(e.commit(None).unwrap().unwrap().token, q.tokens[0].token);
     assert!(e.set_sampling(SamplingConfig { top_p: 2.0, ..SamplingConfig::default() }).is_err());
 }
+
+#[test]
+fn the_model_card_names_the_maker_languages_and_training_data_when_the_file_does() {
+    use ember::gguf::Value;
+    let s = |x: &str| Value::String(x.into());
+    let e = tiny_engine();
+    assert_eq!((e.info().organization.as_deref(), e.info().languages.len(), e.info().datasets.len()), (None, 0, 0));
+    let bytes = ember::testkit::tiny_model_with(&[
+        ("general.license", s("apache-2.0")),
+        ("general.organization", s("Test Org")),
+        ("general.languages", Value::Array(vec![s("en"), s("zh")])),
+        ("general.dataset.count", Value::U32(2)),
+        ("general.dataset.0.name", s("FineWeb-Edu")),
+        ("general.dataset.1.name", s("The Stack")),
+    ]);
+    let e = Engine::load(&bytes, ember::backend::cpu_device(), Backend::Cpu, LoadOptions::default()).unwrap();
+    let i = e.info();
+    assert_eq!(i.license.as_deref(), Some("apache-2.0"));
+    assert_eq!(i.organization.as_deref(), Some("Test Org"));
+    assert_eq!(i.languages, ["en", "zh"]);
+    assert_eq!(i.datasets, ["FineWeb-Edu", "The Stack"]);
+    let legacy = ember::testkit::tiny_model_with(&[("general.datasets", Value::Array(vec![s("a"), s("b")]))]);
+    let e = Engine::load(&legacy, ember::backend::cpu_device(), Backend::Cpu, LoadOptions::default()).unwrap();
+    assert_eq!(e.info().datasets, ["a", "b"]);
+}

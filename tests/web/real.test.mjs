@@ -96,7 +96,11 @@ try {
 
   await check("main screens, for the README: model card, settings, 中文, phone", async () => {
     await page.getByRole("button", { name: "Model" }).click();
-    assert(/SmolLM2/i.test(await page.locator("#model-card").textContent()), "model card");
+    const card = await page.locator("#model-card").textContent();
+    for (const want of ["Layers30", "Heads / KV heads9 / 3", "Embedding width576", "FFN width1536", "Vocabulary49152", "Context used / trained2048 / 8192",
+                        "Parameters135M (134,515,008)", "File size98.4 MB", "Licenceapache-2.0", "Made byHuggingFaceTB", "Languagesen", "Training datanot stated in this file"]) {
+      assert(card.includes(want), `model card lacks ${want}: ${card}`);
+    }
     await page.screenshot({ path: join(artifacts, "model.png") });
     await page.keyboard.press("Escape");
     await page.getByRole("button", { name: "Settings" }).click();
@@ -132,6 +136,7 @@ try {
     assertEq(t.steps.map((x) => x.token_id), ref.greedy.slice(0, 6), "the six tokens");
     assertEq(t.prompt_ids, ref.prompt_ids, "the prompt the model saw");
     await page.locator("#transcript [data-role='assistant'] .tok").nth(3).focus();
+    await page.locator("#classroom").evaluate((c) => { c.scrollTop = 0; });
     await page.screenshot({ path: join(artifacts, "classroom.png") });
   });
 

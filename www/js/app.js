@@ -131,6 +131,9 @@ function onLoadMessage(attempt, data) {
       break;
     }
     case "ready": {
+      // The old engine goes, and with it any answer it was writing: end that answer cleanly.
+      if (gen) finishGeneration("stopped", null);
+      if (classroom.active()) classroom.reset();
       if (host) host.worker.terminate();
       loading = null;
       host = { worker: attempt.worker, backend: attempt.backend, why: attempt.why, source: attempt.source, pref: attempt.pref, info: data.info, loadS: data.load_s };
@@ -598,6 +601,9 @@ function renderModelCard() {
     ["card_quant", i.tensor_types.map(([n, k]) => `${n} ×${k}`).join(", ")],
     ["card_size", `${(i.file_size / 1e6).toFixed(1)} MB`],
     ["card_license", i.license || "—"],
+    ["card_org", i.organization || "—"],
+    ["card_langs", i.languages.length ? i.languages.join(", ") : "—"],
+    ["card_data", i.datasets.length ? i.datasets.join(", ") : t("notStated")],
     ["card_backend", host.backend === "webgpu" ? "WebGPU" : "CPU (wasm)"],
     ["card_load", `${host.loadS.toFixed(1)} s`],
   ];
