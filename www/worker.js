@@ -67,7 +67,7 @@ async function download(url) {
 }
 
 // A model from a URL comes from the cache when it is there, else is downloaded into it.
-async function fetchModel({ url, sha256 }) {
+async function fetchModel({ url, sha256 }, limits) {
   let hit = null;
   try { hit = await modelCache.lookup(url); } catch { /* no OPFS here */ }
   if (hit) return readAll(hit.file.stream(), hit.file.size, "cache");
@@ -76,6 +76,7 @@ async function fetchModel({ url, sha256 }) {
       sha256,
       onProgress: (loaded, total) => post({ type: "progress", stage: "downloading", loaded, total }),
       onNotice: (kind, vars) => post({ type: "notice", kind, vars }),
+      quota: limits?.quota_mb ? limits.quota_mb * 2 ** 20 : null,
     });
   } catch (e) {
     if (e instanceof modelCache.DownloadError) throw new LoadError(e.kind, e.vars);
@@ -102,7 +103,7 @@ async function gpuLimits() {
 async function load({ source, backend, limits }) {
   const t0 = performance.now();
   await init();
-  const bytes = source.file ? await readAll(source.file.stream(), source.file.size, "reading") : await fetchModel(source);
+  const bytes = source.file ? await readAll(source.file.stream(), source.file.size, "reading") : await fetchModel(source, limits);
   checkMagic(bytes);
   // wasm32 addresses 4 GiB; the file's bytes are in it while the weights are built.
   const memory = limits?.memory_mb ? limits.memory_mb * 2 ** 20 : 3.5 * 2 ** 30 - 2 * bytes.length;

@@ -111,6 +111,16 @@ try {
     assert((await stored()).filter((m) => /^tiny-chat\.gguf · 0\.3 MB · SHA-256 verified$/.test(m)).length === 1, "verified");
   });
 
+  await check("a model that does not fit the storage quota is loaded, not kept, and the page says so", async () => {
+    const before = await opfs();
+    await page.goto(`${origin}/sub/?model=${encodeURIComponent("../fixtures/tiny-chat.gguf?quota")}&backend=cpu&storage_quota_mb=0.01`);
+    await waitState(page, "ready");
+    const n = await page.locator("#notice").textContent();
+    assert(/does not fit in this browser's storage .* it is loaded but not kept for offline use/.test(n), n);
+    assertEq(await opfs(), before, "nothing stored");
+    await sendMessage(page, "works without the cache");
+  });
+
   await check("the storage manager deletes a stored model and every conversation", async () => {
     await sendMessage(page, "one");
     await page.getByRole("button", { name: "Model" }).click();

@@ -91,6 +91,7 @@ function errorMessage(data) {
 function limits() {
   const l = {};
   if (params.has("memory_limit_mb")) l.memory_mb = Number(params.get("memory_limit_mb"));
+  if (params.has("storage_quota_mb")) l.quota_mb = Number(params.get("storage_quota_mb"));
   return l;
 }
 

@@ -73,7 +73,7 @@ export class DownloadError extends Error {
  * hash from the response headers is used. `onProgress(loaded, total)` reports bytes;
  * `onNotice(kind, vars)` reports a model that is loaded but not cached (no room).
  */
-export async function download(url, { sha256: expected = null, onProgress = () => {}, onNotice = () => {} } = {}) {
+export async function download(url, { sha256: expected = null, onProgress = () => {}, onNotice = () => {}, quota: quotaLimit = null } = {}) {
   const d = await dir();
   const key = await keyFor(url);
   const partMeta = await readJson(d, `${key}.part.json`);
@@ -88,7 +88,7 @@ export async function download(url, { sha256: expected = null, onProgress = () =
   let res;
   try { res = await fetch(url, { headers }); } catch { throw new DownloadError("errNetwork", { url }); }
   if (res.status === 404) throw new DownloadError("errNotFound", { url });
-  if (res.status === 416) { await remove(key); return download(url, { sha256: expected, onProgress, onNotice }); }
+  if (res.status === 416) { await remove(key); return download(url, { sha256: expected, onProgress, onNotice, quota: quotaLimit }); }
   if (!res.ok) throw new DownloadError("errHttp", { url, status: res.status });
   if (res.status !== 206) have = 0; // the server sent the whole file
   const range = /\/(\d+)$/.exec(res.headers.get("content-range") || "");
@@ -100,7 +100,9 @@ export async function download(url, { sha256: expected = null, onProgress = () =
   // Room for it? Otherwise load it without keeping it.
   let cache = true;
   try {
-    const { usage = 0, quota = Infinity } = await navigator.storage.estimate();
+    const estimate = await navigator.storage.estimate();
+    const usage = estimate.usage ?? 0;
+    const quota = quotaLimit ?? estimate.quota ?? Infinity;
     if (total && total - have > quota - usage) {
       cache = false;
       onNotice("errQuota", { need: (total / 1e6).toFixed(0), free: ((quota - usage) / 1e6).toFixed(0) });
