@@ -174,13 +174,15 @@ try {
     const title = page.getByRole("textbox", { name: "Conversation title" });
     await title.fill("Stopping test");
     await title.press("Enter");
+    // The list shows the new title once it is stored.
+    await list.getByRole("button", { name: "Stopping test", exact: true }).waitFor();
     await page.reload();
     await waitState(page, "ready");
     assert(await list.getByRole("button", { name: "Stopping test", exact: true }).isVisible(), "renamed title after reload");
     assertEq(await page.locator('#transcript [aria-current="true"], #conversations [aria-current="true"]').textContent(), "Stopping test", "the open conversation came back");
     assertEq(await texts(page, "user"), ["go on", "again"], "its messages came back");
     await list.getByRole("button", { name: "Delete conversation: Stopping test" }).click();
-    assertEq(await list.getByRole("listitem").count(), n - 1, "one fewer");
+    await page.waitForFunction((k) => document.querySelectorAll("#conversations li").length === k, n - 1);
     await page.reload();
     await waitState(page, "ready");
     assertEq(await list.getByRole("listitem").count(), n - 1, "deleted for good");
