@@ -53,19 +53,6 @@ async function readAll(stream, total, stage) {
   return bytes;
 }
 
-async function download(url) {
-  let res;
-  try {
-    res = await fetch(url);
-  } catch {
-    throw new LoadError("errNetwork", { url });
-  }
-  if (res.status === 404) throw new LoadError("errNotFound", { url });
-  if (!res.ok) throw new LoadError("errHttp", { url, status: res.status });
-  const total = Number(res.headers.get("content-length")) || 0;
-  return readAll(res.body, total, "downloading");
-}
-
 // A model from a URL comes from the cache when it is there, else is downloaded into it.
 async function fetchModel({ url, sha256 }, limits) {
   let hit = null;
@@ -79,11 +66,7 @@ async function fetchModel({ url, sha256 }, limits) {
       quota: limits?.quota_mb ? limits.quota_mb * 2 ** 20 : null,
     });
   } catch (e) {
-    if (e instanceof modelCache.DownloadError) throw new LoadError(e.kind, e.vars);
-    if (e instanceof LoadError) throw e;
-    // No usable OPFS (a private window, an old browser): download without caching.
-    post({ type: "notice", kind: "errCache", vars: { m: errorText(e) } });
-    return download(url);
+    throw e instanceof modelCache.DownloadError ? new LoadError(e.kind, e.vars) : e;
   }
 }
 
@@ -127,30 +110,48 @@ function answerQueued() {
   for (const q of queued.splice(0)) handle(q);
 }
 
+// Starts a generation from a conversation (the oldest turns left out if it outgrows the window)
+// or from token ids, and tells the page what the model will see.
+function startPrompt(id, { messages, ids }, options, reserve) {
+  if (ids) {
+    const start = engine.start({ ids }, options);
+    post({ type: "start", id, fit: null, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids, prompt_text: start.prompt_text });
+    return start;
+  }
+  const fit = engine.fit(messages, reserve);
+  const firstTurn = messages.findIndex((m) => m.role !== "system");
+  const system = messages.slice(0, firstTurn < 0 ? messages.length : firstTurn);
+  const start = engine.start({ chat: [...system, ...messages.slice(fit.first)] }, options);
+  post({ type: "start", id, fit, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids, prompt_text: start.prompt_text });
+  return start;
+}
+
+// Runs the prompt in chunks, so that Stop works during a long prefill too. False if stopped.
+async function prefillPrompt(id, start) {
+  const total = start.prompt_ids.length - start.reused;
+  let left = total;
+  let chunk = Math.max(8, minChunk);
+  while (left > 1) {
+    await tick();
+    answerQueued();
+    if (stopRequested) return false;
+    const t0 = performance.now();
+    const before = left;
+    left = await engine.prefill(chunk);
+    const perToken = (performance.now() - t0) / Math.max(1, before - left);
+    chunk = Math.max(minChunk, Math.min(512, Math.round(PREFILL_SLICE_MS / perToken)));
+    post({ type: "prefill", id, done: total - left - 1, total });
+  }
+  return true;
+}
+
 async function generate({ id, messages, options, reserve }) {
   stopRequested = false;
   generating = true;
   try {
-    const fit = engine.fit(messages, reserve);
-    const kept = [...messages.slice(0, messages.findIndex((m) => m.role !== "system")), ...messages.slice(fit.first)];
-    const start = engine.start({ chat: kept }, options);
-    post({ type: "start", id, fit, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_text: start.prompt_text });
+    const start = startPrompt(id, { messages }, options, reserve);
     let reason = null;
-    // The prompt runs in chunks, so that Stop works during a long prefill too.
-    const total = start.prompt_ids.length - start.reused;
-    let left = total;
-    let chunk = Math.max(8, minChunk);
-    while (left > 1) {
-      await tick();
-      answerQueued();
-      if (stopRequested) break;
-      const t0 = performance.now();
-      const before = left;
-      left = await engine.prefill(chunk);
-      const perToken = (performance.now() - t0) / Math.max(1, before - left);
-      chunk = Math.max(minChunk, Math.min(512, Math.round(PREFILL_SLICE_MS / perToken)));
-      post({ type: "prefill", id, done: total - left - 1, total });
-    }
+    await prefillPrompt(id, start);
     for (;;) {
       // Yield to the event loop so that "stop" (and meter requests) can arrive between tokens.
       await tick();
@@ -182,25 +183,8 @@ async function classroomStart({ id, messages, ids, options, reserve }) {
   stopRequested = false;
   generating = true;
   try {
-    let start;
-    if (ids) {
-      start = engine.start({ ids }, options);
-      post({ type: "start", id, fit: null, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids });
-    } else {
-      const fit = engine.fit(messages, reserve);
-      const kept = [...messages.slice(0, messages.findIndex((m) => m.role !== "system")), ...messages.slice(fit.first)];
-      start = engine.start({ chat: kept }, options);
-      post({ type: "start", id, fit, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids });
-    }
-    const total = start.prompt_ids.length - start.reused;
-    let left = total;
-    while (left > 1) {
-      await tick();
-      answerQueued();
-      if (stopRequested) { engine.stop(); post({ type: "cdone", id, stats: engine.stats(), reason: "stopped" }); return; }
-      left = await engine.prefill(Math.max(64, minChunk));
-      post({ type: "prefill", id, done: total - left - 1, total });
-    }
+    const start = startPrompt(id, { messages, ids }, options, reserve);
+    if (!(await prefillPrompt(id, start))) { engine.stop(); post({ type: "cdone", id, stats: engine.stats(), reason: "stopped" }); return; }
     classroom = { id };
     await peekAndPost(id, options.top_n || 10);
   } finally {

@@ -4,7 +4,7 @@
 // SmolLM2). Usage: node tests/web/app.test.mjs [dist-dir]
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { serve, browser, check, report, assert, assertEq, waitState, sendMessage, answered, assistantCount, texts, artifacts } from "./harness.mjs";
+import { serve, browser, check, report, assert, assertEq, assertClean, exportJson, waitState, sendMessage, answered, assistantCount, texts, artifacts } from "./harness.mjs";
 
 const dist = resolve(process.argv[2] || "dist");
 const tiny = join(artifacts, "tiny-chat.gguf");
@@ -27,10 +27,6 @@ const prepare = async () => {
 };
 await prepare();
 
-async function exportJson() {
-  const [dl] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export JSON" }).click()]);
-  return readFileSync(await dl.path(), "utf8");
-}
 
 try {
   await check("status contract: loads on the CPU when asked, with a model card", async () => {
@@ -51,7 +47,7 @@ try {
     await page.locator("#system-box summary").click();
     await page.getByRole("textbox", { name: "System prompt" }).fill(fixture.messages[0].content);
     await sendMessage(page, fixture.messages[1].content);
-    const conv = JSON.parse(await exportJson()).conversation;
+    const conv = JSON.parse(await exportJson(page)).conversation;
     const answer = Object.values(conv.nodes).find((n) => n.role === "assistant");
     assertEq(answer.content, fixture.text, "greedy answer");
     assertEq(conv.system, "be brief", "system prompt");
@@ -138,7 +134,7 @@ try {
     await last.getByRole("button", { name: "Previous version" }).click();
     const first = await page.locator('#transcript [data-role="assistant"] .content').last().textContent();
     assertEq(second, first, "seed 7 twice");
-    const conv = JSON.parse(await exportJson()).conversation;
+    const conv = JSON.parse(await exportJson(page)).conversation;
     assert(Object.values(conv.nodes).filter((n) => n.role === "assistant").every((n) => n.stats.tokens <= 9), "max new tokens honoured");
     await page.getByRole("button", { name: "Settings" }).click();
     await dialog.getByRole("button", { name: "Reset to defaults" }).click();
@@ -156,7 +152,7 @@ try {
     await page.waitForFunction(() => (document.querySelector('#transcript [data-role="assistant"] .content')?.textContent.length || 0) > 3);
     await page.getByRole("button", { name: "Stop" }).click();
     await answered(page, 0, 10_000);
-    const conv = JSON.parse(await exportJson()).conversation;
+    const conv = JSON.parse(await exportJson(page)).conversation;
     const a = Object.values(conv.nodes).find((n) => n.role === "assistant");
     assertEq(a.reason, "stopped", "reason");
     assert(a.stats.tokens < 126, `stopped early (${a.stats.tokens} tokens)`);
@@ -191,7 +187,7 @@ try {
   await check("export JSON → delete → import gives the same file back; Markdown export", async () => {
     const list = page.getByRole("list", { name: "Saved conversations" });
     await list.getByRole("button", { name: "the theme", exact: true }).click();
-    const exported = await exportJson();
+    const exported = await exportJson(page);
     const conv = JSON.parse(exported).conversation;
     assert(Object.keys(conv.nodes).length >= 7, "all branches are exported");
     const [md] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export Markdown" }).click()]);
@@ -202,7 +198,7 @@ try {
     writeFileSync(file, exported);
     await page.locator("#import-file").setInputFiles(file);
     await page.waitForFunction(() => [...document.querySelectorAll("#conversations button.conv")].some((b) => b.textContent === "the theme"));
-    assertEq(await exportJson(), exported, "the re-exported file");
+    assertEq(await exportJson(page), exported, "the re-exported file");
     // A file that is not a conversation: a clear message, nothing changes.
     writeFileSync(join(artifacts, "not-a-conversation.json"), JSON.stringify({ format: "something else" }));
     await page.locator("#import-file").setInputFiles(join(artifacts, "not-a-conversation.json"));
@@ -258,7 +254,7 @@ try {
     assertEq(n, 34, "tokens of the templated draft");
     for (let i = 0; i < 4; i++) await sendMessage(page, `question number ${i} is here`);
     await page.waitForFunction(() => /left out of the prompt/.test(document.getElementById("notice").textContent));
-    const conv = JSON.parse(await exportJson()).conversation;
+    const conv = JSON.parse(await exportJson(page)).conversation;
     assertEq(conv.system, "sys", "system prompt kept");
     assertEq((await texts(page, "user")).length, 4, "the transcript keeps every message");
     const meter = await page.locator("#context-meter").evaluate((m) => [m.value, m.max]);
@@ -341,7 +337,7 @@ try {
     await page.locator("#system-box").evaluate((d) => { d.open = true; });
     await page.getByRole("textbox", { name: "System prompt" }).fill(fixture.messages[0].content);
     await sendMessage(page, fixture.messages[1].content);
-    const conv = JSON.parse(await exportJson()).conversation;
+    const conv = JSON.parse(await exportJson(page)).conversation;
     assertEq(Object.values(conv.nodes).find((n) => n.role === "assistant").content, fixture.text, "greedy answer on WebGPU");
   });
 
@@ -415,8 +411,7 @@ try {
   });
 
   await check("no request to another origin, no page error", async () => {
-    assertEq(b.foreign, [], "requests to other origins");
-    assertEq(b.pageErrors, [], "page errors");
+    assertClean(b);
   });
 } finally {
   console.log(`foreign requests: ${JSON.stringify(b.foreign)}; page errors: ${JSON.stringify(b.pageErrors)}`);

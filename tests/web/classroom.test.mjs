@@ -6,7 +6,7 @@
 // Usage: node tests/web/classroom.test.mjs [dist-dir]
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { serve, browser, check, report, assert, assertEq, waitState, artifacts } from "./harness.mjs";
+import { serve, browser, check, report, assert, assertEq, assertClean, waitState, artifacts } from "./harness.mjs";
 
 const dist = resolve(process.argv[2] || "dist");
 const site = await serve({ "/sub/": dist, "/fixtures/": artifacts });
@@ -195,8 +195,7 @@ try {
     assert(!/mode=classroom/.test(page.url()), "the link follows the mode");
     await page.getByRole("button", { name: "Classroom" }).click();
     assert(/mode=classroom/.test(page.url()), "linkable");
-    assertEq(b.foreign, [], "requests to other origins");
-    assertEq(b.pageErrors, [], "page errors");
+    assertClean(b);
   });
 } finally {
   await b.close();

@@ -3,7 +3,7 @@
 // request log per origin, and a tiny check/report helper.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { extname, join, normalize, resolve } from "node:path";
 
@@ -115,6 +115,18 @@ export async function sendMessage(page, text, { wait = true, timeout = 120_000 }
   await page.getByRole("textbox", { name: "Message" }).fill(text);
   await page.getByRole("button", { name: "Send" }).click();
   if (wait) await answered(page, before, timeout);
+}
+
+/** What a whole session left behind: no request to another origin, no uncaught page error. */
+export function assertClean(b) {
+  assertEq(b.foreign, [], "requests to other origins");
+  assertEq(b.pageErrors, [], "page errors");
+}
+
+/** The open conversation as the "Export JSON" button downloads it (the file's text). */
+export async function exportJson(page) {
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export JSON" }).click()]);
+  return readFileSync(await dl.path(), "utf8");
 }
 
 export const texts = (page, role) => page.locator(`#transcript [data-role="${role}"] .content`).allTextContents();

@@ -7,7 +7,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync }
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { serve, browser, check, report, assert, assertEq, waitState, sendMessage, texts, artifacts } from "./harness.mjs";
+import { serve, browser, check, report, assert, assertEq, assertClean, waitState, sendMessage, texts, artifacts } from "./harness.mjs";
 
 const dist = resolve(process.argv[2] || "dist");
 // A private copy of the site, so that a "new build" can be made by changing its sw.js.
@@ -151,8 +151,7 @@ try {
   });
 
   await check("no request to another origin, no page error", async () => {
-    assertEq(b.foreign, [], "requests to other origins");
-    assertEq(b.pageErrors, [], "page errors");
+    assertClean(b);
   });
 } finally {
   await b.close();

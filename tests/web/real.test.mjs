@@ -5,7 +5,7 @@
 // 32-token continuation. Usage: node tests/web/real.test.mjs [dist-dir]
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { serve, browser, check, report, assert, assertEq, waitState, sendMessage, answered, texts, artifacts } from "./harness.mjs";
+import { serve, browser, check, report, assert, assertEq, assertClean, exportJson, waitState, sendMessage, answered, texts, artifacts } from "./harness.mjs";
 
 const dist = resolve(process.argv[2] || "dist");
 const reference = JSON.parse(readFileSync("tests/fixtures/smollm2.json", "utf8")).cases.filter((c) => c.kind === "chat");
@@ -13,10 +13,7 @@ const refFor = (last) => reference.find((c) => c.messages.at(-1).content === las
 const site = await serve({ "/sub/": dist, "/fixtures/": artifacts });
 const origin = site.origin;
 
-async function exportJson(page) {
-  const [dl] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export JSON" }).click()]);
-  return JSON.parse(readFileSync(await dl.path(), "utf8")).conversation;
-}
+const exportConversation = async (page) => JSON.parse(await exportJson(page)).conversation;
 
 function assertPrefixOfReference(answer, ref, what) {
   assert(answer.trim().length >= 8, `${what}: answer too short: ${JSON.stringify(answer)}`);
@@ -40,7 +37,7 @@ try {
     await sendMessage(page, ref.messages[0].content, { timeout: 300_000 });
     const [answer] = await texts(page, "assistant");
     assert(answer.includes("Paris"), answer);
-    assertPrefixOfReference((await exportJson(page)).nodes[(await page.locator('[data-role="assistant"]').getAttribute("data-node"))].content, ref, "capital");
+    assertPrefixOfReference((await exportConversation(page)).nodes[(await page.locator('[data-role="assistant"]').getAttribute("data-node"))].content, ref, "capital");
     await page.screenshot({ path: join(artifacts, "chat.png") });
   });
 
@@ -71,7 +68,7 @@ try {
     await page.getByRole("button", { name: "Stop" }).click();
     await answered(page, 0, 30_000);
     const waited = (Date.now() - t0) / 1000;
-    const conv = await exportJson(page);
+    const conv = await exportConversation(page);
     const a = Object.values(conv.nodes).find((n) => n.role === "assistant");
     assertEq([a.reason, a.content], ["stopped", ""], "stopped before any token");
     console.log(`     (stop took ${waited.toFixed(1)} s during prefill)`);
@@ -148,8 +145,7 @@ try {
   });
 
   await check("no request to another origin, no page error (CPU session)", async () => {
-    assertEq(b.foreign, [], "requests to other origins");
-    assertEq(b.pageErrors, [], "page errors");
+    assertClean(b);
   });
 } finally {
   await b.close();
@@ -171,8 +167,7 @@ try {
     console.log(`     (${await page.locator('[data-role="assistant"] .stats').textContent()})`);
   });
   await check("no request to another origin, no page error (WebGPU session)", async () => {
-    assertEq(b.foreign, [], "requests to other origins");
-    assertEq(b.pageErrors, [], "page errors");
+    assertClean(b);
   });
 } finally {
   await b.close();

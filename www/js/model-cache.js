@@ -74,9 +74,11 @@ export class DownloadError extends Error {
  * `onNotice(kind, vars)` reports a model that is loaded but not cached (no room).
  */
 export async function download(url, { sha256: expected = null, onProgress = () => {}, onNotice = () => {}, quota: quotaLimit = null } = {}) {
-  const d = await dir();
+  // Without a usable OPFS (a private window, an old browser) the model is downloaded, not kept.
+  let d = null;
+  try { d = await dir(); } catch (e) { onNotice("errCache", { m: e.message || String(e) }); }
   const key = await keyFor(url);
-  const partMeta = await readJson(d, `${key}.part.json`);
+  const partMeta = d ? await readJson(d, `${key}.part.json`) : null;
   const partFile = partMeta?.url === url ? await fileOf(d, `${key}.part`) : null;
   let have = partFile ? partFile.size : 0;
 
@@ -88,7 +90,7 @@ export async function download(url, { sha256: expected = null, onProgress = () =
   let res;
   try { res = await fetch(url, { headers }); } catch { throw new DownloadError("errNetwork", { url }); }
   if (res.status === 404) throw new DownloadError("errNotFound", { url });
-  if (res.status === 416) { await remove(key); return download(url, { sha256: expected, onProgress, onNotice, quota: quotaLimit }); }
+  if (res.status === 416 && d) { await remove(key); return download(url, { sha256: expected, onProgress, onNotice, quota: quotaLimit }); }
   if (!res.ok) throw new DownloadError("errHttp", { url, status: res.status });
   if (res.status !== 206) have = 0; // the server sent the whole file
   const range = /\/(\d+)$/.exec(res.headers.get("content-range") || "");
@@ -98,8 +100,8 @@ export async function download(url, { sha256: expected = null, onProgress = () =
   const want = expected || (/^[0-9a-f]{64}$/.test(etag) ? etag : null);
 
   // Room for it? Otherwise load it without keeping it.
-  let cache = true;
-  try {
+  let cache = d !== null;
+  if (cache) try {
     const estimate = await navigator.storage.estimate();
     const usage = estimate.usage ?? 0;
     const quota = quotaLimit ?? estimate.quota ?? Infinity;
@@ -111,10 +113,16 @@ export async function download(url, { sha256: expected = null, onProgress = () =
 
   let handle = null;
   if (cache) {
-    const validator = res.headers.get("etag") || res.headers.get("last-modified") || null;
-    await writeJson(d, `${key}.part.json`, { url, name: decodeURIComponent(new URL(url).pathname.split("/").pop() || url), validator });
-    handle = await (await d.getFileHandle(`${key}.part`, { create: true })).createSyncAccessHandle();
-    if (have === 0) handle.truncate(0);
+    try {
+      const validator = res.headers.get("etag") || res.headers.get("last-modified") || null;
+      await writeJson(d, `${key}.part.json`, { url, name: decodeURIComponent(new URL(url).pathname.split("/").pop() || url), validator });
+      handle = await (await d.getFileHandle(`${key}.part`, { create: true })).createSyncAccessHandle();
+      if (have === 0) handle.truncate(0);
+    } catch (e) {
+      onNotice("errCache", { m: e.message || String(e) });
+      cache = false;
+      have = 0;
+    }
   }
   const chunks = [];
   let loaded = have;
@@ -144,7 +152,7 @@ export async function download(url, { sha256: expected = null, onProgress = () =
     }
     const got = await sha256(bytes);
     if (want && got !== want) {
-      await remove(key);
+      if (d) await remove(key);
       throw new DownloadError("errChecksum", { url });
     }
     if (cache) {
