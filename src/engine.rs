@@ -271,6 +271,9 @@ impl Engine {
             .opt::<String>("tokenizer.chat_template")?
             .map(|t| ChatTemplate::new(&t, &tokenizer.token_text(tokenizer.bos()), &tokenizer.token_text(tokenizer.eos())))
             .transpose()?;
+        if let Some(t) = &template {
+            t.check()?;
+        }
         let max_context = options.max_context.clamp(1, config.context_length);
         let (model, config) = load_llama(&gguf, &config, max_context, &device, progress)?;
         let cache = KvCache::new(&config, max_context, &device);

@@ -8,6 +8,9 @@ pub enum Error {
     /// The model file is not a valid GGUF file, or is corrupt or hostile.
     #[error("invalid GGUF file: {0}")]
     Gguf(String),
+    /// A safetensors file or a `config.json` is invalid (the message names which).
+    #[error("{0}")]
+    Format(String),
     /// A metadata key the model needs is absent.
     #[error("the model file lacks the metadata key `{0}`")]
     MissingKey(String),

@@ -5,22 +5,33 @@
 //! [`Engine::start`] then [`Engine::next_async`], each step with the distribution it was
 //! drawn from. It builds and is tested natively; the same code is compiled to wasm32.
 
+//!
+//! The `engine` feature (on by default) brings in burn and the decoder; without it only the
+//! file formats, tokenizer, chat templates and sampling build (the fuzz targets use that).
+
+#[cfg(feature = "engine")]
 pub mod backend;
 pub mod chat;
+#[cfg(feature = "engine")]
 mod clock;
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
 pub mod gguf;
+#[cfg(feature = "engine")]
 pub mod model;
+pub mod safetensors;
 pub mod sampling;
 #[doc(hidden)]
 pub mod testkit;
 pub mod tokenizer;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "engine"))]
 pub mod wasm;
 
+#[cfg(feature = "engine")]
 pub use backend::Backend;
 pub use chat::{ChatTemplate, Message};
+#[cfg(feature = "engine")]
 pub use engine::{Candidate, ChatFit, Engine, GenerateOptions, LoadOptions, ModelInfo, Prompt, StartInfo, Step, StopReason};
 pub use error::{Error, Result};
 pub use sampling::SamplingConfig;

@@ -34,6 +34,15 @@ pub fn tiny_model_bytes() -> Vec<u8> {
 
 /// The tiny model with extra metadata (e.g. for the model card).
 pub fn tiny_model_with(extra: &[(&str, Value)]) -> Vec<u8> {
+    let mut w = tiny_model_writer();
+    for (k, v) in extra {
+        w.meta(k, v.clone());
+    }
+    w.to_bytes()
+}
+
+/// The tiny model before it is written, for tests that craft variants of it.
+pub fn tiny_model_writer() -> GgufWriter {
     let chars = byte_chars();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     let mut types = vec![3i32; 3];
@@ -80,9 +89,6 @@ pub fn tiny_model_with(extra: &[(&str, Value)]) -> Vec<u8> {
         .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
         .meta("tokenizer.ggml.eos_token_id", Value::U32(2))
         .meta("tokenizer.chat_template", s(CHATML));
-    for (k, v) in extra {
-        w.meta(k, v.clone());
-    }
     w.tensor("token_embd.weight", &[d, vocab], GgmlType::Q8_0, quant::quantize_q8_0(&rand(d * vocab, 1.0)));
     for l in 0..nl {
         let p = |n: &str| format!("blk.{l}.{n}.weight");
@@ -98,5 +104,5 @@ pub fn tiny_model_with(extra: &[(&str, Value)]) -> Vec<u8> {
         w.tensor_f32(&p("ffn_down"), &[ff, d], &rand(ff * d, 0.3));
     }
     w.tensor_f32("output_norm.weight", &[d], &vec![1.0; d]);
-    w.to_bytes()
+    w
 }

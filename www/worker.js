@@ -12,7 +12,12 @@
 //                {type: "cpipeline", id, pipeline}  {type: "cdone", id, stats, reason}  {type: "tokens", id, ids, texts}
 //                {type: "error", id?, message, kind}  {type: "fatal", message}
 // Errors are messages; a trap inside wasm (GPU lost, out of memory) is "fatal": the page
-// replaces this worker.
+// replaces this worker. A lost WebGPU device is "fatal" too, and the GPU running out of memory
+// while the model loads is the load error "errGpuMemory".
+// Faults for the tests (`?fault=` on the page, passed in `limits.fault`): `device-lost:N`
+// destroys the WebGPU device after N tokens; `gpu-oom` makes the load's out-of-memory error
+// scope report an error, as a GPU too small for the model would; `slow:MS` waits MS ms after
+// each token (so that a test can act mid-answer). Several are joined by commas.
 import init, { WasmEngine } from "./ember.js";
 import * as modelCache from "./js/model-cache.js";
 
@@ -28,8 +33,39 @@ let minChunk = 4;
 const post = (m) => self.postMessage(m);
 const errorText = (e) => (e && e.message) || String(e);
 
-self.addEventListener("error", (e) => post({ type: "fatal", message: e.message || "the engine crashed" }));
+self.addEventListener("error", async (e) => {
+  // A trap while loading on WebGPU may come from the GPU running out of memory.
+  const oom = engine ? null : await gpuOomError();
+  post(oom ? { type: "error", kind: "errGpuMemory", vars: { m: oom.message } } : { type: "fatal", message: e.message || "the engine crashed" });
+});
 self.addEventListener("unhandledrejection", (e) => post({ type: "fatal", message: errorText(e.reason) }));
+
+// wgpu creates the WebGPU device inside wasm. Wrapping requestDevice lets the worker see it: an
+// out-of-memory error scope spans the load (wgpu's own handler would otherwise turn that error
+// into a panic with a vaguer message), and its `lost` promise ends this engine cleanly.
+let gpu = null; // {device, oomScope}
+let fault = null;
+if (self.GPUAdapter) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await requestDevice.apply(this, args);
+    device.pushErrorScope("out-of-memory");
+    gpu = { device, oomScope: true };
+    device.lost.then((info) => {
+      if (engine) post({ type: "fatal", kind: "gpuLost", message: `the GPU device was lost (${info.reason || "unknown"}${info.message ? `: ${info.message}` : ""})` });
+    });
+    return device;
+  };
+}
+
+/** Ends the load's out-of-memory scope; the error it caught, if any. */
+async function gpuOomError() {
+  if (!gpu?.oomScope) return null;
+  gpu.oomScope = false;
+  const error = await gpu.device.popErrorScope().catch(() => null);
+  if (/(?:^|,)gpu-oom/.test(fault || "")) return new GPUOutOfMemoryError("out of memory (injected by the test)");
+  return error;
+}
 
 class LoadError extends Error {
   constructor(kind, vars) { super(kind); this.kind = kind; this.vars = vars; }
@@ -85,6 +121,7 @@ async function gpuLimits() {
 
 async function load({ source, backend, limits }) {
   const t0 = performance.now();
+  fault = limits?.fault || null;
   await init();
   const bytes = source.file ? await readAll(source.file.stream(), source.file.size, "reading") : await fetchModel(source, limits);
   checkMagic(bytes);
@@ -97,10 +134,18 @@ async function load({ source, backend, limits }) {
   }
   post({ type: "progress", stage: "parsing", loaded: 0, total: 0 });
   const progress = (done, total) => post({ type: "progress", stage: "uploading", loaded: done, total });
-  engine = await WasmEngine.load(bytes, backend, options, progress);
-  minChunk = backend === "webgpu" ? 256 : 4;
-  post({ type: "progress", stage: "warming", loaded: 0, total: 0 });
-  await engine.warm_up();
+  try {
+    engine = await WasmEngine.load(bytes, backend, options, progress);
+    minChunk = backend === "webgpu" ? 256 : 4;
+    post({ type: "progress", stage: "warming", loaded: 0, total: 0 });
+    await engine.warm_up();
+  } catch (e) {
+    const oom = await gpuOomError();
+    if (oom) throw new LoadError("errGpuMemory", { m: oom.message });
+    throw e;
+  }
+  const oom = await gpuOomError();
+  if (oom) { engine = null; throw new LoadError("errGpuMemory", { m: oom.message }); }
   post({ type: "ready", info: engine.info(), backend, load_s: (performance.now() - t0) / 1000 });
 }
 
@@ -145,6 +190,14 @@ async function prefillPrompt(id, start) {
   return true;
 }
 
+let tokensPosted = 0;
+async function injectFaults(tokens) {
+  const lost = /(?:^|,)device-lost:(\d+)/.exec(fault || "");
+  if (lost && gpu && tokens === Number(lost[1])) gpu.device.destroy();
+  const slow = /(?:^|,)slow:(\d+)/.exec(fault || "");
+  if (slow) await new Promise((r) => setTimeout(r, Number(slow[1])));
+}
+
 async function generate({ id, messages, options, reserve }) {
   stopRequested = false;
   generating = true;
@@ -161,6 +214,7 @@ async function generate({ id, messages, options, reserve }) {
       if (step === null) break;
       post({ type: "token", id, step });
       if (step.done) { reason = step.done; break; }
+      if (fault) await injectFaults(++tokensPosted);
     }
     post({ type: "done", id, reason, stats: engine.stats() });
   } finally {

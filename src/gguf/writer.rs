@@ -33,6 +33,35 @@ impl GgufWriter {
         self.tensor(name, dims, GgmlType::F32, bytes)
     }
 
+    /// Replaces a metadata entry's value in place, or adds it (tests craft bad files this way).
+    pub fn set_meta(&mut self, key: &str, value: Value) -> &mut Self {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.metadata.push((key.to_string(), value)),
+        }
+        self
+    }
+
+    /// Removes a metadata entry.
+    pub fn remove_meta(&mut self, key: &str) -> &mut Self {
+        self.metadata.retain(|(k, _)| k != key);
+        self
+    }
+
+    /// Removes a tensor.
+    pub fn remove_tensor(&mut self, name: &str) -> &mut Self {
+        self.tensors.retain(|t| t.0 != name);
+        self
+    }
+
+    /// Edits a tensor's name, dims, type and bytes.
+    pub fn edit_tensor(&mut self, name: &str, f: impl FnOnce(&mut String, &mut Vec<usize>, &mut GgmlType, &mut Vec<u8>)) -> &mut Self {
+        if let Some((n, dims, ty, data)) = self.tensors.iter_mut().find(|t| t.0 == name) {
+            f(n, dims, ty, data);
+        }
+        self
+    }
+
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let align = DEFAULT_ALIGNMENT as usize;

@@ -3,11 +3,14 @@
 //! Golden values come from independent references (numpy, PyPI `gguf`, `tokenizers`,
 //! `jinja2`), made by `tests/fixtures/make_fixtures.py` and committed.
 
+mod alloc;
 mod chat;
 mod cli;
 mod engine;
 mod gguf;
+mod hostile;
 mod layers;
+mod safetensors;
 mod sampling;
 mod smollm;
 mod tiny;

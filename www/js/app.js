@@ -28,6 +28,8 @@ let loading = null; // the worker being loaded
 let gen = null; // {id, convId, nodeId, t0, firstAt, text}
 let nextId = 1;
 let storageWarned = false;
+// Once storage has failed, the message stays up (a new answer does not clear it).
+let storageMessage = "";
 let statusKind = { key: "starting", vars: {} };
 
 // ---------------------------------------------------------------- status and notices
@@ -68,11 +70,20 @@ function showStatus(key, vars = {}) {
   status.textContent = describeStatus();
 }
 
-function notice(text, kind = "error") {
+/** Shows a message above the composer; `action` ({label, run}) adds a button that acts on it. */
+function notice(text, kind = "error", action = null) {
   const n = $("notice");
   n.textContent = text || "";
   n.dataset.kind = kind;
   n.hidden = !text;
+  if (action) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "secondary";
+    b.textContent = action.label;
+    b.addEventListener("click", () => { notice(""); action.run(); });
+    n.append(" ", b);
+  }
 }
 
 // ---------------------------------------------------------------- the engine worker
@@ -92,6 +103,8 @@ function limits() {
   const l = {};
   if (params.has("memory_limit_mb")) l.memory_mb = Number(params.get("memory_limit_mb"));
   if (params.has("storage_quota_mb")) l.quota_mb = Number(params.get("storage_quota_mb"));
+  // Test-only fault injection (see worker.js).
+  if (params.has("fault")) l.fault = params.get("fault");
   return l;
 }
 
@@ -164,6 +177,13 @@ function onLoadMessage(attempt, data) {
       const err = $("model-error");
       err.textContent = message + (host ? ` ${t("keepsOld")}` : "");
       err.hidden = false;
+      // The GPU is too small for this model: the CPU may hold it; the user decides.
+      if (data.kind === "errGpuMemory") {
+        notice(message + (host ? ` ${t("keepsOld")}` : ""), "error", { label: t("useCpu"), run: () => loadModel(attempt.source, "cpu", () => t("whyGpuMemory")) });
+        if (host) showStatus(gen ? "generating" : "ready");
+        else { showStatus("error", { message }); setState("error"); }
+        break;
+      }
       if (host) {
         notice(message + ` ${t("keepsOld")}`);
         showStatus(gen ? "generating" : "ready");
@@ -206,7 +226,7 @@ async function saveConv(c = conv) {
   conversations.set(c.id, c);
   if (c === conv) store.setPref("current", c.id); // reopened after a reload
   try { await store.saveConversation(c); } catch (e) {
-    if (!storageWarned) { storageWarned = true; notice(t("errStorage", { m: e.message || String(e) })); }
+    if (!storageWarned) { storageWarned = true; storageMessage = t("errStorage", { m: e.message || String(e) }); notice(storageMessage); }
   }
 }
 
@@ -467,8 +487,8 @@ function stopGeneration() {
 function onStart(data) {
   if (!gen || data.id !== gen.id) return;
   gen.fit = data.fit;
-  if (data.fit.dropped > 0) notice(t("trimmed", { n: data.fit.dropped }), "info");
-  else notice("");
+  if (data.fit.dropped > 0) notice(t("trimmed", { n: data.fit.dropped }) + (storageMessage ? ` ${storageMessage}` : ""), storageMessage ? "error" : "info");
+  else notice(storageMessage);
 }
 
 function onToken(data) {
@@ -836,7 +856,8 @@ async function main() {
     for (const c of await store.listConversations()) conversations.set(c.id, c);
   } catch (e) {
     storageWarned = true;
-    notice(t("errStorage", { m: e.message || String(e) }));
+    storageMessage = t("errStorage", { m: e.message || String(e) });
+    notice(storageMessage);
   }
   const current = conversations.get(store.getPref("current"));
   if (current) conv = current; else if (conversations.size) conv = [...conversations.values()].sort((a, b) => b.updated - a.updated)[0];

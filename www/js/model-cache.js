@@ -73,7 +73,21 @@ export class DownloadError extends Error {
  * hash from the response headers is used. `onProgress(loaded, total)` reports bytes;
  * `onNotice(kind, vars)` reports a model that is loaded but not cached (no room).
  */
-export async function download(url, { sha256: expected = null, onProgress = () => {}, onNotice = () => {}, quota: quotaLimit = null } = {}) {
+/**
+ * Downloads `url` into the cache and returns its bytes. One tab at a time downloads a given
+ * model (a Web Lock per model): a second tab waits, then reads the copy the first one kept.
+ */
+export async function download(url, options = {}) {
+  if (!navigator.locks) return downloadOnce(url, options);
+  return navigator.locks.request(`ember-model:${await keyFor(url)}`, async () => {
+    let hit = null;
+    try { hit = await lookup(url); } catch { /* no OPFS */ }
+    if (hit) return new Uint8Array(await hit.file.arrayBuffer());
+    return downloadOnce(url, options);
+  });
+}
+
+async function downloadOnce(url, { sha256: expected = null, onProgress = () => {}, onNotice = () => {}, quota: quotaLimit = null } = {}) {
   // Without a usable OPFS (a private window, an old browser) the model is downloaded, not kept.
   let d = null;
   try { d = await dir(); } catch (e) { onNotice("errCache", { m: e.message || String(e) }); }
@@ -90,7 +104,7 @@ export async function download(url, { sha256: expected = null, onProgress = () =
   let res;
   try { res = await fetch(url, { headers }); } catch { throw new DownloadError("errNetwork", { url }); }
   if (res.status === 404) throw new DownloadError("errNotFound", { url });
-  if (res.status === 416 && d) { await remove(key); return download(url, { sha256: expected, onProgress, onNotice, quota: quotaLimit }); }
+  if (res.status === 416 && d) { await remove(key); return downloadOnce(url, { sha256: expected, onProgress, onNotice, quota: quotaLimit }); }
   if (!res.ok) throw new DownloadError("errHttp", { url, status: res.status });
   if (res.status !== 206) have = 0; // the server sent the whole file
   const range = /\/(\d+)$/.exec(res.headers.get("content-range") || "");
