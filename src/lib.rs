@@ -4,7 +4,6 @@
 //! decoder with burn on WebGPU/wgpu or the CPU, and generates text one token at a time:
 //! [`Engine::start`] then [`Engine::next_async`], each step with the distribution it was
 //! drawn from. It builds and is tested natively; the same code is compiled to wasm32.
-
 //!
 //! The `engine` feature (on by default) brings in burn and the decoder; without it only the
 //! file formats, tokenizer, chat templates and sampling build (the fuzz targets use that).

@@ -106,3 +106,11 @@ pub fn tiny_model_writer() -> GgufWriter {
     w.tensor_f32("output_norm.weight", &[d], &vec![1.0; d]);
     w
 }
+
+/// The backends the native tests run on: the CPU always, wgpu (lavapipe natively) unless
+/// `EMBER_TEST_BACKENDS` says otherwise (e.g. `cpu`).
+#[cfg(feature = "engine")]
+pub fn test_backends() -> Vec<crate::Backend> {
+    let list = std::env::var("EMBER_TEST_BACKENDS").unwrap_or_else(|_| "cpu,wgpu".into());
+    list.split(',').filter_map(|b| crate::Backend::parse(b.trim())).collect()
+}

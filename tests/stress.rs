@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
 use ember::sampling::SamplingConfig;
-use ember::testkit::tiny_model_bytes;
+use ember::testkit::{test_backends as backends, tiny_model_bytes};
 use ember::{Backend, Engine, Error, GenerateOptions, LoadOptions, Message, Prompt};
 
 struct Counting;
@@ -68,11 +68,6 @@ fn assert_no_growth(what: &str, a: Memory, b: Memory, heap_slack: isize) {
     assert!(b.heap - a.heap <= heap_slack, "{what}: heap grew by {} bytes ({a:?} → {b:?})", b.heap - a.heap);
     assert!(b.buffers <= a.buffers, "{what}: live device buffers {} → {}", a.buffers, b.buffers);
     assert!(b.device_bytes <= a.device_bytes, "{what}: device bytes in use {} → {}", a.device_bytes, b.device_bytes);
-}
-
-fn backends() -> Vec<Backend> {
-    let list = std::env::var("EMBER_TEST_BACKENDS").unwrap_or_else(|_| "cpu,wgpu".into());
-    list.split(',').filter_map(|b| Backend::parse(b.trim())).collect()
 }
 
 fn engine(backend: Backend, max_context: usize) -> Engine {

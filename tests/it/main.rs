@@ -81,6 +81,5 @@ pub fn argmax(x: &[f32]) -> usize {
 /// The backends to test: the CPU always, wgpu (lavapipe natively) unless EMBER_TEST_BACKENDS
 /// says otherwise (e.g. `cpu`).
 pub fn backends() -> Vec<ember::Backend> {
-    let list = std::env::var("EMBER_TEST_BACKENDS").unwrap_or_else(|_| "cpu,wgpu".into());
-    list.split(',').filter_map(|b| ember::Backend::parse(b.trim())).collect()
+    ember::testkit::test_backends()
 }
