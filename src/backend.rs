@@ -56,10 +56,19 @@ pub fn wgpu_device() -> Result<Device> {
         .map_err(|e| Error::Device(format!("no usable GPU adapter ({e}); on Linux install mesa-vulkan-drivers, or use --backend cpu")))
 }
 
-/// Initialises WebGPU in the browser.
+/// Initialises WebGPU in the browser, once per module instance (the runtime cannot be
+/// registered twice; the app starts a fresh worker for each model, a test module loads several).
 #[cfg(target_arch = "wasm32")]
 pub async fn wgpu_device() -> Result<Device> {
-    Device::wgpu_options().init_async().await.map_err(|e| Error::Device(format!("WebGPU is not available: {e}")))
+    thread_local! {
+        static DEVICE: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+    }
+    if let Some(d) = DEVICE.with(|d| d.borrow().clone()) {
+        return Ok(d);
+    }
+    let device = Device::wgpu_options().init_async().await.map_err(|e| Error::Device(format!("WebGPU is not available: {e}")))?;
+    DEVICE.with(|d| *d.borrow_mut() = Some(device.clone()));
+    Ok(device)
 }
 
 /// A device for `backend` (natively).

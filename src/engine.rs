@@ -1,4 +1,4 @@
-//! The generation engine: load a GGUF model, then `start` a prompt and step it with `next`.
+//! The generation engine: load a model (GGUF, or a Hugging Face folder), then `start` a prompt and step it with `next`.
 //!
 //! Each `next` runs one forward pass (the whole prompt on the first call, one token after)
 //! and reads back one `[vocab]` logits vector, asynchronously. Stopping between steps leaves
@@ -14,8 +14,9 @@ use crate::chat::{ChatTemplate, Message};
 use crate::clock::now_s;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-use crate::model::{load_llama, Llama, LlamaConfig};
-use crate::model::llama::KvCache;
+use crate::hf::HfFolder;
+use crate::model::{load_gguf, load_safetensors, Decoder, DecoderConfig};
+use crate::model::decoder::KvCache;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -32,11 +33,13 @@ pub struct LoadOptions {
     pub memory_limit: Option<u64>,
     /// Bytes one weight tensor may take: a GPU's largest storage buffer.
     pub tensor_limit: Option<u64>,
+    /// A name for the model card when the files give none (a folder's or repository's name).
+    pub name: Option<String>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { max_context: 2048, tokenizer_json: None, memory_limit: None, tensor_limit: None }
+        LoadOptions { max_context: 2048, tokenizer_json: None, memory_limit: None, tensor_limit: None, name: None }
     }
 }
 
@@ -45,15 +48,17 @@ impl Default for LoadOptions {
 pub struct ModelInfo {
     /// `general.name`, if the file has one.
     pub name: Option<String>,
-    /// `general.architecture`.
+    /// `general.architecture` or `model_type`: `llama`, `qwen2` or `gpt2`.
     pub architecture: String,
+    /// The file format: `GGUF` or `safetensors`.
+    pub format: String,
     /// The decoder's shape.
-    pub config: LlamaConfig,
+    pub config: DecoderConfig,
     /// Parameters, counted from the loaded tensors.
     pub n_params: usize,
-    /// Size of the model file in bytes.
+    /// Size of the model file (or folder) in bytes.
     pub file_size: usize,
-    /// Tensor block formats in the file and how many tensors use each (e.g. `Q4_1: 210`).
+    /// Tensor block formats (or dtypes) in the file and how many tensors use each (e.g. `Q4_1: 210`).
     pub tensor_types: Vec<(String, usize)>,
     /// `general.license`, if present.
     pub license: Option<String>,
@@ -226,7 +231,7 @@ struct Generation {
 
 /// A loaded model, ready to generate.
 pub struct Engine {
-    model: Llama,
+    model: Decoder,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     device: Device,
@@ -253,45 +258,25 @@ impl Engine {
     /// [`Engine::load`], calling `progress(done, total)` as each weight tensor reaches the device.
     pub fn load_with_progress(bytes: &[u8], device: Device, backend: Backend, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
         let gguf = Gguf::parse(bytes)?;
-        check_size(&gguf, &options)?;
+        check_size(gguf.tensors.iter().map(|t| t.n_elements() as u64 * 4), &options)?;
         let meta = &gguf.metadata;
-        let config = LlamaConfig::from_gguf(meta)?;
+        let config = DecoderConfig::from_gguf(meta)?;
         let tokenizer = match &options.tokenizer_json {
             Some(json) => Tokenizer::from_json(json, Some(meta))?,
             None => Tokenizer::from_gguf(meta)?,
         };
-        if tokenizer.vocab_size() > config.vocab_size {
-            return Err(Error::Tokenizer(format!(
-                "the tokenizer has {} tokens but the model only {} embeddings",
-                tokenizer.vocab_size(),
-                config.vocab_size
-            )));
-        }
-        let template = meta
-            .opt::<String>("tokenizer.chat_template")?
-            .map(|t| ChatTemplate::new(&t, &tokenizer.token_text(tokenizer.bos()), &tokenizer.token_text(tokenizer.eos())))
-            .transpose()?;
-        if let Some(t) = &template {
-            t.check()?;
-        }
+        let template = meta.opt::<String>("tokenizer.chat_template")?;
         let max_context = options.max_context.clamp(1, config.context_length);
-        let (model, config) = load_llama(&gguf, &config, max_context, &device, progress)?;
-        let cache = KvCache::new(&config, max_context, &device);
-
-        let mut types: Vec<(String, usize)> = Vec::new();
-        for t in &gguf.tensors {
-            match types.iter_mut().find(|(n, _)| n == t.ty.name()) {
-                Some((_, c)) => *c += 1,
-                None => types.push((t.ty.name().to_string(), 1)),
-            }
-        }
+        let template = check_tokens_and_template(&tokenizer, &config, template)?;
+        let (model, config) = load_gguf(&gguf, &config, max_context, &device, progress)?;
         let info = ModelInfo {
-            name: meta.opt("general.name")?,
-            architecture: meta.req("general.architecture")?,
+            name: meta.opt::<String>("general.name")?.or(options.name.clone()),
+            architecture: config.arch.name().to_string(),
+            format: "GGUF".into(),
             n_params: model.num_params(),
             config,
             file_size: gguf.file_size(),
-            tensor_types: types,
+            tensor_types: count_types(gguf.tensors.iter().map(|t| t.ty.name())),
             license: meta.opt("general.license")?,
             organization: meta.opt("general.organization")?,
             languages: meta.opt("general.languages")?.unwrap_or_default(),
@@ -300,7 +285,49 @@ impl Engine {
             has_chat_template: template.is_some(),
             backend,
         };
-        Ok(Engine { model, tokenizer, template, device, cache, cached: Vec::new(), generation: None, stats: Stats::default(), info })
+        Ok(Self::assemble(model, tokenizer, template, device, info))
+    }
+
+    /// Loads a Hugging Face model folder (`config.json`, safetensors weights, `tokenizer.json`
+    /// and the optional tokenizer and generation configs) onto `device`.
+    pub fn load_hf(folder: &HfFolder, device: Device, backend: Backend, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let hf = folder.config()?;
+        let config = DecoderConfig::from_hf(&hf)?;
+        let shards = folder.weights()?;
+        check_size(shards.iter().flat_map(|(_, s)| s.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64 * 4)), &options)?;
+        let tokenizer = Tokenizer::from_hf(folder)?;
+        let max_context = options.max_context.clamp(1, config.context_length);
+        let template = check_tokens_and_template(&tokenizer, &config, folder.chat_template()?)?;
+        let files: Vec<_> = shards.into_iter().map(|(_, s)| s).collect();
+        let (model, config) = load_safetensors(&files, &config, max_context, &device, progress)?;
+        let dtype = |t: &crate::safetensors::TensorInfo| match t.dtype {
+            crate::safetensors::Dtype::F32 => "F32",
+            crate::safetensors::Dtype::F16 => "F16",
+            crate::safetensors::Dtype::BF16 => "BF16",
+        };
+        let info = ModelInfo {
+            // transformers records where a model came from in `_name_or_path`.
+            name: hf.opt::<String>("_name_or_path")?.filter(|n| !n.is_empty()).or(options.name.clone()),
+            architecture: config.arch.name().to_string(),
+            format: "safetensors".into(),
+            n_params: model.num_params(),
+            config,
+            file_size: folder.size(),
+            tensor_types: count_types(files.iter().flat_map(|s| s.tensors.iter().map(dtype))),
+            license: None,
+            organization: None,
+            languages: Vec::new(),
+            datasets: Vec::new(),
+            max_context,
+            has_chat_template: template.is_some(),
+            backend,
+        };
+        Ok(Self::assemble(model, tokenizer, template, device, info))
+    }
+
+    fn assemble(model: Decoder, tokenizer: Tokenizer, template: Option<ChatTemplate>, device: Device, info: ModelInfo) -> Self {
+        let cache = KvCache::new(&info.config, info.max_context, &device);
+        Engine { model, tokenizer, template, device, cache, cached: Vec::new(), generation: None, stats: Stats::default(), info }
     }
 
     /// The model card.
@@ -324,11 +351,15 @@ impl Engine {
     }
 
     /// The exact prompt text for a conversation, ready for the assistant's turn.
+    ///
+    /// A base model has no chat template and was never taught turns: it continues text. Its
+    /// "conversation" is completion mode: the turns' texts joined as one document (the system
+    /// prompt left out, since nothing marks it as one), so that each answer continues the text so far.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
-        self.template
-            .as_ref()
-            .ok_or_else(|| Error::Template("this model has no chat template; use plain completion".into()))?
-            .render(messages, true)
+        match &self.template {
+            Some(t) => t.render(messages, true),
+            None => Ok(messages.iter().filter(|m| m.role != "system").map(|m| m.content.as_str()).collect()),
+        }
     }
 
     /// Prompt tokens of a conversation, rendered for the assistant's turn.
@@ -660,7 +691,7 @@ impl Engine {
 
 /// Runs `ids` after the cached positions and reads back the last position's logits: the one
 /// GPU→CPU readback of a step, and an asynchronous one, as the web requires.
-async fn forward_logits(model: &Llama, cache: &mut KvCache, device: &Device, ids: &[u32]) -> Result<Vec<f32>> {
+async fn forward_logits(model: &Decoder, cache: &mut KvCache, device: &Device, ids: &[u32]) -> Result<Vec<f32>> {
     let data = TensorData::new(ids.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, ids.len()]);
     let logits = model.forward(Tensor::<2, Int>::from_data(data, device), cache)?; // [1, vocab]
     let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
@@ -682,11 +713,42 @@ fn datasets(meta: &crate::gguf::Metadata) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Checks that the tokenizer fits the embedding, and compiles and tries the chat template
+/// (a looping or failing one fails the load, not the first message).
+fn check_tokens_and_template(tokenizer: &Tokenizer, config: &DecoderConfig, template: Option<String>) -> Result<Option<ChatTemplate>> {
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(Error::Tokenizer(format!(
+            "the tokenizer has {} tokens but the model only {} embeddings",
+            tokenizer.vocab_size(),
+            config.vocab_size
+        )));
+    }
+    let template = template
+        .map(|t| ChatTemplate::new(&t, &tokenizer.token_text(tokenizer.bos()), &tokenizer.token_text(tokenizer.eos())))
+        .transpose()?;
+    if let Some(t) = &template {
+        t.check()?;
+    }
+    Ok(template)
+}
+
+/// How many tensors use each block format or dtype, in order of first use.
+fn count_types<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
+    let mut types: Vec<(String, usize)> = Vec::new();
+    for name in names {
+        match types.iter_mut().find(|(n, _)| n == name) {
+            Some((_, c)) => *c += 1,
+            None => types.push((name.to_string(), 1)),
+        }
+    }
+    types
+}
+
 /// Refuses a model whose weights (held as f32) exceed the device's limits, before any of it
 /// is allocated: running out of GPU memory part way kills a WebGPU device.
-fn check_size(gguf: &Gguf<'_>, options: &LoadOptions) -> Result<()> {
+fn check_size(tensor_bytes: impl Iterator<Item = u64>, options: &LoadOptions) -> Result<()> {
     let mb = |b: u64| b.div_ceil(1 << 20);
-    let bytes: Vec<u64> = gguf.tensors.iter().map(|t| t.n_elements() as u64 * 4).collect();
+    let bytes: Vec<u64> = tensor_bytes.collect();
     if let (Some(limit), Some(&largest)) = (options.tensor_limit, bytes.iter().max()) {
         if largest > limit {
             return Err(Error::TooLarge { needed_mb: mb(largest), limit_mb: mb(limit), what: "its largest GPU buffer" });
@@ -715,9 +777,14 @@ fn held_back(text: &str, stops: &[String]) -> usize {
         .unwrap_or(0)
 }
 
-/// Loads a model file from disk (native).
+/// Loads a model from disk (native): a GGUF file, or a Hugging Face model folder.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load_file(path: &std::path::Path, backend: Backend, options: LoadOptions) -> Result<Engine> {
+    if path.is_dir() {
+        let folder = HfFolder::read_dir(path)?;
+        let device = crate::backend::device(backend)?;
+        return Engine::load_hf(&folder, device, backend, options, &mut |_, _| {});
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
     let device = crate::backend::device(backend)?;
     Engine::load(&bytes, device, backend, options)

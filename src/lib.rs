@@ -1,7 +1,7 @@
 //! Ember: a small GPT-style language model that runs in a browser tab.
 //!
-//! The core loads a GGUF model (SmolLM2-135M-Instruct is the reference), runs a Llama-style
-//! decoder with burn on WebGPU/wgpu or the CPU, and generates text one token at a time:
+//! The core loads a GGUF model (SmolLM2-135M-Instruct is the reference) or a Hugging Face
+//! safetensors folder, runs its decoder (Llama, Qwen2 or GPT-2) with burn on WebGPU/wgpu or the CPU, and generates text one token at a time:
 //! [`Engine::start`] then [`Engine::next_async`], each step with the distribution it was
 //! drawn from. It builds and is tested natively; the same code is compiled to wasm32.
 //!
@@ -17,6 +17,7 @@ mod clock;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod hf;
 #[cfg(feature = "engine")]
 pub mod model;
 pub mod safetensors;

@@ -17,8 +17,11 @@ const USAGE: &str = "usage:
   ember tokenize --model F --text T [--json]
   ember info     --model F [--json]
 
---model defaults to $EMBER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf (fetch it with
-models/fetch.sh). --temperature 0 is greedy. In chat, Ctrl-C stops the answer; Ctrl-D or /exit
+--model is a GGUF file or a Hugging Face model folder (config.json, model.safetensors or its
+shards with the index, tokenizer.json, tokenizer_config.json, generation_config.json); Llama, Qwen2
+and GPT-2 models run. It defaults to $EMBER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
+(fetch it with models/fetch.sh). A base model (no chat template) continues text: chat joins the
+turns as one document (completion mode). --temperature 0 is greedy. In chat, Ctrl-C stops the answer; Ctrl-D or /exit
 quits, /reset starts a new conversation.";
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -256,10 +259,19 @@ fn cmd_tokenize(mut args: Args) -> Result<(), Fail> {
     let text = args.value("--text")?.ok_or_else(|| Fail::Usage("tokenize needs --text".into()))?;
     let json = args.flag("--json");
     args.finish()?;
-    // Only the metadata is needed: no weights are loaded.
-    let bytes = std::fs::read(&path).map_err(|e| Fail::Run(format!("{}: {e}", path.display())))?;
-    let gguf = ember::gguf::Gguf::parse(&bytes)?;
-    let tokenizer = ember::Tokenizer::from_gguf(&gguf.metadata)?;
+    // Only the tokenizer is needed: no weights are loaded.
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Fail::Run(format!("{}: {e}", p.display())));
+    let tokenizer = if path.is_dir() {
+        let files = ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]
+            .iter()
+            .filter(|n| path.join(n).exists())
+            .map(|n| Ok((n.to_string(), read(&path.join(n))?)))
+            .collect::<Result<Vec<_>, Fail>>()?;
+        ember::Tokenizer::from_hf(&ember::hf::HfFolder::new(files))?
+    } else {
+        let bytes = read(&path)?;
+        ember::Tokenizer::from_gguf(&ember::gguf::Gguf::parse(&bytes)?.metadata)?
+    };
     let ids = tokenizer.encode(&text)?;
     if json {
         println!("{}", serde_json::json!({ "ids": ids }));
@@ -280,13 +292,14 @@ fn cmd_info(mut args: Args) -> Result<(), Fail> {
     } else {
         let c = &info.config;
         println!("name           {}", info.name.as_deref().unwrap_or("-"));
-        println!("architecture   {}", info.architecture);
+        println!("architecture   {} ({})", info.architecture, info.format);
         println!("parameters     {} ({:.1}M)", info.n_params, info.n_params as f64 / 1e6);
         println!("layers         {}", c.n_layer);
         println!("heads          {} query, {} key/value", c.n_head, c.n_kv_head);
         println!("width          {} (FFN {})", c.d_model, c.d_ff);
         println!("vocabulary     {}", c.vocab_size);
         println!("context        {} (cache {})", c.context_length, info.max_context);
+        println!("chat template  {}", if info.has_chat_template { "yes" } else { "no (a base model: completion mode)" });
         println!("file           {} bytes, {:?}", info.file_size, info.tensor_types);
         println!("licence        {}", info.license.as_deref().unwrap_or("-"));
     }

@@ -148,6 +148,18 @@ impl Tokenizer {
         Ok(Self::assemble(inner, bos, eos, add_bos && bos.is_some(), eot))
     }
 
+    /// Loads a Hugging Face model folder's `tokenizer.json`, with the special tokens its
+    /// `tokenizer_config.json` and `generation_config.json` name.
+    pub fn from_hf(folder: &crate::hf::HfFolder) -> Result<Self> {
+        let inner = HfTokenizer::from_bytes(folder.tokenizer_json()?).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        let sp = folder.specials(|t| inner.token_to_id(t))?;
+        let mut tok = Self::assemble(inner, sp.bos, sp.eos, sp.add_bos, None);
+        tok.stop_ids.extend(sp.stops);
+        tok.stop_ids.sort_unstable();
+        tok.stop_ids.dedup();
+        Ok(tok)
+    }
+
     fn assemble(inner: HfTokenizer, bos: Option<u32>, eos: Option<u32>, add_bos: bool, eot: Option<u32>) -> Self {
         let mut stop_ids: Vec<u32> = eos.into_iter().chain(eot).collect();
         stop_ids.extend(END_OF_TURN.iter().filter_map(|t| inner.token_to_id(t)));

@@ -16,6 +16,7 @@ use crate::backend::{cpu_device, wgpu_device, Backend};
 use crate::chat::Message;
 use crate::engine::{Engine, GenerateOptions, LoadOptions, Prompt};
 use crate::error::Error;
+use crate::hf::HfFolder;
 
 #[wasm_bindgen(start)]
 fn start_module() {
@@ -43,9 +44,22 @@ pub struct WasmEngine {
     engine: Rc<RefCell<Engine>>,
 }
 
+/// What to load: a GGUF file's bytes, or a Hugging Face folder's files.
+pub enum Source {
+    /// A GGUF file.
+    Gguf(Vec<u8>),
+    /// A model folder.
+    Folder(HfFolder),
+}
+
 impl WasmEngine {
     /// [`WasmEngine::load`] for Rust callers (the wasm tests).
     pub async fn load_async(bytes: Vec<u8>, backend: &str, options: JsValue, progress: Option<js_sys::Function>) -> Result<WasmEngine, JsValue> {
+        Self::load_source(Source::Gguf(bytes), backend, options, progress).await
+    }
+
+    /// Loads either kind of source.
+    pub async fn load_source(source: Source, backend: &str, options: JsValue, progress: Option<js_sys::Function>) -> Result<WasmEngine, JsValue> {
         let options: LoadOptions = from_js(options, "load options")?;
         let backend = Backend::parse(backend).ok_or_else(|| JsValue::from(JsError::new(&format!("unknown backend `{backend}`"))))?;
         let device = match backend {
@@ -57,7 +71,11 @@ impl WasmEngine {
                 let _ = f.call2(&JsValue::NULL, &JsValue::from(done as f64), &JsValue::from(total as f64));
             }
         };
-        let engine = Engine::load_with_progress(&bytes, device, backend, options, &mut report).map_err(js_err)?;
+        let engine = match &source {
+            Source::Gguf(bytes) => Engine::load_with_progress(bytes, device, backend, options, &mut report),
+            Source::Folder(folder) => Engine::load_hf(folder, device, backend, options, &mut report),
+        }
+        .map_err(js_err)?;
         Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)) })
     }
 }
@@ -69,11 +87,25 @@ fn busy() -> JsValue {
 #[wasm_bindgen]
 impl WasmEngine {
     /// Loads a GGUF model from its bytes on `backend` (`"webgpu"` or `"cpu"`). `options` is a
-    /// `LoadOptions` object (`{max_context, memory_limit, tensor_limit}`) or undefined;
+    /// `LoadOptions` object (`{max_context, memory_limit, tensor_limit, name}`) or undefined;
     /// `progress`, if given, is called with `(done, total)` as weight tensors reach the device.
     /// Resolves to a `WasmEngine`.
     pub fn load(bytes: Vec<u8>, backend: String, options: JsValue, progress: Option<js_sys::Function>) -> Promise {
         future_to_promise(async move { Ok(Self::load_async(bytes, &backend, options, progress).await?.into()) })
+    }
+
+    /// Loads a Hugging Face model folder: `files[i]` (a `Uint8Array`) is the file named
+    /// `names[i]` (`config.json`, `tokenizer.json`, `model.safetensors` or the shards and their
+    /// index, `tokenizer_config.json`, `generation_config.json`). Otherwise as [`WasmEngine::load`].
+    pub fn load_folder(names: Vec<String>, files: js_sys::Array, backend: String, options: JsValue, progress: Option<js_sys::Function>) -> Promise {
+        future_to_promise(async move {
+            if names.len() as u32 != files.length() {
+                return Err(JsError::new("load_folder: one name per file").into());
+            }
+            let bytes = files.iter().map(|f| js_sys::Uint8Array::new(&f).to_vec());
+            let folder = HfFolder::new(names.into_iter().zip(bytes));
+            Ok(Self::load_source(Source::Folder(folder), &backend, options, progress).await?.into())
+        })
     }
 
     /// Runs one token through the model and forgets it (compiles the GPU kernels).

@@ -1,5 +1,7 @@
 // The engine's worker: the page never freezes while the model loads or generates.
-// Page → worker: {type: "load", source: {url} | {file}, backend, limits}
+// Page → worker: {type: "load", source: {url} | {file} | {files}, backend, limits}
+//                (a URL ending in "/" is a Hugging Face folder, e.g. https://huggingface.co/<repo>/resolve/main/;
+//                `files` are several picked files or a picked folder: a model folder's files, or one .gguf)
 //                {type: "generate", id, messages, options, reserve}  {type: "fit", id, messages, reserve}
 //                {type: "render", id, messages}  {type: "stop"}  {type: "reset"}
 //                classroom: {type: "cstart", id, messages | ids, options, reserve}  {type: "cstep", id, forced?, sampling}
@@ -112,6 +114,59 @@ function checkMagic(bytes) {
   if (bytes.length < 4 || String.fromCharCode(...bytes.subarray(0, 4)) !== "GGUF") throw new LoadError("errNotGguf", {});
 }
 
+// A Hugging Face model folder's files: required, optional, and the weights (one file, or the
+// shards an index names).
+const FOLDER_REQUIRED = ["config.json", "tokenizer.json"];
+const FOLDER_OPTIONAL = ["tokenizer_config.json", "generation_config.json", "chat_template.jinja"];
+const INDEX = "model.safetensors.index.json";
+
+/** Shard names from an index's weight_map, each once, sorted (as the engine checks them). */
+function shardNames(indexBytes) {
+  let map;
+  try { map = JSON.parse(new TextDecoder().decode(indexBytes)).weight_map; } catch { map = null; }
+  if (!map || typeof map !== "object") throw new Error(`${INDEX} has no weight_map`);
+  const names = [...new Set(Object.values(map).map(String))].sort();
+  // Plain file names in the same folder only: an index must not send the worker elsewhere.
+  const bad = names.find((n) => !/^[^/\\:?#.][^/\\:?#]*\.safetensors$/.test(n));
+  if (bad !== undefined) throw new Error(`${INDEX} names ${JSON.stringify(bad)}, which is not a .safetensors file in the same folder`);
+  return names;
+}
+
+/** Files from a URL folder: each through the model cache, so that they work offline after. */
+async function fetchFolder(base, limits) {
+  const files = new Map();
+  const get = async (name, optional) => {
+    try { files.set(name, await fetchModel({ url: new URL(name, base).href }, limits)); }
+    catch (e) { if (!optional) throw e; }
+  };
+  for (const n of FOLDER_REQUIRED) await get(n, false);
+  for (const n of FOLDER_OPTIONAL) await get(n, true);
+  await get(INDEX, true);
+  const weights = files.has(INDEX) ? shardNames(files.get(INDEX)) : ["model.safetensors"];
+  for (const n of weights) await get(n, false);
+  return files;
+}
+
+/** Picked files (or a picked folder): the ones a model folder uses, read. */
+async function readFolder(picked) {
+  const wanted = (n) => FOLDER_REQUIRED.includes(n) || FOLDER_OPTIONAL.includes(n) || n.endsWith(".safetensors") || n === INDEX;
+  const files = new Map();
+  for (const f of picked) if (wanted(f.name)) files.set(f.name, await readAll(f.stream(), f.size, "reading"));
+  for (const n of FOLDER_REQUIRED) if (!files.has(n)) throw new LoadError("errFolderMissing", { name: n });
+  return files;
+}
+
+/** A name for a model whose files give none: a picked folder's name, a Hugging Face repository's
+ *  (…/<org>/<repo>/resolve/main/), or a URL's last part. */
+function sourceName(source) {
+  if (source.files) return source.files[0]?.webkitRelativePath?.split("/")[0] || null;
+  const file = source.file?.name;
+  if (file) return file.replace(/\.gguf$/i, "");
+  const parts = new URL(source.url).pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  const r = parts.indexOf("resolve");
+  return (r > 0 ? parts[r - 1] : parts.pop()?.replace(/\.gguf$/i, "")) || null;
+}
+
 async function gpuLimits() {
   try {
     const adapter = await navigator.gpu?.requestAdapter();
@@ -123,11 +178,24 @@ async function load({ source, backend, limits }) {
   const t0 = performance.now();
   fault = limits?.fault || null;
   await init();
-  const bytes = source.file ? await readAll(source.file.stream(), source.file.size, "reading") : await fetchModel(source, limits);
-  checkMagic(bytes);
+  // Several picked files with one .gguf among them and no config.json: that GGUF file.
+  if (source.files && !source.files.some((f) => f.name === "config.json")) {
+    const gguf = source.files.filter((f) => f.name.toLowerCase().endsWith(".gguf"));
+    if (gguf.length !== 1) throw new LoadError("errPickedFiles", {});
+    source = { file: gguf[0] };
+  }
+  let bytes = null;
+  let folder = null;
+  if (source.files) folder = await readFolder(source.files);
+  else if (source.url && new URL(source.url).pathname.endsWith("/")) folder = await fetchFolder(source.url, limits);
+  else {
+    bytes = source.file ? await readAll(source.file.stream(), source.file.size, "reading") : await fetchModel(source, limits);
+    checkMagic(bytes);
+  }
+  const size = bytes ? bytes.length : [...folder.values()].reduce((a, b) => a + b.length, 0);
   // wasm32 addresses 4 GiB; the file's bytes are in it while the weights are built.
-  const memory = limits?.memory_mb ? limits.memory_mb * 2 ** 20 : 3.5 * 2 ** 30 - 2 * bytes.length;
-  const options = { max_context: limits?.max_context || 2048, memory_limit: Math.max(0, Math.floor(memory)) };
+  const memory = limits?.memory_mb ? limits.memory_mb * 2 ** 20 : 3.5 * 2 ** 30 - 2 * size;
+  const options = { max_context: limits?.max_context || 2048, memory_limit: Math.max(0, Math.floor(memory)), name: sourceName(source) };
   if (backend === "webgpu") {
     const t = await gpuLimits();
     if (t) options.tensor_limit = t;
@@ -135,7 +203,9 @@ async function load({ source, backend, limits }) {
   post({ type: "progress", stage: "parsing", loaded: 0, total: 0 });
   const progress = (done, total) => post({ type: "progress", stage: "uploading", loaded: done, total });
   try {
-    engine = await WasmEngine.load(bytes, backend, options, progress);
+    engine = bytes
+      ? await WasmEngine.load(bytes, backend, options, progress)
+      : await WasmEngine.load_folder([...folder.keys()], [...folder.values()], backend, options, progress);
     minChunk = backend === "webgpu" ? 256 : 4;
     post({ type: "progress", stage: "warming", loaded: 0, total: 0 });
     await engine.warm_up();

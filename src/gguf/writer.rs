@@ -15,6 +15,22 @@ impl GgufWriter {
         Self::default()
     }
 
+    /// A copy of a parsed file, to be edited (tests turn one model into a variant this way).
+    pub fn from_gguf(g: &super::Gguf<'_>) -> Self {
+        let metadata = g.metadata.entries().to_vec();
+        let tensors = g
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.dims.clone(), t.ty, g.tensor(&t.name).expect("listed tensor").data.to_vec()))
+            .collect();
+        GgufWriter { metadata, tensors }
+    }
+
+    /// A metadata entry's value.
+    pub fn get_meta(&self, key: &str) -> Option<&Value> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
     /// Adds a metadata entry.
     pub fn meta(&mut self, key: &str, value: Value) -> &mut Self {
         self.metadata.push((key.to_string(), value));

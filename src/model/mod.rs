@@ -1,7 +1,7 @@
 //! The decoder and its loading.
 
-pub mod llama;
+pub mod decoder;
 pub mod weights;
 
-pub use llama::{Llama, LlamaConfig, ModelConfig};
-pub use weights::load_llama;
+pub use decoder::{Arch, Decoder, DecoderConfig};
+pub use weights::{load_gguf, load_safetensors, rope_interleave};

@@ -1,75 +1,161 @@
-//! Loading a decoder's weights from GGUF through one name table.
+//! Building a decoder from a file's tensors (GGUF, or Hugging Face safetensors) through one
+//! name table per format, and the decoder's shape from the file's metadata.
+//!
+//! Every tensor is first brought to one canonical form: vectors as they are, embeddings as
+//! row-major `(rows, d_model)`, projections as PyTorch's `Linear` stores them, row-major
+//! `(out, in)`, with Q and K rows in interleaved RoPE order. From there each goes to the device as
+//! burn wants it (a projection transposed once to `[in, out]`), one tensor at a time, so that the
+//! f32 copy of the whole model never sits in (wasm) memory beside the file.
 
 use burn::module::Param;
-use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::nn::{Embedding, LayerNormConfig, Linear, RmsNorm};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::llama::{Attention, Block, Llama, LlamaConfig, Mlp, Rope};
+use super::decoder::{Arch, Attention, Block, Decoder, DecoderConfig, Mlp, Norm};
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, Metadata};
+use crate::safetensors::{HfConfig, Safetensors};
 
 /// Where a file's tensor goes in the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slot {
     Embed,
+    Positions,
     FinalNorm,
+    FinalNormBias,
     Output,
     AttnNorm,
+    AttnNormBias,
     Q,
+    QBias,
     K,
+    KBias,
     V,
+    VBias,
+    /// GPT-2's fused q/k/v projection: split into Q, K and V at load.
+    Qkv,
+    QkvBias,
     O,
+    OBias,
     FfnNorm,
+    FfnNormBias,
     Gate,
     Up,
+    UpBias,
     Down,
+    DownBias,
+    /// A buffer some checkpoints save that is not a weight: skipped.
+    Ignored,
 }
 
-/// How the stored tensor becomes ours.
+/// How a stored tensor becomes the canonical form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
-    /// Used as stored: norms, and the embedding, whose row-major `(vocab, d_model)` is burn's
-    /// `Embedding` layout.
+    /// Already canonical: vectors, embeddings, and projections stored as `(out, in)` (every
+    /// GGUF projection, whose dims `[in, out]` list the innermost first; HF `nn.Linear`).
     AsIs,
-    /// A projection stored with GGUF dims `[in, out]` (innermost first), i.e. row-major
-    /// `(out, in)` as in PyTorch; burn's `Linear` holds `[in, out]`, so it is transposed once
-    /// at load time.
-    Transpose,
+    /// HF GPT-2's `Conv1D` stores a projection as `(in, out)` (it computes `x @ W + b`):
+    /// transposed to `(out, in)` here.
+    Conv1D,
 }
 
-/// GGUF llama tensor names. `blk.N.` prefixes the per-block rows. Q and K are used as stored:
-/// convert_hf_to_gguf.py already permuted their rows for interleaved RoPE (see `Rope`).
-const GGUF_LLAMA: &[(&str, Slot, Layout)] = &[
-    ("token_embd.weight", Slot::Embed, Layout::AsIs),          // [vocab, d_model]
-    ("output_norm.weight", Slot::FinalNorm, Layout::AsIs),     // [d_model]
-    ("output.weight", Slot::Output, Layout::Transpose),        // optional: absent means tied
-    ("blk.N.attn_norm.weight", Slot::AttnNorm, Layout::AsIs),  // [d_model]
-    ("blk.N.attn_q.weight", Slot::Q, Layout::Transpose),       // (heads·head_dim, d_model)
-    ("blk.N.attn_k.weight", Slot::K, Layout::Transpose),       // (kv_heads·head_dim, d_model)
-    ("blk.N.attn_v.weight", Slot::V, Layout::Transpose),       // (kv_heads·head_dim, d_model)
-    ("blk.N.attn_output.weight", Slot::O, Layout::Transpose),  // (d_model, heads·head_dim)
-    ("blk.N.ffn_norm.weight", Slot::FfnNorm, Layout::AsIs),    // [d_model]
-    ("blk.N.ffn_gate.weight", Slot::Gate, Layout::Transpose),  // (d_ff, d_model)
-    ("blk.N.ffn_up.weight", Slot::Up, Layout::Transpose),      // (d_ff, d_model)
-    ("blk.N.ffn_down.weight", Slot::Down, Layout::Transpose),  // (d_model, d_ff)
+use Layout::{AsIs, Conv1D};
+
+/// GGUF tensor names, for all three families (llama.cpp's names). `N` is the block index.
+/// GGUF `llama` files hold Q and K already in interleaved RoPE order; `qwen2` files do not.
+const GGUF_NAMES: &[(&str, Slot, Layout)] = &[
+    ("token_embd.weight", Slot::Embed, AsIs),                 // [vocab, d_model]
+    ("position_embd.weight", Slot::Positions, AsIs),          // GPT-2: [context, d_model]
+    ("output_norm.weight", Slot::FinalNorm, AsIs),            // [d_model]
+    ("output_norm.bias", Slot::FinalNormBias, AsIs),          // GPT-2: [d_model]
+    ("output.weight", Slot::Output, AsIs),                    // (vocab, d_model); absent: tied
+    ("blk.N.attn_norm.weight", Slot::AttnNorm, AsIs),         // [d_model]
+    ("blk.N.attn_norm.bias", Slot::AttnNormBias, AsIs),       // GPT-2: [d_model]
+    ("blk.N.attn_q.weight", Slot::Q, AsIs),                   // (heads·head_dim, d_model)
+    ("blk.N.attn_q.bias", Slot::QBias, AsIs),                 // Qwen2: [heads·head_dim]
+    ("blk.N.attn_k.weight", Slot::K, AsIs),                   // (kv_heads·head_dim, d_model)
+    ("blk.N.attn_k.bias", Slot::KBias, AsIs),                 // Qwen2: [kv_heads·head_dim]
+    ("blk.N.attn_v.weight", Slot::V, AsIs),                   // (kv_heads·head_dim, d_model)
+    ("blk.N.attn_v.bias", Slot::VBias, AsIs),                 // Qwen2: [kv_heads·head_dim]
+    ("blk.N.attn_qkv.weight", Slot::Qkv, AsIs),               // GPT-2: (3·d_model, d_model)
+    ("blk.N.attn_qkv.bias", Slot::QkvBias, AsIs),             // GPT-2: [3·d_model]
+    ("blk.N.attn_output.weight", Slot::O, AsIs),              // (d_model, heads·head_dim)
+    ("blk.N.attn_output.bias", Slot::OBias, AsIs),            // GPT-2: [d_model]
+    ("blk.N.ffn_norm.weight", Slot::FfnNorm, AsIs),           // [d_model]
+    ("blk.N.ffn_norm.bias", Slot::FfnNormBias, AsIs),         // GPT-2: [d_model]
+    ("blk.N.ffn_gate.weight", Slot::Gate, AsIs),              // (d_ff, d_model)
+    ("blk.N.ffn_up.weight", Slot::Up, AsIs),                  // (d_ff, d_model)
+    ("blk.N.ffn_up.bias", Slot::UpBias, AsIs),                // GPT-2: [d_ff]
+    ("blk.N.ffn_down.weight", Slot::Down, AsIs),              // (d_model, d_ff)
+    ("blk.N.ffn_down.bias", Slot::DownBias, AsIs),            // GPT-2: [d_model]
 ];
 
-impl LlamaConfig {
-    /// Reads the decoder's shape from GGUF metadata (`llama.*` keys) and checks it.
+/// Hugging Face `LlamaForCausalLM` / `Qwen2ForCausalLM` names. Q and K rows are in HF's
+/// half-split RoPE order and are permuted at load.
+const HF_LLAMA_NAMES: &[(&str, Slot, Layout)] = &[
+    ("model.embed_tokens.weight", Slot::Embed, AsIs),                      // [vocab, d_model]
+    ("model.norm.weight", Slot::FinalNorm, AsIs),                          // [d_model]
+    ("lm_head.weight", Slot::Output, AsIs),                                // (vocab, d_model); tied: unused
+    ("model.layers.N.input_layernorm.weight", Slot::AttnNorm, AsIs),       // [d_model]
+    ("model.layers.N.self_attn.q_proj.weight", Slot::Q, AsIs),             // (heads·head_dim, d_model)
+    ("model.layers.N.self_attn.q_proj.bias", Slot::QBias, AsIs),           // Qwen2
+    ("model.layers.N.self_attn.k_proj.weight", Slot::K, AsIs),             // (kv_heads·head_dim, d_model)
+    ("model.layers.N.self_attn.k_proj.bias", Slot::KBias, AsIs),           // Qwen2
+    ("model.layers.N.self_attn.v_proj.weight", Slot::V, AsIs),             // (kv_heads·head_dim, d_model)
+    ("model.layers.N.self_attn.v_proj.bias", Slot::VBias, AsIs),           // Qwen2
+    ("model.layers.N.self_attn.o_proj.weight", Slot::O, AsIs),             // (d_model, heads·head_dim)
+    ("model.layers.N.post_attention_layernorm.weight", Slot::FfnNorm, AsIs), // [d_model]
+    ("model.layers.N.mlp.gate_proj.weight", Slot::Gate, AsIs),             // (d_ff, d_model)
+    ("model.layers.N.mlp.up_proj.weight", Slot::Up, AsIs),                 // (d_ff, d_model)
+    ("model.layers.N.mlp.down_proj.weight", Slot::Down, AsIs),             // (d_model, d_ff)
+    ("model.layers.N.self_attn.rotary_emb.inv_freq", Slot::Ignored, AsIs), // old checkpoints: RoPE's buffer
+];
+
+/// Hugging Face `GPT2LMHeadModel` names, after its `transformer.` prefix is dropped (the
+/// original `gpt2` checkpoint, a `GPT2Model`, has none). Projections are `Conv1D`, `(in, out)`.
+const HF_GPT2_NAMES: &[(&str, Slot, Layout)] = &[
+    ("wte.weight", Slot::Embed, AsIs),                  // [vocab, d_model]
+    ("wpe.weight", Slot::Positions, AsIs),              // [n_positions, d_model]
+    ("ln_f.weight", Slot::FinalNorm, AsIs),             // [d_model]
+    ("ln_f.bias", Slot::FinalNormBias, AsIs),           // [d_model]
+    ("lm_head.weight", Slot::Output, AsIs),             // tied to wte: unused
+    ("h.N.ln_1.weight", Slot::AttnNorm, AsIs),          // [d_model]
+    ("h.N.ln_1.bias", Slot::AttnNormBias, AsIs),        // [d_model]
+    ("h.N.attn.c_attn.weight", Slot::Qkv, Conv1D),      // (d_model, 3·d_model)
+    ("h.N.attn.c_attn.bias", Slot::QkvBias, AsIs),      // [3·d_model]
+    ("h.N.attn.c_proj.weight", Slot::O, Conv1D),        // (d_model, d_model)
+    ("h.N.attn.c_proj.bias", Slot::OBias, AsIs),        // [d_model]
+    ("h.N.ln_2.weight", Slot::FfnNorm, AsIs),           // [d_model]
+    ("h.N.ln_2.bias", Slot::FfnNormBias, AsIs),         // [d_model]
+    ("h.N.mlp.c_fc.weight", Slot::Up, Conv1D),          // (d_model, d_ff)
+    ("h.N.mlp.c_fc.bias", Slot::UpBias, AsIs),          // [d_ff]
+    ("h.N.mlp.c_proj.weight", Slot::Down, Conv1D),      // (d_ff, d_model)
+    ("h.N.mlp.c_proj.bias", Slot::DownBias, AsIs),      // [d_model]
+    ("h.N.attn.bias", Slot::Ignored, AsIs),             // old checkpoints: the causal-mask buffer
+    ("h.N.attn.masked_bias", Slot::Ignored, AsIs),      // old checkpoints: the mask's fill value
+];
+
+fn unsupported_arch(name: &str) -> Error {
+    Error::Unsupported(format!("architecture `{name}` (Ember runs `llama` (SmolLM2, Llama), `qwen2` and `gpt2` models)"))
+}
+
+impl DecoderConfig {
+    /// Reads the decoder's shape from GGUF metadata (`llama.*`, `qwen2.*` or `gpt2.*` keys) and
+    /// checks it.
     pub fn from_gguf(meta: &Metadata) -> Result<Self> {
-        let arch: String = meta.req("general.architecture")?;
-        if arch != "llama" {
-            return Err(Error::Unsupported(format!(
-                "architecture `{arch}` (Ember runs `llama`-architecture models such as SmolLM2)"
-            )));
-        }
-        let key = |k: &str| format!("{arch}.{k}");
+        let name: String = meta.req("general.architecture")?;
+        let arch = Arch::parse(&name).ok_or_else(|| unsupported_arch(&name))?;
+        let key = |k: &str| format!("{name}.{k}");
         let n_head: usize = meta.req(&key("attention.head_count"))?;
         let vocab = match meta.opt::<usize>(&key("vocab_size"))? {
             Some(v) => v,
             None => meta.req::<Vec<String>>("tokenizer.ggml.tokens")?.len(),
         };
-        let config = LlamaConfig::new(
+        let eps = match arch {
+            Arch::Gpt2 => meta.req::<f32>(&key("attention.layer_norm_epsilon"))?,
+            _ => meta.req::<f32>(&key("attention.layer_norm_rms_epsilon"))?,
+        };
+        let config = DecoderConfig::new(
             meta.req(&key("block_count"))?,
             meta.req(&key("embedding_length"))?,
             n_head,
@@ -78,15 +164,13 @@ impl LlamaConfig {
             vocab,
             meta.req(&key("context_length"))?,
         )
+        .with_arch(arch)
         .with_rope_theta(meta.opt::<f32>(&key("rope.freq_base"))?.map_or(10000.0, f64::from))
-        .with_norm_eps(f64::from(meta.req::<f32>(&key("attention.layer_norm_rms_epsilon"))?));
+        .with_norm_eps(f64::from(eps));
         config.validate()?;
         if let Some(n_rot) = meta.opt::<usize>(&key("rope.dimension_count"))? {
-            if n_rot != config.head_dim() {
-                return Err(Error::Unsupported(format!(
-                    "partial RoPE ({n_rot} of {} dims per head)",
-                    config.head_dim()
-                )));
+            if arch != Arch::Gpt2 && n_rot != config.head_dim() {
+                return Err(Error::Unsupported(format!("partial RoPE ({n_rot} of {} dims per head)", config.head_dim())));
             }
         }
         if let Some(kind) = meta.opt::<String>(&key("rope.scaling.type"))? {
@@ -97,31 +181,150 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    /// Row-major shape a tensor in `slot` must have.
+    /// Reads the decoder's shape from a Hugging Face `config.json` and checks it. Keys the
+    /// decoder does not implement (RoPE scaling, sliding windows, other activations) are
+    /// refused by name rather than ignored.
+    pub fn from_hf(hf: &HfConfig) -> Result<Self> {
+        let name = hf.model_type()?;
+        let arch = Arch::parse(&name).ok_or_else(|| unsupported_arch(&name))?;
+        let refuse = |what: String| Err(Error::Unsupported(what));
+        let config = match arch {
+            Arch::Gpt2 => {
+                let d: usize = hf.req("n_embd")?;
+                let n_head: usize = hf.req("n_head")?;
+                let act = hf.opt::<String>("activation_function")?.unwrap_or_else(|| "gelu_new".into());
+                if !matches!(act.as_str(), "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast") {
+                    return refuse(format!("GPT-2 activation `{act}` (Ember runs the tanh GELU, `gelu_new`)"));
+                }
+                for flag in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"] {
+                    if hf.opt::<bool>(flag)?.unwrap_or(false) {
+                        return refuse(format!("GPT-2 with `{flag}`"));
+                    }
+                }
+                if !hf.opt::<bool>("scale_attn_weights")?.unwrap_or(true) {
+                    return refuse("GPT-2 without `scale_attn_weights`".into());
+                }
+                DecoderConfig::new(
+                    hf.req("n_layer")?,
+                    d,
+                    n_head,
+                    n_head,
+                    hf.opt("n_inner")?.unwrap_or(4 * d),
+                    hf.req("vocab_size")?,
+                    hf.req("n_positions")?,
+                )
+                .with_arch(arch)
+                .with_norm_eps(hf.opt("layer_norm_epsilon")?.unwrap_or(1e-5))
+                .with_tied_embeddings(hf.opt("tie_word_embeddings")?.unwrap_or(true))
+            }
+            Arch::Llama | Arch::Qwen2 => {
+                let n_head: usize = hf.req("num_attention_heads")?;
+                let act = hf.opt::<String>("hidden_act")?.unwrap_or_else(|| "silu".into());
+                if act != "silu" {
+                    return refuse(format!("activation `{act}` (Ember runs SwiGLU, `silu`)"));
+                }
+                if let Some(scaling) = hf.opt::<serde_json::Value>("rope_scaling")? {
+                    return refuse(format!("RoPE scaling {scaling}"));
+                }
+                // transformers ≥ 5 writes `rope_parameters: {rope_theta, rope_type}`; older
+                // versions a top-level `rope_theta`.
+                let rope = hf.opt::<serde_json::Map<String, serde_json::Value>>("rope_parameters")?.unwrap_or_default();
+                if let Some(kind) = rope.get("rope_type").and_then(|t| t.as_str()).filter(|&t| t != "default") {
+                    return refuse(format!("RoPE scaling `{kind}`"));
+                }
+                let theta = match hf.opt::<f64>("rope_theta")? {
+                    Some(t) => t,
+                    None => rope.get("rope_theta").map_or(Ok(10000.0), |t| {
+                        t.as_f64().ok_or_else(|| Error::bad_key("rope_parameters.rope_theta (config.json)", "expected a number"))
+                    })?,
+                };
+                let layer_types = hf.opt::<Vec<String>>("layer_types")?.unwrap_or_default();
+                if let Some(t) = layer_types.iter().find(|t| *t != "full_attention") {
+                    return refuse(format!("`{t}` layers (Ember runs full attention)"));
+                }
+                for flag in ["attention_bias", "mlp_bias"] {
+                    if hf.opt::<bool>(flag)?.unwrap_or(false) {
+                        return refuse(format!("{name} with `{flag}`"));
+                    }
+                }
+                if hf.opt::<bool>("use_sliding_window")?.unwrap_or(false) {
+                    return refuse("sliding-window attention".into());
+                }
+                let config = DecoderConfig::new(
+                    hf.req("num_hidden_layers")?,
+                    hf.req("hidden_size")?,
+                    n_head,
+                    hf.opt("num_key_value_heads")?.unwrap_or(n_head),
+                    hf.req("intermediate_size")?,
+                    hf.req("vocab_size")?,
+                    hf.req("max_position_embeddings")?,
+                )
+                .with_arch(arch)
+                .with_rope_theta(theta)
+                .with_norm_eps(hf.opt("rms_norm_eps")?.unwrap_or(1e-6))
+                .with_tied_embeddings(hf.opt("tie_word_embeddings")?.unwrap_or(false));
+                if let Some(hd) = hf.opt::<usize>("head_dim")? {
+                    if config.n_head > 0 && hd * config.n_head != config.d_model {
+                        return refuse(format!("head width {hd} × {n_head} heads ≠ hidden size {}", config.d_model));
+                    }
+                }
+                config
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Whether a model of this family has a tensor in `slot` (all but `Output`, which only
+    /// untied models have).
+    fn has(&self, slot: Slot) -> bool {
+        let gpt2 = self.arch == Arch::Gpt2;
+        match slot {
+            Slot::Embed | Slot::FinalNorm | Slot::AttnNorm | Slot::O | Slot::FfnNorm | Slot::Up | Slot::Down | Slot::Output => true,
+            Slot::Q | Slot::K | Slot::V | Slot::Gate => !gpt2,
+            Slot::QBias | Slot::KBias | Slot::VBias => self.arch == Arch::Qwen2,
+            Slot::Positions | Slot::FinalNormBias | Slot::AttnNormBias | Slot::Qkv | Slot::QkvBias | Slot::OBias | Slot::FfnNormBias | Slot::UpBias | Slot::DownBias => gpt2,
+            Slot::Ignored => true,
+        }
+    }
+
+    /// Canonical row-major shape of a tensor in `slot`.
     fn expected_shape(&self, slot: Slot) -> Vec<usize> {
         let (d, q, kv, ff) = (self.d_model, self.n_head * self.head_dim(), self.n_kv_head * self.head_dim(), self.d_ff);
         match slot {
             Slot::Embed | Slot::Output => vec![self.vocab_size, d],
-            Slot::FinalNorm | Slot::AttnNorm | Slot::FfnNorm => vec![d],
+            Slot::Positions => vec![self.context_length, d],
+            Slot::FinalNorm | Slot::FinalNormBias | Slot::AttnNorm | Slot::AttnNormBias | Slot::FfnNorm | Slot::FfnNormBias | Slot::OBias | Slot::DownBias => vec![d],
             Slot::Q => vec![q, d],
+            Slot::QBias => vec![q],
             Slot::K | Slot::V => vec![kv, d],
+            Slot::KBias | Slot::VBias => vec![kv],
+            Slot::Qkv => vec![q + 2 * kv, d],
+            Slot::QkvBias => vec![q + 2 * kv],
             Slot::O => vec![d, q],
             Slot::Gate | Slot::Up => vec![ff, d],
+            Slot::UpBias => vec![ff],
             Slot::Down => vec![d, ff],
+            Slot::Ignored => vec![],
         }
     }
 }
 
-/// Splits `blk.12.attn_q.weight` into (`blk.N.attn_q.weight`, Some(12)).
+/// Splits `blk.12.attn_q.weight` into (`blk.N.attn_q.weight`, Some(12)): the first dotted
+/// segment that is a number is the block index, in every naming scheme.
 fn pattern_of(name: &str) -> (String, Option<usize>) {
-    if let Some(rest) = name.strip_prefix("blk.") {
-        if let Some((num, tail)) = rest.split_once('.') {
-            if let Ok(i) = num.parse::<usize>() {
-                return (format!("blk.N.{tail}"), Some(i));
+    let mut layer = None;
+    let parts: Vec<&str> = name
+        .split('.')
+        .map(|p| match p.parse::<usize>() {
+            Ok(i) if layer.is_none() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                layer = Some(i);
+                "N"
             }
-        }
-    }
-    (name.to_string(), None)
+            _ => p,
+        })
+        .collect();
+    (parts.join("."), layer)
 }
 
 /// Row-major `(rows, cols)` → `(cols, rows)`.
@@ -135,87 +338,262 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// Reorders the rows of a Q or K projection (or its bias: `cols` = 1) from Hugging Face's
+/// half-split RoPE layout, where a head's dims `i` and `i + head_dim/2` form a rotated pair, to
+/// the interleaved layout `Rope` uses, where dims `2i` and `2i + 1` do. Within each head, new
+/// row `2i + j` is old row `j·head_dim/2 + i`. This is convert_hf_to_gguf.py's `permute`
+/// (`reshape(heads, 2, head_dim/2, ..).swapaxes(1, 2)`), done in the one place every
+/// half-split source goes through; the golden tests against `transformers` prove it.
+pub fn rope_interleave(x: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = Vec::with_capacity(x.len());
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let old = h * head_dim + j * half + i;
+                out.extend_from_slice(&x[old * cols..(old + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// One tensor of a model file: its name, row-major shape, and how to read it as f32.
+pub struct Entry<'a> {
+    /// Name in the file.
+    pub name: String,
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    read: Box<dyn Fn() -> Result<Vec<f32>> + 'a>,
+}
+
+/// How the tensors of a file are to be read.
+struct Plan<'t> {
+    /// The format's name table.
+    table: &'t [(&'t str, Slot, Layout)],
+    /// Whether Q and K are stored in half-split RoPE order.
+    half_split_rope: bool,
+    /// `Some(tied)` when the metadata says whether the head is tied (HF); `None` when the
+    /// absence of an output tensor says so (GGUF).
+    tied: Option<bool>,
+    /// The format, for messages.
+    format: &'static str,
+}
+
 type Slots = std::collections::HashMap<(Slot, Option<usize>), Tensor<2>>;
 
-/// Builds the decoder from a parsed GGUF file. Every tensor in the file must map to a slot
-/// (an unexpected one is an error), every slot must be filled (a missing one is an error, but
-/// for `output.weight`, whose absence means a tied head), and every shape must match `config`.
-pub fn load_llama(
+/// Builds the decoder from a parsed GGUF file. Every tensor must map to a slot of this
+/// family (an unexpected one is an error), every slot must be filled (a missing one is an
+/// error, but for `output.weight`, whose absence means a tied head), and every shape must
+/// match `config`.
+pub fn load_gguf(
     gguf: &Gguf<'_>,
-    config: &LlamaConfig,
+    config: &DecoderConfig,
     max_positions: usize,
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<(Llama, LlamaConfig)> {
+) -> Result<(Decoder, DecoderConfig)> {
+    let entries = gguf
+        .tensors
+        .iter()
+        .map(|info| {
+            let name = info.name.clone();
+            Entry {
+                shape: info.shape(),
+                read: Box::new(move || gguf.tensor(&name).expect("listed tensor").to_f32()),
+                name: info.name.clone(),
+            }
+        })
+        .collect();
+    // llama.cpp runs `qwen2` with NeoX (half-split) RoPE on unpermuted weights.
+    let plan = Plan { table: GGUF_NAMES, half_split_rope: config.arch == Arch::Qwen2, tied: None, format: "GGUF" };
+    build(entries, &plan, config, max_positions, device, progress)
+}
+
+/// Builds the decoder from Hugging Face safetensors shards (`config` from `config.json`).
+/// A tensor may be in any shard, but in only one.
+pub fn load_safetensors(
+    shards: &[Safetensors<'_>],
+    config: &DecoderConfig,
+    max_positions: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Decoder, DecoderConfig)> {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for shard in shards {
+        for info in &shard.tensors {
+            if !seen.insert(info.name.as_str()) {
+                return Err(Error::tensor(&info.name, "is in more than one safetensors file"));
+            }
+            let name = info.name.clone();
+            entries.push(Entry { shape: info.shape.clone(), read: Box::new(move || shard.to_f32(&name)), name: info.name.clone() });
+        }
+    }
+    let gpt2 = config.arch == Arch::Gpt2;
+    if gpt2 {
+        for e in &mut entries {
+            if let Some(rest) = e.name.strip_prefix("transformer.") {
+                e.name = rest.to_string();
+            }
+        }
+    }
+    let plan = Plan {
+        table: if gpt2 { HF_GPT2_NAMES } else { HF_LLAMA_NAMES },
+        half_split_rope: !gpt2,
+        tied: Some(config.tied_embeddings),
+        format: "Hugging Face",
+    };
+    build(entries, &plan, config, max_positions, device, progress)
+}
+
+fn build(
+    entries: Vec<Entry<'_>>,
+    plan: &Plan<'_>,
+    config: &DecoderConfig,
+    max_positions: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Decoder, DecoderConfig)> {
+    let arch = config.arch.name();
+    let (hd, q, kv) = (config.head_dim(), config.n_head * config.head_dim(), config.n_kv_head * config.head_dim());
     let mut slots: Slots = Default::default();
-    for (i, info) in gguf.tensors.iter().enumerate() {
-        let (pattern, layer) = pattern_of(&info.name);
-        let &(_, slot, layout) = GGUF_LLAMA
-            .iter()
-            .find(|(p, _, _)| *p == pattern)
-            .ok_or_else(|| Error::tensor(&info.name, "is not part of a llama model (unexpected tensor)"))?;
-        if pattern.starts_with("blk.N.") && layer.is_none_or(|l| l >= config.n_layer) {
-            return Err(Error::tensor(&info.name, format!("block index is past the {} blocks", config.n_layer)));
-        }
-        let want = config.expected_shape(slot);
-        if info.shape() != want {
-            return Err(Error::tensor(&info.name, format!("has shape {:?}, expected {want:?}", info.shape())));
-        }
-        let view = gguf.tensor(&info.name).expect("listed tensor");
-        let values = view.to_f32()?;
-        if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-            return Err(Error::tensor(&info.name, format!("holds a non-finite value at element {bad}")));
-        }
-        let (rows, cols) = if want.len() == 2 { (want[0], want[1]) } else { (1, want[0]) };
-        let data = match layout {
-            Layout::AsIs => TensorData::new(values, [rows, cols]),
-            Layout::Transpose => TensorData::new(transpose(&values, rows, cols), [cols, rows]),
+    let mut put = |slot: Slot, layer: Option<usize>, values: Vec<f32>, shape: &[usize]| {
+        let data = match (slot, shape) {
+            // Projections: canonical (out, in) → burn's `Linear` [in, out].
+            (Slot::Output | Slot::Q | Slot::K | Slot::V | Slot::O | Slot::Gate | Slot::Up | Slot::Down, &[rows, cols]) => {
+                TensorData::new(transpose(&values, rows, cols), [cols, rows])
+            }
+            (_, &[rows, cols]) => TensorData::new(values, [rows, cols]),
+            (_, &[n]) => TensorData::new(values, [1, n]),
+            _ => unreachable!("shapes are checked against expected_shape"),
         };
         slots.insert((slot, layer), Tensor::from_data(data, device));
-        progress(i + 1, gguf.tensors.len());
+    };
+    let total = entries.len();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let (pattern, layer) = pattern_of(&entry.name);
+        let &(_, slot, layout) = plan
+            .table
+            .iter()
+            .find(|(p, _, _)| *p == pattern)
+            .filter(|(_, s, _)| config.has(*s))
+            .ok_or_else(|| Error::tensor(&entry.name, format!("is not part of a {} {arch} model (unexpected tensor)", plan.format)))?;
+        if pattern.contains(".N.") && layer.is_none_or(|l| l >= config.n_layer) {
+            return Err(Error::tensor(&entry.name, format!("block index is past the {} blocks", config.n_layer)));
+        }
+        progress(i + 1, total);
+        if slot == Slot::Ignored || (slot == Slot::Output && plan.tied == Some(true)) {
+            continue; // a tied head's copy (transformers re-ties it to the embedding on load)
+        }
+        let want = config.expected_shape(slot);
+        let stored: Vec<usize> = if layout == Conv1D { want.iter().rev().copied().collect() } else { want.clone() };
+        if entry.shape != stored {
+            return Err(Error::tensor(&entry.name, format!("has shape {:?}, expected {stored:?}", entry.shape)));
+        }
+        let mut values = (entry.read)()?;
+        if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::tensor(&entry.name, format!("holds a non-finite value at element {bad}")));
+        }
+        if layout == Conv1D {
+            values = transpose(&values, want[1], want[0]);
+        }
+        let cols = if want.len() == 2 { want[1] } else { 1 };
+        if plan.half_split_rope {
+            match slot {
+                Slot::Q | Slot::QBias => values = rope_interleave(&values, config.n_head, hd, cols),
+                Slot::K | Slot::KBias => values = rope_interleave(&values, config.n_kv_head, hd, cols),
+                _ => {}
+            }
+        }
+        match slot {
+            // GPT-2's fused projection: rows [0, q) are Q, then K, then V. (GPT-2 has no RoPE,
+            // so nothing here needs the permutation.)
+            Slot::Qkv | Slot::QkvBias => {
+                let bias = slot == Slot::QkvBias;
+                let parts = if bias { [Slot::QBias, Slot::KBias, Slot::VBias] } else { [Slot::Q, Slot::K, Slot::V] };
+                let mut at = 0;
+                for (part, rows) in parts.into_iter().zip([q, kv, kv]) {
+                    let chunk = values[at * cols..(at + rows) * cols].to_vec();
+                    let shape = if bias { vec![rows] } else { vec![rows, cols] };
+                    put(part, layer, chunk, &shape);
+                    at += rows;
+                }
+            }
+            _ => put(slot, layer, values, &want),
+        }
     }
 
-    let mut take = |slot: Slot, layer: Option<usize>| -> Result<Tensor<2>> {
-        slots.remove(&(slot, layer)).ok_or_else(|| {
-            let pattern = GGUF_LLAMA.iter().find(|r| r.1 == slot).expect("every slot has a row").0;
-            let name = layer.map_or(pattern.to_string(), |l| pattern.replace(".N.", &format!(".{l}.")));
+    // Shared by the closures below, each of which takes tensors out.
+    let slots = std::cell::RefCell::new(slots);
+    let take = |slot: Slot, layer: Option<usize>| -> Result<Tensor<2>> {
+        slots.borrow_mut().remove(&(slot, layer)).ok_or_else(|| {
+            // Name the tensor the file lacks (for a split part, the fused one).
+            let named = match slot {
+                Slot::Q | Slot::K | Slot::V if config.arch == Arch::Gpt2 => Slot::Qkv,
+                Slot::QBias | Slot::KBias | Slot::VBias if config.arch == Arch::Gpt2 => Slot::QkvBias,
+                s => s,
+            };
+            let pattern = plan.table.iter().find(|r| r.1 == named).map_or("?", |r| r.0);
+            let name = layer.map_or(pattern.to_string(), |l| pattern.replacen(".N.", &format!(".{l}."), 1));
             Error::tensor(&name, "is missing from the file")
         })
     };
-    let linear = |w: Tensor<2>| Linear { weight: Param::from_tensor(w), bias: None };
-    let eps = config.norm_eps;
-    let norm = |w: Tensor<2>| {
-        let [_, d] = w.dims();
-        RmsNorm { gamma: Param::from_tensor(w.reshape([d])), epsilon: eps }
+    let vector = |t: Tensor<2>| {
+        let [_, n] = t.dims();
+        t.reshape([n])
     };
-
+    let linear = |w: Slot, b: Option<Slot>, l: Option<usize>| -> Result<Linear> {
+        let weight = Param::from_tensor(take(w, l)?);
+        let bias = b.map(|b| take(b, l)).transpose()?.map(|t| Param::from_tensor(vector(t)));
+        Ok(Linear { weight, bias })
+    };
+    let eps = config.norm_eps;
+    let gpt2 = config.arch == Arch::Gpt2;
+    let norm = |w: Slot, b: Slot, l: Option<usize>| -> Result<Norm> {
+        let gamma = Param::from_tensor(vector(take(w, l)?));
+        Ok(if gpt2 {
+            // LayerNorm's epsilon is private: build one, then give it the file's weights.
+            let mut n = LayerNormConfig::new(config.d_model).with_epsilon(eps).init(device);
+            n.gamma = gamma;
+            n.beta = Some(Param::from_tensor(vector(take(b, l)?)));
+            Norm::Layer(n)
+        } else {
+            Norm::Rms(RmsNorm { gamma, epsilon: eps })
+        })
+    };
+    let qkv_bias = config.arch.qkv_bias();
+    let bias = |on: bool, s: Slot| on.then_some(s);
     let mut layers = Vec::with_capacity(config.n_layer);
     for l in (0..config.n_layer).map(Some) {
         layers.push(Block {
-            attn_norm: norm(take(Slot::AttnNorm, l)?),
+            attn_norm: norm(Slot::AttnNorm, Slot::AttnNormBias, l)?,
             attn: Attention {
-                wq: linear(take(Slot::Q, l)?),
-                wk: linear(take(Slot::K, l)?),
-                wv: linear(take(Slot::V, l)?),
-                wo: linear(take(Slot::O, l)?),
+                wq: linear(Slot::Q, bias(qkv_bias, Slot::QBias), l)?,
+                wk: linear(Slot::K, bias(qkv_bias, Slot::KBias), l)?,
+                wv: linear(Slot::V, bias(qkv_bias, Slot::VBias), l)?,
+                wo: linear(Slot::O, bias(gpt2, Slot::OBias), l)?,
                 n_head: config.n_head,
                 n_kv_head: config.n_kv_head,
-                head_dim: config.head_dim(),
+                head_dim: hd,
             },
-            ffn_norm: norm(take(Slot::FfnNorm, l)?),
-            mlp: Mlp { gate: linear(take(Slot::Gate, l)?), up: linear(take(Slot::Up, l)?), down: linear(take(Slot::Down, l)?) },
+            ffn_norm: norm(Slot::FfnNorm, Slot::FfnNormBias, l)?,
+            mlp: Mlp {
+                gate: (!gpt2).then(|| linear(Slot::Gate, None, l)).transpose()?,
+                up: linear(Slot::Up, bias(gpt2, Slot::UpBias), l)?,
+                down: linear(Slot::Down, bias(gpt2, Slot::DownBias), l)?,
+            },
         });
     }
     let embed = Embedding { weight: Param::from_tensor(take(Slot::Embed, None)?) };
-    let final_norm = norm(take(Slot::FinalNorm, None)?);
-    let output = take(Slot::Output, None).ok().map(linear);
-    let config = config.clone().with_tied_embeddings(output.is_none());
-    let model = Llama {
-        embed,
-        layers,
-        norm: final_norm,
-        output,
-        rope: Rope::new(config.head_dim(), max_positions, config.rope_theta, device),
+    let positions = gpt2.then(|| take(Slot::Positions, None)).transpose()?.map(|w| Embedding { weight: Param::from_tensor(w) });
+    let final_norm = norm(Slot::FinalNorm, Slot::FinalNormBias, None)?;
+    let output = match plan.tied {
+        Some(true) => None,
+        Some(false) => Some(linear(Slot::Output, None, None)?),
+        None => take(Slot::Output, None).ok().map(|w| Linear { weight: Param::from_tensor(w), bias: None }),
     };
+    let config = config.clone().with_tied_embeddings(output.is_none());
+    let model = Decoder::new(&config, embed, positions, layers, final_norm, output, max_positions, device);
     Ok((model, config))
 }

@@ -5,7 +5,7 @@
 
 use ember::gguf::writer::GgufWriter;
 use ember::gguf::{Gguf, Value};
-use ember::model::LlamaConfig;
+use ember::model::DecoderConfig;
 use ember::testkit::tiny_model_writer;
 use ember::{Backend, ChatTemplate, Engine, LoadOptions, Tokenizer};
 
@@ -278,7 +278,7 @@ fn load(bytes: &[u8]) -> ember::Result<Engine> {
 /// config, tokenizer, chat template.
 fn parse_all(bytes: &[u8]) -> ember::Result<()> {
     let g = Gguf::parse(bytes)?;
-    LlamaConfig::from_gguf(&g.metadata)?;
+    DecoderConfig::from_gguf(&g.metadata)?;
     let tok = Tokenizer::from_gguf(&g.metadata)?;
     if let Some(t) = g.metadata.opt::<String>("tokenizer.chat_template")? {
         ChatTemplate::new(&t, &tok.token_text(tok.bos()), &tok.token_text(tok.eos()))?.check()?;

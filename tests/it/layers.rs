@@ -3,7 +3,7 @@
 use burn::module::Param;
 use burn::nn::RmsNorm;
 use burn::tensor::{Device, Tensor, TensorData};
-use ember::model::llama::{attend, causal_mask, swiglu, Rope};
+use ember::model::decoder::{attend, causal_mask, swiglu, Rope};
 
 use crate::{assert_close, backends, f32s, json};
 

@@ -1,9 +1,11 @@
 //! Ember's integration tests: one binary (each test binary links all of burn).
 //!
 //! Golden values come from independent references (numpy, PyPI `gguf`, `tokenizers`,
-//! `jinja2`), made by `tests/fixtures/make_fixtures.py` and committed.
+//! `jinja2`, `transformers`), made by `tests/fixtures/make_fixtures.py` and
+//! `tests/fixtures/make_hf_models.py`, and committed.
 
 mod alloc;
+mod archs;
 mod chat;
 mod cli;
 mod engine;

@@ -25,7 +25,7 @@ fn read_f32(name: &str) -> Vec<f32> {
 fn model_card_figures() {
     let e = engine(Backend::Cpu).lock().unwrap();
     let info = e.info();
-    assert_eq!(info.config, ember::model::LlamaConfig::smollm2_135m());
+    assert_eq!(info.config, ember::model::DecoderConfig::smollm2_135m());
     assert_eq!(info.n_params, 134_515_008);
     assert_eq!(info.license.as_deref(), Some("apache-2.0"));
     assert!(info.has_chat_template);

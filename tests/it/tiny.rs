@@ -4,19 +4,19 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ember::gguf::Gguf;
-use ember::model::llama::KvCache;
-use ember::model::{load_llama, Llama, LlamaConfig};
+use ember::model::decoder::KvCache;
+use ember::model::{load_gguf, Decoder, DecoderConfig};
 
 use crate::{argmax, assert_close, backends, f32s, fixture, json, u32s};
 
-fn load(dev: &Device) -> (Llama, LlamaConfig) {
+fn load(dev: &Device) -> (Decoder, DecoderConfig) {
     let bytes = std::fs::read(fixture("tiny-llama.gguf")).unwrap();
     let g = Gguf::parse(&bytes).unwrap();
-    let config = LlamaConfig::from_gguf(&g.metadata).unwrap();
-    load_llama(&g, &config, 64, dev, &mut |_, _| {}).unwrap()
+    let config = DecoderConfig::from_gguf(&g.metadata).unwrap();
+    load_gguf(&g, &config, 64, dev, &mut |_, _| {}).unwrap()
 }
 
-fn run(model: &Llama, cache: &mut KvCache, ids: &[u32], dev: &Device) -> Vec<f32> {
+fn run(model: &Decoder, cache: &mut KvCache, ids: &[u32], dev: &Device) -> Vec<f32> {
     let data = TensorData::new(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), [1, ids.len()]);
     let logits = model.forward(Tensor::<2, Int>::from_data(data, dev), cache).unwrap();
     logits.into_data().try_into_vec::<f32>().unwrap()

@@ -1,8 +1,9 @@
 //! The wasm API (`WasmEngine`) in headless Chromium, through wasm-bindgen-test, in a dedicated
 //! worker as the app runs it: on WebGPU and on the CPU, the tiny model's greedy tokens equal
 //! the native engine's (`tests/fixtures/tiny-chat-greedy.json`, checked natively by
-//! `engine::tiny_model_greedy_tokens_for_the_browser_tests`), and a stop during prefill leaves
-//! the engine reusable. Run by `scripts/test-wasm`.
+//! `engine::tiny_model_greedy_tokens_for_the_browser_tests`), a stop during prefill leaves
+//! the engine reusable, and the tiny Llama, Qwen2 and GPT-2 models, as folders and as GGUF, give
+//! `transformers`' greedy tokens. Run by `scripts/test`.
 #![cfg(target_arch = "wasm32")]
 
 use ember::testkit::tiny_model_bytes;
@@ -116,4 +117,71 @@ async fn classroom_calls_peek_commit_and_pipeline() {
     let cands = rust(JsFuture::from(engine.peek()).await.unwrap());
     let second = cands[1]["token"].as_u64().unwrap() as u32;
     assert_eq!(rust(engine.commit(Some(second)).unwrap())["token"], second);
+}
+
+/// The tiny Llama, Qwen2 and GPT-2 models (`tests/fixtures/make_hf_models.py`), as Hugging Face
+/// folders and as GGUF: in the browser, their greedy tokens are `transformers`' own.
+mod archs {
+    use super::*;
+    use ember::hf::HfFolder;
+    use ember::wasm::Source;
+
+    macro_rules! files {
+        ($arch:literal: $($name:literal),*) => {
+            vec![$(($name.to_string(), include_bytes!(concat!("../fixtures/hf/", $arch, "/", $name)).to_vec())),*]
+        };
+    }
+
+    fn source(arch: &str, gguf: bool) -> Source {
+        if gguf {
+            return Source::Gguf(match arch {
+                "llama" => include_bytes!("../fixtures/hf/llama.gguf").to_vec(),
+                "qwen2" => include_bytes!("../fixtures/hf/qwen2.gguf").to_vec(),
+                _ => include_bytes!("../fixtures/hf/gpt2.gguf").to_vec(),
+            });
+        }
+        let files = match arch {
+            "llama" => files!("llama": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                "model.safetensors.index.json", "model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors",
+                "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors"),
+            "qwen2" => files!("qwen2": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"),
+            _ => files!("gpt2": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"),
+        };
+        Source::Folder(HfFolder::new(files))
+    }
+
+    fn fixture(arch: &str) -> serde_json::Value {
+        serde_json::from_str(match arch {
+            "llama" => include_str!("../fixtures/hf/llama.json"),
+            "qwen2" => include_str!("../fixtures/hf/qwen2.json"),
+            _ => include_str!("../fixtures/hf/gpt2.json"),
+        })
+        .unwrap()
+    }
+
+    async fn greedy_is_transformers(arch: &str, gguf: bool, backend: &str) {
+        let fx = fixture(arch);
+        let what = format!("{arch} {} on {backend}", if gguf { "gguf" } else { "folder" });
+        let engine = WasmEngine::load_source(source(arch, gguf), backend, JsValue::UNDEFINED, None).await.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        assert_eq!(rust(engine.info().unwrap())["architecture"], arch, "{what}");
+        let case = &fx["cases"][0];
+        engine.start(js(&serde_json::json!({ "ids": case["ids"] })), greedy(case["greedy"].as_array().unwrap().len())).unwrap();
+        assert_eq!(serde_json::json!(tokens(&engine).await), case["greedy"], "{what}");
+    }
+
+    #[wasm_bindgen_test]
+    async fn cpu_all_families_both_formats() {
+        for arch in ["llama", "qwen2", "gpt2"] {
+            for gguf in [false, true] {
+                greedy_is_transformers(arch, gguf, "cpu").await;
+            }
+        }
+    }
+
+    #[wasm_bindgen_test]
+    async fn webgpu_all_families() {
+        for arch in ["llama", "qwen2", "gpt2"] {
+            greedy_is_transformers(arch, false, "webgpu").await;
+        }
+    }
 }

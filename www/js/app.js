@@ -56,7 +56,8 @@ function describeStatus() {
   if (k.key === "ready" || k.key === "generating" || k.key === "prefill") {
     const i = host.info;
     const where = (host.backend === "webgpu" ? t("onGpu") : t("onCpu")) + (host.why ? ` (${host.why()})` : "");
-    const base = `${i.name || "model"} · ${t("params", { n: count(i.n_params) })} · ${where} · ${t("loadedIn", { s: host.loadS.toFixed(1) })}`;
+    let base = `${i.name || "model"} · ${t("params", { n: count(i.n_params) })} · ${where} · ${t("loadedIn", { s: host.loadS.toFixed(1) })}`;
+    if (!i.has_chat_template) base += ` · ${t("completion")}`;
     if (k.key === "generating") return `${base} · ${t("generating")}`;
     if (k.key === "prefill") return `${base} · ${t("prefilling", k.vars)}`;
     return base;
@@ -161,6 +162,12 @@ function onLoadMessage(attempt, data) {
       showStatus("ready");
       setState("ready");
       requestFit();
+      // A base model continues text: no system prompt, and the composer says so.
+      const base = !data.info.has_chat_template;
+      $("system-box").hidden = base;
+      $("message").dataset.i18nPlaceholder = base ? "messagePlaceholderCompletion" : "messagePlaceholder";
+      $("message").placeholder = t($("message").dataset.i18nPlaceholder);
+      if (base) notice(t("completionMode"), "info");
       break;
     }
     case "error":
@@ -615,6 +622,9 @@ function renderModelCard() {
   const c = i.config;
   const rows = [
     ["card_arch", i.architecture + (i.name ? ` · ${i.name}` : "")],
+    ["card_format", i.format],
+    ["card_mode", i.has_chat_template ? t("modeChat") : t("modeCompletion")],
+    ["card_positions", i.architecture === "gpt2" ? t("posLearned") : t("posRope", { theta: c.rope_theta.toLocaleString("en-US") })],
     ["card_params", `${count(i.n_params)} (${i.n_params.toLocaleString("en-US")})`],
     ["card_layers", c.n_layer], ["card_heads", `${c.n_head} / ${c.n_kv_head}`],
     ["card_width", c.d_model], ["card_ffn", c.d_ff], ["card_vocab", c.vocab_size],
@@ -771,7 +781,14 @@ function wire() {
     if (url) loadModel({ url: new URL(url, location.href).href }, pref());
   });
   $("model-url").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("load-url").click(); } });
-  $("model-file").addEventListener("change", (e) => { const f = e.target.files[0]; if (f) loadModel({ file: f }, pref()); });
+  // One .gguf, or a model folder's files (picked together, or as a folder).
+  const pickFiles = (list) => {
+    const files = [...list];
+    if (files.length === 1 && !files[0].name.endsWith(".json")) loadModel({ file: files[0] }, pref());
+    else if (files.length) loadModel({ files }, pref());
+  };
+  $("model-file").addEventListener("change", (e) => pickFiles(e.target.files));
+  $("model-folder").addEventListener("change", (e) => pickFiles(e.target.files));
 
   // Drag and drop a .gguf anywhere on the page.
   let depth = 0;
@@ -784,9 +801,9 @@ function wire() {
     e.preventDefault();
     depth = 0;
     overlay.hidden = true;
-    const f = e.dataTransfer?.files?.[0];
-    if (!f) return;
-    if (f.name.endsWith(".json")) importFile(f); else loadModel({ file: f }, pref());
+    const files = [...(e.dataTransfer?.files || [])];
+    if (!files.length) return;
+    if (files.length === 1 && files[0].name.endsWith(".json")) importFile(files[0]); else pickFiles(files);
   });
 
   $("lang").addEventListener("change", () => {

@@ -1,17 +1,59 @@
-//! A Llama-style decoder in burn: token embedding, RMSNorm, RoPE on interleaved pairs,
-//! grouped-query attention with a preallocated KV cache, SwiGLU, and an output head that may
-//! be tied to the embedding. Activations are f32 throughout.
+//! The decoder of the GPT-style families Ember runs, in burn: Llama (RMSNorm, RoPE, grouped-query
+//! attention, SwiGLU), Qwen2 (Llama with q/k/v biases) and GPT-2 (LayerNorm with bias, learned
+//! positions, biased projections, a GELU MLP). One module serves all three; `Arch` says which
+//! parts a model has. The KV cache is preallocated; activations are f32 throughout.
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The shape of a Llama-style decoder.
+/// A decoder family: which norm, positions, biases and feed-forward network a model has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Llama (SmolLM2, TinyLlama, Llama 3): RMSNorm, RoPE, SwiGLU, no biases.
+    Llama,
+    /// Qwen2 (Qwen2, Qwen2.5): Llama with biases on the q, k and v projections.
+    Qwen2,
+    /// GPT-2: LayerNorm, learned absolute positions, biases everywhere, GELU (tanh) MLP.
+    Gpt2,
+}
+
+impl Arch {
+    /// The family a GGUF `general.architecture` or HF `model_type` names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Arch::Llama),
+            "qwen2" => Some(Arch::Qwen2),
+            "gpt2" => Some(Arch::Gpt2),
+            _ => None,
+        }
+    }
+    /// Its name in GGUF and in `config.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Gpt2 => "gpt2",
+        }
+    }
+    /// GPT-2 is the one with LayerNorm, learned positions, biased outputs and no gate.
+    fn is_gpt2(self) -> bool {
+        self == Arch::Gpt2
+    }
+    /// Whether the q, k and v projections have biases.
+    pub fn qkv_bias(self) -> bool {
+        self != Arch::Llama
+    }
+}
+
+/// The shape of a decoder.
 #[derive(Config, Debug, PartialEq)]
-pub struct LlamaConfig {
+pub struct DecoderConfig {
     /// Number of decoder blocks.
     pub n_layer: usize,
     /// Width of the residual stream (the embedding width).
@@ -20,19 +62,22 @@ pub struct LlamaConfig {
     pub n_head: usize,
     /// Number of key/value heads; fewer than `n_head` means grouped-query attention.
     pub n_kv_head: usize,
-    /// Hidden width of the SwiGLU feed-forward network.
+    /// Hidden width of the feed-forward network.
     pub d_ff: usize,
     /// Vocabulary size (rows of the token embedding).
     pub vocab_size: usize,
-    /// Context length the model was trained with.
+    /// Context length the model was trained with (GPT-2: rows of the position embedding).
     pub context_length: usize,
-    /// RoPE base frequency θ.
+    /// The family, which decides the norm, positions, biases and feed-forward network.
+    #[config(default = "Arch::Llama")]
+    pub arch: Arch,
+    /// RoPE base frequency θ (unused by GPT-2).
     #[config(default = 10000.0)]
     pub rope_theta: f64,
-    /// RMSNorm epsilon.
+    /// RMSNorm (or GPT-2's LayerNorm) epsilon.
     #[config(default = 1e-5)]
     pub norm_eps: f64,
-    /// Whether the output head reuses the token embedding (no `output.weight` in the file).
+    /// Whether the output head reuses the token embedding.
     #[config(default = true)]
     pub tied_embeddings: bool,
 }
@@ -40,10 +85,7 @@ pub struct LlamaConfig {
 /// 1e-5 as GGUF stores it (an f32), so presets equal what files give.
 const GGUF_EPS: f64 = 1e-5_f32 as f64;
 
-/// The model's configuration as read from a file (one architecture for now).
-pub type ModelConfig = LlamaConfig;
-
-impl LlamaConfig {
+impl DecoderConfig {
     /// SmolLM2-135M (and -Instruct): 30 blocks of width 576, 9 heads over 3 KV heads.
     pub fn smollm2_135m() -> Self {
         Self::new(30, 576, 9, 3, 1536, 49152, 8192).with_rope_theta(100_000.0).with_norm_eps(GGUF_EPS)
@@ -54,6 +96,16 @@ impl LlamaConfig {
         Self::new(32, 960, 15, 5, 2560, 49152, 8192).with_rope_theta(100_000.0).with_norm_eps(GGUF_EPS)
     }
 
+    /// Qwen2.5-0.5B: 24 blocks of width 896, 14 heads over 2 KV heads, tied head.
+    pub fn qwen2_5_0_5b() -> Self {
+        Self::new(24, 896, 14, 2, 4864, 151936, 32768).with_arch(Arch::Qwen2).with_rope_theta(1_000_000.0).with_norm_eps(1e-6)
+    }
+
+    /// GPT-2 (124M): 12 blocks of width 768, 12 heads, 1024 positions, tied head.
+    pub fn gpt2_124m() -> Self {
+        Self::new(12, 768, 12, 12, 3072, 50257, 1024).with_arch(Arch::Gpt2)
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_head
@@ -61,10 +113,14 @@ impl LlamaConfig {
 
     /// Parameters of a model of this shape.
     pub fn n_params(&self) -> usize {
-        let (d, kv) = (self.d_model, self.n_kv_head * self.head_dim());
-        let block = 2 * d + 2 * d * d + 2 * d * kv + 3 * d * self.d_ff;
+        let (d, q, kv, ff) = (self.d_model, self.n_head * self.head_dim(), self.n_kv_head * self.head_dim(), self.d_ff);
+        let gpt2 = self.arch.is_gpt2();
+        let norm = if gpt2 { 2 * d } else { d };
+        let attn = d * q + 2 * d * kv + q * d + if self.arch.qkv_bias() { q + 2 * kv } else { 0 } + if gpt2 { d } else { 0 };
+        let mlp = if gpt2 { 2 * d * ff + ff + d } else { 3 * d * ff };
         let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
-        self.vocab_size * d + self.n_layer * block + d + head
+        let positions = if gpt2 { self.context_length * d } else { 0 };
+        self.vocab_size * d + positions + self.n_layer * (2 * norm + attn + mlp) + norm + head
     }
 
     /// Checks that the shape is one the decoder can run, so that no later step panics.
@@ -89,45 +145,86 @@ impl LlamaConfig {
         if self.n_head % self.n_kv_head != 0 {
             return bad(format!("{} heads cannot be grouped over {} KV heads", self.n_head, self.n_kv_head));
         }
-        if self.head_dim() % 2 != 0 {
-            return bad(format!("head width {} is odd; RoPE rotates pairs", self.head_dim()));
-        }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
-            return bad(format!("RoPE base {} is not a finite number above 1", self.rope_theta));
+        if self.arch.is_gpt2() {
+            if self.n_kv_head != self.n_head {
+                return bad(format!("GPT-2 with {} KV heads for {} heads", self.n_kv_head, self.n_head));
+            }
+        } else {
+            if self.head_dim() % 2 != 0 {
+                return bad(format!("head width {} is odd; RoPE rotates pairs", self.head_dim()));
+            }
+            if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+                return bad(format!("RoPE base {} is not a finite number above 1", self.rope_theta));
+            }
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
-            return bad(format!("RMSNorm epsilon {} must be positive", self.norm_eps));
+            let norm = if self.arch.is_gpt2() { "LayerNorm" } else { "RMSNorm" };
+            return bad(format!("{norm} epsilon {} must be positive", self.norm_eps));
         }
         Ok(())
     }
 
+    /// A norm of this model's kind.
+    fn init_norm(&self, device: &Device) -> Norm {
+        if self.arch.is_gpt2() {
+            Norm::Layer(LayerNormConfig::new(self.d_model).with_epsilon(self.norm_eps).init(device))
+        } else {
+            Norm::Rms(RmsNormConfig::new(self.d_model).with_epsilon(self.norm_eps).init(device))
+        }
+    }
+
     /// A model with freshly initialised (random) weights, for tests and shape checks.
-    pub fn init(&self, device: &Device) -> Llama {
-        let (d, hd) = (self.d_model, self.head_dim());
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
-        let norm = || RmsNormConfig::new(d).with_epsilon(self.norm_eps).init(device);
+    pub fn init(&self, max_positions: usize, device: &Device) -> Decoder {
+        let (d, hd, gpt2) = (self.d_model, self.head_dim(), self.arch.is_gpt2());
+        let linear = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
         let layers = (0..self.n_layer)
             .map(|_| Block {
-                attn_norm: norm(),
+                attn_norm: self.init_norm(device),
                 attn: Attention {
-                    wq: linear(d, self.n_head * hd),
-                    wk: linear(d, self.n_kv_head * hd),
-                    wv: linear(d, self.n_kv_head * hd),
-                    wo: linear(self.n_head * hd, d),
+                    wq: linear(d, self.n_head * hd, self.arch.qkv_bias()),
+                    wk: linear(d, self.n_kv_head * hd, self.arch.qkv_bias()),
+                    wv: linear(d, self.n_kv_head * hd, self.arch.qkv_bias()),
+                    wo: linear(self.n_head * hd, d, gpt2),
                     n_head: self.n_head,
                     n_kv_head: self.n_kv_head,
                     head_dim: hd,
                 },
-                ffn_norm: norm(),
-                mlp: Mlp { gate: linear(d, self.d_ff), up: linear(d, self.d_ff), down: linear(self.d_ff, d) },
+                ffn_norm: self.init_norm(device),
+                mlp: Mlp {
+                    gate: (!gpt2).then(|| linear(d, self.d_ff, false)),
+                    up: linear(d, self.d_ff, gpt2),
+                    down: linear(self.d_ff, d, gpt2),
+                },
             })
             .collect();
-        Llama {
-            embed: EmbeddingConfig::new(self.vocab_size, d).init(device),
+        Decoder::new(
+            self,
+            EmbeddingConfig::new(self.vocab_size, d).init(device),
+            gpt2.then(|| EmbeddingConfig::new(self.context_length, d).init(device)),
             layers,
-            norm: norm(),
-            output: (!self.tied_embeddings).then(|| linear(d, self.vocab_size)),
-            rope: Rope::new(hd, self.context_length, self.rope_theta, device),
+            self.init_norm(device),
+            (!self.tied_embeddings).then(|| linear(d, self.vocab_size, false)),
+            max_positions,
+            device,
+        )
+    }
+}
+
+/// RMSNorm (Llama, Qwen2) or LayerNorm with a bias (GPT-2).
+#[derive(Module, Debug)]
+pub enum Norm {
+    /// `x / rms(x) · γ`.
+    Rms(RmsNorm),
+    /// `(x − mean) / std · γ + β`.
+    Layer(LayerNorm),
+}
+
+impl Norm {
+    /// Normalises the last axis.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Norm::Rms(n) => n.forward(x),
+            Norm::Layer(n) => n.forward(x),
         }
     }
 }
@@ -136,7 +233,9 @@ impl LlamaConfig {
 ///
 /// This is llama.cpp's "normal" RoPE, the convention of GGUF `llama` files: the converter
 /// (convert_hf_to_gguf.py) permuted the rows of Q and K from Hugging Face's half-split
-/// ("rotate_half") order, so the weights are used as stored. Proven by the golden tests.
+/// ("rotate_half") order, so those weights are used as stored. Sources still in half-split order
+/// (Hugging Face Llama and Qwen2 weights, GGUF `qwen2`, which llama.cpp runs as "NeoX" RoPE) are
+/// permuted into this order once, at load (`weights::rope_interleave`). Proven by the golden tests.
 #[derive(Debug, Clone)]
 pub struct Rope {
     /// cos(pos · θ^(-2i/d)) for every position. // [max_pos, head_dim/2]
@@ -199,7 +298,7 @@ pub struct KvCache {
 
 impl KvCache {
     /// A cache for `capacity` positions of a model of shape `config`.
-    pub fn new(config: &LlamaConfig, capacity: usize, device: &Device) -> Self {
+    pub fn new(config: &DecoderConfig, capacity: usize, device: &Device) -> Self {
         let shape = [1, config.n_kv_head, capacity, config.head_dim()];
         let zeros = || (0..config.n_layer).map(|_| Tensor::zeros(shape, device)).collect();
         KvCache { k: zeros(), v: zeros(), len: 0, capacity }
@@ -226,11 +325,12 @@ impl KvCache {
     }
 }
 
-/// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
+/// The feed-forward network: SwiGLU `down(silu(gate(x)) · up(x))` when it has a gate (Llama,
+/// Qwen2), GPT-2's `down(gelu(up(x)))` (`c_fc`, `c_proj`, tanh GELU as HF's `gelu_new`) when not.
 #[derive(Module, Debug)]
 pub struct Mlp {
-    /// Gate projection, `[d_model, d_ff]`.
-    pub gate: Linear,
+    /// Gate projection, `[d_model, d_ff]`; `None` for GPT-2.
+    pub gate: Option<Linear>,
     /// Up projection, `[d_model, d_ff]`.
     pub up: Linear,
     /// Down projection, `[d_ff, d_model]`.
@@ -240,7 +340,10 @@ pub struct Mlp {
 impl Mlp {
     /// `[batch, seq, d_model]` → `[batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = swiglu(self.gate.forward(x.clone()), self.up.forward(x)); // [batch, seq, d_ff]
+        let h = match &self.gate {
+            Some(gate) => swiglu(gate.forward(x.clone()), self.up.forward(x)),
+            None => activation::gelu_approximate(self.up.forward(x)),
+        }; // [batch, seq, d_ff]
         self.down.forward(h)
     }
 }
@@ -275,7 +378,7 @@ impl Attention {
     pub fn forward(
         &self,
         x: Tensor<3>,
-        rope: &Rope,
+        rope: Option<&Rope>,
         mask: Option<&Tensor<5>>,
         cache_k: &mut Tensor<4>,
         cache_v: &mut Tensor<4>,
@@ -286,8 +389,12 @@ impl Attention {
         let q = self.wq.forward(x.clone()).reshape([b, t, nh, hd]);
         let k = self.wk.forward(x.clone()).reshape([b, t, nkv, hd]);
         let v = self.wv.forward(x).reshape([b, t, nkv, hd]);
-        let q = rope.apply(q, pos0).swap_dims(1, 2); // [batch, heads, seq, head_dim]
-        let k = rope.apply(k, pos0).swap_dims(1, 2); // [batch, kv_heads, seq, head_dim]
+        let (q, k) = match rope {
+            Some(rope) => (rope.apply(q, pos0), rope.apply(k, pos0)),
+            None => (q, k),
+        };
+        let q = q.swap_dims(1, 2); // [batch, heads, seq, head_dim]
+        let k = k.swap_dims(1, 2); // [batch, kv_heads, seq, head_dim]
         let v = v.swap_dims(1, 2); // [batch, kv_heads, seq, head_dim]
 
         let end = pos0 + t;
@@ -335,36 +442,62 @@ pub fn causal_mask(past: usize, seq: usize, device: &Device) -> Option<Tensor<5>
     Some(Tensor::from_data(TensorData::new(data, [1, 1, 1, seq, keys]), device))
 }
 
-/// One decoder block: pre-norm attention and pre-norm SwiGLU, each with a residual.
+/// One decoder block: pre-norm attention and a pre-norm feed-forward network, each with a
+/// residual (the same order in all three families).
 #[derive(Module, Debug)]
 pub struct Block {
     /// Norm before attention.
-    pub attn_norm: RmsNorm,
+    pub attn_norm: Norm,
     /// Self-attention.
     pub attn: Attention,
     /// Norm before the feed-forward network.
-    pub ffn_norm: RmsNorm,
+    pub ffn_norm: Norm,
     /// Feed-forward network.
     pub mlp: Mlp,
 }
 
 /// The decoder.
 #[derive(Module, Debug)]
-pub struct Llama {
+pub struct Decoder {
     /// Token embedding, `[vocab, d_model]`.
     pub embed: Embedding,
+    /// Learned absolute positions, `[context, d_model]` (GPT-2); `None` with RoPE.
+    pub positions: Option<Embedding>,
     /// Decoder blocks.
     pub layers: Vec<Block>,
     /// Final norm.
-    pub norm: RmsNorm,
+    pub norm: Norm,
     /// Output head `[d_model, vocab]`; `None` when tied to the embedding.
     pub output: Option<Linear>,
-    /// RoPE tables: constants, not parameters.
+    /// RoPE tables (constants, not parameters); `None` with learned positions.
     #[module(skip)]
-    pub rope: Rope,
+    pub rope: Option<Rope>,
+    /// Positions the model can take: the RoPE tables' or the position embedding's length.
+    #[module(skip)]
+    pub max_pos: usize,
 }
 
-impl Llama {
+impl Decoder {
+    /// Assembles a decoder of shape `config` from its parts, with RoPE tables for
+    /// `max_positions` positions unless the model has learned ones.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: &DecoderConfig,
+        embed: Embedding,
+        positions: Option<Embedding>,
+        layers: Vec<Block>,
+        norm: Norm,
+        output: Option<Linear>,
+        max_positions: usize,
+        device: &Device,
+    ) -> Self {
+        let (rope, max_pos) = match &positions {
+            Some(p) => (None, p.weight.dims()[0].min(max_positions)),
+            None => (Some(Rope::new(config.head_dim(), max_positions, config.rope_theta, device)), max_positions),
+        };
+        Decoder { embed, positions, layers, norm, output, rope, max_pos }
+    }
+
     /// Runs `tokens` (the positions after those in `cache`) through the decoder, appends their
     /// keys and values to the cache, and returns the logits of the last position only.
     ///
@@ -373,17 +506,21 @@ impl Llama {
         let [_, seq] = tokens.dims();
         let pos0 = cache.len();
         let needed = pos0 + seq;
-        let limit = cache.capacity().min(self.rope.max_pos());
+        let limit = cache.capacity().min(self.max_pos);
         if seq == 0 || needed > limit {
             return Err(Error::ContextFull { needed, limit });
         }
         let device = tokens.device();
         let mask = causal_mask(pos0, seq, &device);
         let mut x = self.embed.forward(tokens); // [1, seq, d_model]
+        if let Some(positions) = &self.positions {
+            let at = Tensor::<1, Int>::arange(pos0 as i64..needed as i64, &device).reshape([1, seq]);
+            x = x + positions.forward(at); // [1, seq, d_model]
+        }
         for (i, block) in self.layers.iter().enumerate() {
             let h = block.attn.forward(
                 block.attn_norm.forward(x.clone()),
-                &self.rope,
+                self.rope.as_ref(),
                 mask.as_ref(),
                 &mut cache.k[i],
                 &mut cache.v[i],

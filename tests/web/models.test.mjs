@@ -1,0 +1,179 @@
+// The decoder families in the browser: tiny random Llama, Qwen2 and GPT-2 models
+// (tests/fixtures/make_hf_models.py), each as a Hugging Face folder and as GGUF, loaded the ways a
+// user loads them (a base URL, picked files, a picked folder, a GGUF URL). Each must show the right
+// model card and answer with the greedy continuation `transformers` computed.
+// Usage: node tests/web/models.test.mjs [dist-dir]
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { serve, browser, check, report, assert, assertEq, assertClean, exportJson, waitState, sendMessage, artifacts } from "./harness.mjs";
+
+const dist = resolve(process.argv[2] || "dist");
+const hf = resolve("tests/fixtures/hf");
+const fx = Object.fromEntries(["llama", "qwen2", "gpt2"].map((a) => [a, JSON.parse(readFileSync(join(hf, `${a}.json`), "utf8"))]));
+// A folder whose index points at another origin: the worker must not follow it.
+const evil = mkdtempSync(join(tmpdir(), "ember-evil-"));
+for (const n of ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]) copyFileSync(join(hf, "qwen2", n), join(evil, n));
+const elsewhere = await serve({ "/": evil });
+writeFileSync(join(evil, "model.safetensors.index.json"), JSON.stringify({ weight_map: { "model.embed_tokens.weight": `${elsewhere.origin}/model.safetensors` } }));
+const site = await serve({ "/sub/": dist, "/hf/": hf, "/evil/": evil });
+const origin = site.origin;
+
+/** A fresh profile, the app with `query`; resolves once the model is ready. */
+async function open(query, backend = "cpu") {
+  const b = await browser({ origin });
+  await b.page.goto(`${origin}/sub/?backend=${backend}&temperature=0&max_tokens=12${query}`);
+  return b;
+}
+
+async function card(page) {
+  await page.getByRole("button", { name: "Model" }).click();
+  const text = await page.locator("#model-card").textContent();
+  await page.keyboard.press("Escape");
+  return text;
+}
+
+/** The card's figures for `arch` as its fixture's config gives them. */
+function cardFigures(arch, format) {
+  const c = fx[arch].config;
+  const gpt2 = arch === "gpt2";
+  return [
+    `Architecture${arch}`, `Format${format}`,
+    `Layers${gpt2 ? c.n_layer : c.num_hidden_layers}`, `Embedding width${gpt2 ? c.n_embd : c.hidden_size}`,
+    `Heads / KV heads${gpt2 ? `${c.n_head} / ${c.n_head}` : `${c.num_attention_heads} / ${c.num_key_value_heads}`}`,
+    `Context used / trained128 / 128`,
+    `Mode${fx[arch].chat ? "chat" : "completion"}`,
+    `Positions${gpt2 ? "learned" : `RoPE, θ = ${(c.rope_parameters?.rope_theta ?? c.rope_theta).toLocaleString("en-US")}`}`,
+  ];
+}
+
+/** Sends the fixture's prompt (its conversation, or for a base model its first text) and
+ *  checks the answer against the greedy continuation `transformers` computed. */
+async function answerMatches(page, arch, what) {
+  const f = fx[arch];
+  if (f.chat) {
+    assert(await page.locator("#system-box").isVisible(), "a chat model has a system prompt");
+    await page.locator("#system-box summary").click();
+    await page.getByRole("textbox", { name: "System prompt" }).fill(f.chat.messages[0].content);
+    await sendMessage(page, f.chat.messages[1].content);
+  } else {
+    await sendMessage(page, f.encodings[1].text);
+  }
+  const conv = JSON.parse(await exportJson(page)).conversation;
+  const answer = Object.values(conv.nodes).find((n) => n.role === "assistant");
+  const want = f.cases[f.chat ? 2 : 0].greedy_text;
+  assertEq(answer.content, want, `${what}: greedy answer`);
+}
+
+const summary = [];
+try {
+  for (const arch of ["llama", "qwen2", "gpt2"]) {
+    await check(`${arch}: a Hugging Face folder by base URL: model card and transformers' greedy answer`, async () => {
+      const b = await open(`&model=${encodeURIComponent(`../hf/${arch}/`)}`);
+      try {
+        await waitState(b.page, "ready", 60_000);
+        const text = await card(b.page);
+        for (const want of cardFigures(arch, "safetensors")) assert(text.includes(want), `card lacks ${want}: ${text}`);
+        // The folder's name stands in for the name config.json does not give.
+        const status = await b.page.getByTestId("status").textContent();
+        assert(status.startsWith(`${arch} ·`), status);
+        if (!fx[arch].chat) {
+          const n = await b.page.locator("#notice").textContent();
+          assert(/completion mode/.test(n), `base model notice: ${n}`);
+          assert(/completion mode/.test(status), status);
+          assert(await b.page.locator("#system-box").isHidden(), "no system prompt for a base model");
+          assert(/continues it/.test(await b.page.getByRole("textbox", { name: "Message" }).getAttribute("placeholder")), "composer hint");
+        }
+        await answerMatches(b.page, arch, `${arch} folder`);
+        await b.page.screenshot({ path: join(artifacts, `model-${arch}.png`) });
+        // The folder's files were fetched from the site only (a base URL, one request per file).
+        const paths = site.requests.map((r) => r.path).filter((p) => p.startsWith(`/hf/${arch}/`));
+        assert(paths.includes(`/hf/${arch}/config.json`) && paths.some((p) => p.endsWith(".safetensors")), paths.join(" "));
+        assertClean(b);
+        summary.push(`${arch} folder`);
+      } finally { await b.close(); }
+    });
+
+    await check(`${arch}: the GGUF conversion by URL gives the same answer`, async () => {
+      const b = await open(`&model=${encodeURIComponent(`../hf/${arch}.gguf`)}`);
+      try {
+        await waitState(b.page, "ready", 60_000);
+        const text = await card(b.page);
+        for (const want of cardFigures(arch, "GGUF")) assert(text.includes(want), `card lacks ${want}: ${text}`);
+        await answerMatches(b.page, arch, `${arch} gguf`);
+        assertClean(b);
+      } finally { await b.close(); }
+    });
+  }
+
+  await check("picked files (a sharded Llama folder's files, several at once) load", async () => {
+    const b = await open("&model=../hf/qwen2.gguf");
+    try {
+      await waitState(b.page, "ready", 60_000);
+      await b.page.getByRole("button", { name: "Model" }).click();
+      const dir = join(hf, "llama");
+      await b.page.locator("#model-file").setInputFiles(readdirSync(dir).map((n) => join(dir, n)));
+      await b.page.waitForFunction(() => document.querySelector("#model-card")?.textContent.includes("Architecturellama"), null, { timeout: 60_000 });
+      await b.page.keyboard.press("Escape");
+      await waitState(b.page, "ready", 60_000);
+      await answerMatches(b.page, "llama", "llama picked files");
+      assertClean(b);
+    } finally { await b.close(); }
+  });
+
+  await check("a picked folder loads (GPT-2, completion mode)", async () => {
+    const b = await open("&model=../hf/qwen2.gguf");
+    try {
+      await waitState(b.page, "ready", 60_000);
+      await b.page.getByRole("button", { name: "Model" }).click();
+      await b.page.locator("#model-folder").setInputFiles(join(hf, "gpt2"));
+      await b.page.waitForFunction(() => document.querySelector("#model-card")?.textContent.includes("Architecturegpt2"), null, { timeout: 60_000 });
+      await b.page.keyboard.press("Escape");
+      await waitState(b.page, "ready", 60_000);
+      await answerMatches(b.page, "gpt2", "gpt2 picked folder");
+      assertClean(b);
+    } finally { await b.close(); }
+  });
+
+  await check("a folder without tokenizer.json fails with the file named, and the page keeps working", async () => {
+    const b = await open("&model=../hf/qwen2.gguf");
+    try {
+      await waitState(b.page, "ready", 60_000);
+      await b.page.getByRole("button", { name: "Model" }).click();
+      const dir = join(hf, "qwen2");
+      await b.page.locator("#model-file").setInputFiles(readdirSync(dir).filter((n) => n !== "tokenizer.json").map((n) => join(dir, n)));
+      await b.page.waitForFunction(() => !document.getElementById("model-error").hidden, null, { timeout: 60_000 });
+      const err = await b.page.locator("#model-error").textContent();
+      assert(/tokenizer\.json/.test(err), err);
+      await b.page.keyboard.press("Escape");
+      await waitState(b.page, "ready", 10_000);
+      assertClean(b);
+    } finally { await b.close(); }
+  });
+
+  await check("a shard index that names another origin is refused, and nothing is fetched from there", async () => {
+    const b = await open("&model=../evil/");
+    try {
+      await waitState(b.page, "error", 60_000);
+      const status = await b.page.getByTestId("status").textContent();
+      assert(/model\.safetensors\.index\.json names/.test(status), status);
+      assertEq(elsewhere.requests, [], "requests to the other origin");
+      assertClean(b);
+    } finally { await b.close(); }
+  });
+
+  await check("GPT-2 on WebGPU (LayerNorm, GELU, learned positions as GPU kernels) gives transformers' answer", async () => {
+    const b = await open(`&model=${encodeURIComponent("../hf/gpt2/")}`, "webgpu");
+    try {
+      await waitState(b.page, "ready", 300_000);
+      assertEq(await b.page.getByTestId("status").getAttribute("data-backend"), "webgpu", "backend");
+      await answerMatches(b.page, "gpt2", "gpt2 on WebGPU");
+      assertClean(b);
+    } finally { await b.close(); }
+  });
+} finally {
+  await site.close();
+  await elsewhere.close();
+  rmSync(evil, { recursive: true, force: true });
+}
+process.exit(report("models") ? 1 : 0);
