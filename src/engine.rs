@@ -100,11 +100,13 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// How many candidates each step reports.
     pub top_n: usize,
+    /// Runs all `max_tokens` tokens, past end-of-sequence (benchmarks measure a fixed length).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 256, stop: Vec::new(), top_n: 10 }
+        GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 256, stop: Vec::new(), top_n: 10, ignore_eos: false }
     }
 }
 
@@ -557,7 +559,7 @@ impl Engine {
         let g = self.generation.as_mut().expect("started");
 
         let mut done = None;
-        if self.tokenizer.stop_ids().contains(&token) {
+        if !g.options.ignore_eos && self.tokenizer.stop_ids().contains(&token) {
             done = Some(StopReason::Eos);
         } else {
             if let Some(delta) = g.decoder.step(&self.tokenizer, token)? {

@@ -12,7 +12,7 @@ use ember::{Backend, Engine, GenerateOptions, LoadOptions, Message, Prompt, Samp
 const USAGE: &str = "usage:
   ember generate --model F --prompt T [--max-tokens N] [--temperature X] [--top-k K] [--top-p P]
                  [--min-p P] [--repeat-penalty R] [--seed S] [--stop S]... [--backend cpu|wgpu] [--json]
-                 [--tokenizer tokenizer.json]
+                 [--tokenizer tokenizer.json] [--ignore-eos] [--repeat N]
   ember chat     --model F [--system S] [--max-tokens N] [--backend cpu|wgpu] [sampling options as above]
   ember tokenize --model F --text T [--json]
   ember info     --model F [--json]
@@ -132,10 +132,24 @@ fn cmd_generate(mut args: Args) -> Result<(), Fail> {
     let stop = args.values("--stop")?;
     let backend = backend(&mut args)?;
     let json = args.flag("--json");
+    let ignore_eos = args.flag("--ignore-eos");
+    // Benchmarks: the same generation several times in one process, from an empty cache each time.
+    let repeat: Option<usize> = args.parsed("--repeat")?;
+    let t0 = std::time::Instant::now();
     let mut engine = load(&mut args, &path, backend)?;
-    let options = GenerateOptions { sampling, max_tokens, stop, top_n: 0 };
+    let load_s = t0.elapsed().as_secs_f64();
+    for _ in 0..repeat.unwrap_or(1).max(1) {
+        engine.reset();
+        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: stop.clone(), top_n: 0, ignore_eos };
+        // The JSON line keeps its documented keys; `--repeat` (the benchmark) adds its counts.
+        generate_once(&mut engine, &prompt, options, json, backend, repeat.map(|_| load_s))?;
+    }
+    Ok(())
+}
+
+fn generate_once(engine: &mut Engine, prompt: &str, options: GenerateOptions, json: bool, backend: Backend, load_s: Option<f64>) -> Result<(), Fail> {
     let mut out = std::io::stdout();
-    let start = engine.generate(&Prompt::Text(prompt), options, |step| {
+    let start = engine.generate(&Prompt::Text(prompt.to_string()), options, |step| {
         if !json {
             let _ = write!(out, "{}", step.text);
             let _ = out.flush();
@@ -151,6 +165,12 @@ fn cmd_generate(mut args: Args) -> Result<(), Fail> {
             prefill_tok_s: f64,
             decode_tok_s: f64,
             backend: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            prefill_tokens: Option<usize>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            decode_tokens: Option<usize>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            load_s: Option<f64>,
         }
         let line = serde_json::to_string(&Out {
             prompt_ids: &start.prompt_ids,
@@ -159,6 +179,9 @@ fn cmd_generate(mut args: Args) -> Result<(), Fail> {
             prefill_tok_s: stats.prefill_tok_s(),
             decode_tok_s: stats.decode_tok_s(),
             backend: backend.name(),
+            prefill_tokens: load_s.map(|_| stats.prefill_tokens),
+            decode_tokens: load_s.map(|_| stats.decode_tokens),
+            load_s,
         })
         .map_err(|e| Fail::Run(e.to_string()))?;
         println!("{line}");
@@ -224,7 +247,7 @@ fn cmd_chat(mut args: Args) -> Result<(), Fail> {
             _ => {}
         }
         messages.push(Message::new("user", line));
-        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: Vec::new(), top_n: 0 };
+        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: Vec::new(), top_n: 0, ignore_eos: false };
         if let Err(e) = engine.start(&Prompt::Chat(messages.clone()), options) {
             eprintln!("error: {e}");
             messages.pop();

@@ -2,13 +2,13 @@
 // Page → worker: {type: "load", source: {url} | {file} | {files}, backend, limits}
 //                (a URL ending in "/" is a Hugging Face folder, e.g. https://huggingface.co/<repo>/resolve/main/;
 //                `files` are several picked files or a picked folder: a model folder's files, or one .gguf)
-//                {type: "generate", id, messages, options, reserve}  {type: "fit", id, messages, reserve}
+//                {type: "generate", id, messages | text, options, reserve}  {type: "fit", id, messages, reserve}
 //                {type: "render", id, messages}  {type: "stop"}  {type: "reset"}
 //                classroom: {type: "cstart", id, messages | ids, options, reserve}  {type: "cstep", id, forced?, sampling}
 //                {type: "cpipeline", sampling, topN}  {type: "tokens", id, which, text | messages}
 // Worker → page: {type: "progress", stage, loaded, total}  {type: "ready", info, backend, load_s}
 //                {type: "start", id, fit, prompt_tokens, reused}  {type: "prefill", id, done, total}
-//                {type: "token", id, step}  {type: "done", id, reason, stats}  {type: "fit", id, fit, error}
+//                {type: "token", id, step}  {type: "done", id, reason, stats, wasm_bytes}  {type: "fit", id, fit, error}
 //                {type: "rendered", id, text}  {type: "notice", kind, vars}
 //                classroom: {type: "cpeek", id, candidates, pipeline}  {type: "ctoken", id, step, forced}
 //                {type: "cpipeline", id, pipeline}  {type: "cdone", id, stats, reason}  {type: "tokens", id, ids, texts}
@@ -24,6 +24,7 @@ import init, { WasmEngine } from "./ember.js";
 import * as modelCache from "./js/model-cache.js";
 
 let engine = null;
+let wasm = null; // the module's exports (its memory, for the benchmark's figures)
 let generating = false;
 let stopRequested = false;
 let queued = []; // fit/render requests that arrived while a step held the engine
@@ -177,7 +178,7 @@ async function gpuLimits() {
 async function load({ source, backend, limits }) {
   const t0 = performance.now();
   fault = limits?.fault || null;
-  await init();
+  wasm = await init();
   // Several picked files with one .gguf among them and no config.json: that GGUF file.
   if (source.files && !source.files.some((f) => f.name === "config.json")) {
     const gguf = source.files.filter((f) => f.name.toLowerCase().endsWith(".gguf"));
@@ -227,9 +228,9 @@ function answerQueued() {
 
 // Starts a generation from a conversation (the oldest turns left out if it outgrows the window)
 // or from token ids, and tells the page what the model will see.
-function startPrompt(id, { messages, ids }, options, reserve) {
-  if (ids) {
-    const start = engine.start({ ids }, options);
+function startPrompt(id, { messages, ids, text }, options, reserve) {
+  if (ids || text !== undefined) {
+    const start = engine.start(ids ? { ids } : { text }, options);
     post({ type: "start", id, fit: null, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids, prompt_text: start.prompt_text });
     return start;
   }
@@ -268,11 +269,11 @@ async function injectFaults(tokens) {
   if (slow) await new Promise((r) => setTimeout(r, Number(slow[1])));
 }
 
-async function generate({ id, messages, options, reserve }) {
+async function generate({ id, messages, text, options, reserve }) {
   stopRequested = false;
   generating = true;
   try {
-    const start = startPrompt(id, { messages }, options, reserve);
+    const start = startPrompt(id, { messages, text }, options, reserve);
     let reason = null;
     await prefillPrompt(id, start);
     for (;;) {
@@ -286,7 +287,7 @@ async function generate({ id, messages, options, reserve }) {
       if (step.done) { reason = step.done; break; }
       if (fault) await injectFaults(++tokensPosted);
     }
-    post({ type: "done", id, reason, stats: engine.stats() });
+    post({ type: "done", id, reason, stats: engine.stats(), wasm_bytes: wasm?.memory.buffer.byteLength ?? null });
   } finally {
     generating = false;
     answerQueued();

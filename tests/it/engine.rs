@@ -12,7 +12,7 @@ pub fn tiny_engine() -> Engine {
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
-    GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5 }
+    GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false }
 }
 
 /// Runs a generation to its end; returns (tokens, text, last stop reason).
@@ -70,7 +70,7 @@ fn max_tokens_ends_a_generation_and_stop_strings_cut_it() {
 #[test]
 fn the_same_seed_gives_the_same_tokens() {
     let mut e = tiny_engine();
-    let o = |seed| GenerateOptions { sampling: SamplingConfig { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..SamplingConfig::default() }, max_tokens: 16, stop: vec![], top_n: 1 };
+    let o = |seed| GenerateOptions { sampling: SamplingConfig { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..SamplingConfig::default() }, max_tokens: 16, stop: vec![], top_n: 1, ignore_eos: false };
     let p = Prompt::Text("the".into());
     let a = run(&mut e, &p, o(1)).0;
     e.reset();
@@ -345,7 +345,7 @@ fn peek_then_commit_steps_like_next_and_a_forced_token_continues_like_a_fresh_st
 #[test]
 fn the_pipeline_redraws_under_new_settings_without_running_the_model() {
     let mut e = tiny_engine();
-    e.start(&Prompt::Text("he the".into()), GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 4, stop: vec![], top_n: 10 }).unwrap();
+    e.start(&Prompt::Text("he the".into()), GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 4, stop: vec![], top_n: 10, ignore_eos: false }).unwrap();
     let cands = pollster::block_on(e.peek_async()).unwrap().unwrap();
     let cached = e.cached_tokens().to_vec();
     let p = e.pipeline(None, 10).unwrap();
@@ -387,4 +387,27 @@ fn the_model_card_names_the_maker_languages_and_training_data_when_the_file_does
     let legacy = ember::testkit::tiny_model_with(&[("general.datasets", Value::Array(vec![s("a"), s("b")]))]);
     let e = Engine::load(&legacy, ember::backend::cpu_device(), Backend::Cpu, LoadOptions::default()).unwrap();
     assert_eq!(e.info().datasets, ["a", "b"]);
+}
+
+/// End-of-sequence ends a generation, unless `ignore_eos` (benchmarks run a fixed length):
+/// then it is one more token and the generation runs to `max_tokens`.
+#[test]
+fn ignore_eos_runs_past_end_of_sequence() {
+    let mut e = tiny_engine();
+    let eos = e.tokenizer().eos().unwrap();
+    for ignore_eos in [false, true] {
+        e.reset();
+        e.start(&Prompt::Text("the theme".into()), GenerateOptions { ignore_eos, ..greedy(4) }).unwrap();
+        pollster::block_on(e.peek_async()).unwrap();
+        let step = e.commit(Some(eos)).unwrap().unwrap();
+        assert_eq!(step.done, if ignore_eos { None } else { Some(StopReason::Eos) }, "ignore_eos {ignore_eos}");
+        let mut n = 1;
+        while let Some(step) = e.next().unwrap() {
+            n += 1;
+            if step.done.is_some() {
+                assert_eq!(step.done, Some(StopReason::MaxTokens));
+            }
+        }
+        assert_eq!(n, if ignore_eos { 4 } else { 1 }, "tokens with ignore_eos {ignore_eos}");
+    }
 }

@@ -29,7 +29,7 @@ fn fixture() -> serde_json::Value {
 }
 
 fn greedy(max_tokens: usize) -> JsValue {
-    js(&GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5 })
+    js(&GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false })
 }
 
 async fn load(backend: &str) -> WasmEngine {

@@ -16,7 +16,7 @@ const TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", "
 /** Serves `mounts` ({"/sub/": dir}) on 127.0.0.1 with Range support; resolves to {origin,
  *  close, requests}. Under a mount listed in `flaky`, a whole-file request is cut off halfway
  *  (a dropped connection); requests with a Range are served. */
-export function serve(mounts, { port = 0, flaky = [], etags = {} } = {}) {
+export function serve(mounts, { port = 0, flaky = [], etags = {}, headers: extra = {} } = {}) {
   const requests = [];
   const server = createServer((req, res) => {
     const url = new URL(req.url, "http://x");
@@ -28,7 +28,7 @@ export function serve(mounts, { port = 0, flaky = [], etags = {} } = {}) {
     const file = normalize(join(mounts[mount], rel));
     if (!file.startsWith(resolve(mounts[mount])) || !existsSync(file) || !statSync(file).isFile()) { res.writeHead(404).end("not found"); return; }
     const size = statSync(file).size;
-    const headers = { "content-type": TYPES[extname(file)] || "application/octet-stream", "cache-control": "no-store", "accept-ranges": "bytes", etag: `"${size}-${statSync(file).mtimeMs}"` };
+    const headers = { ...extra, "content-type": TYPES[extname(file)] || "application/octet-stream", "cache-control": "no-store", "accept-ranges": "bytes", etag: `"${size}-${statSync(file).mtimeMs}"` };
     if (etags[mount]) headers["x-linked-etag"] = `"${etags[mount]}"`;
     const m = /^bytes=(\d+)-$/.exec(req.headers.range || "");
     if (m && Number(m[1]) < size) {
@@ -59,13 +59,13 @@ export const CHROMIUM_ARGS = ["--no-sandbox", "--disable-quic", "--no-first-run"
 
 /** A fresh chromium profile; records every request that leaves `origin`. `restart()` closes
  *  the browser and opens it again on the same profile (what survives a browser restart). */
-export async function browser({ origin, viewport = { width: 1280, height: 800 }, locale = "en-US", allowed = [], webgpu = true } = {}) {
+export async function browser({ origin, viewport = { width: 1280, height: 800 }, locale = "en-US", allowed = [], webgpu = true, args = [] } = {}) {
   const profile = mkdtempSync(join(tmpdir(), "ember-chromium-"));
   const b = { foreign: [], pageErrors: [] };
   const launch = async () => {
     b.context = await chromium.launchPersistentContext(profile, {
       executablePath: "/usr/bin/chromium", headless: true, viewport, locale, acceptDownloads: true,
-      args: webgpu ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== "--enable-unsafe-webgpu"),
+      args: [...(webgpu ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== "--enable-unsafe-webgpu")), ...args],
     });
     b.context.on("request", (r) => {
       const u = r.url();

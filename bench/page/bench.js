@@ -1,0 +1,121 @@
+// One benchmark subject per page load (`?which=`): Ember on WebGPU or on the CPU through the web
+// app's own worker and message protocol (so the figures are the ones the app's UI shows), or
+// wllama (llama.cpp in wasm) with one or two threads. Each run loads the model (the first run
+// of a fresh profile is the cold load; later ones come from the browser's cache), runs an unmeasured
+// warm-up generation, then the measured one: the same prompt, greedy, a fixed number of tokens
+// past end-of-sequence. Results land in `window.bench` for bench/browser.mjs.
+const q = new URLSearchParams(location.search);
+const which = q.get("which");
+const runs = Number(q.get("runs") || 5);
+const nPredict = Number(q.get("n_predict") || 128);
+const prompt = q.get("prompt");
+const model = new URL(q.get("model"), location.href).href;
+const log = (m) => { document.getElementById("log").textContent += m + "\n"; console.log(m); };
+
+/** Total memory of this page and its workers (JS heaps and wasm memories), where the browser tells. */
+async function memoryBytes() {
+  if (!self.crossOriginIsolated || !performance.measureUserAgentSpecificMemory) return null;
+  try { return (await performance.measureUserAgentSpecificMemory()).bytes; } catch { return null; }
+}
+
+// ---------------------------------------------------------------- Ember, through the app's worker
+function emberRun(backend) {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker("/app/worker.js", { type: "module" });
+    const out = {};
+    const t0 = performance.now();
+    let step = "load";
+    const fail = (m) => { worker.terminate(); reject(new Error(`${which} ${step}: ${m}`)); };
+    const generate = (max_tokens, id) => worker.postMessage({
+      type: "generate", id, text: prompt, reserve: 0,
+      options: { sampling: { temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1 }, max_tokens, top_n: 1, ignore_eos: true },
+    });
+    worker.onerror = (e) => fail(e.message);
+    worker.onmessage = async ({ data }) => {
+      switch (data.type) {
+        case "ready":
+          out.load_s = data.load_s;
+          out.page_load_s = (performance.now() - t0) / 1000;
+          out.n_params = data.info.n_params;
+          out.backend = data.backend;
+          step = "warm-up";
+          generate(4, "warm");
+          break;
+        case "start":
+          if (data.id === "bench") out.prompt_tokens = data.prompt_tokens;
+          break;
+        case "done":
+          if (data.id === "warm") {
+            worker.postMessage({ type: "reset" }); // the measured run prefills the whole prompt again
+            step = "measured run";
+            out.t_gen = performance.now();
+            generate(nPredict, "bench");
+            break;
+          }
+          out.total_s = (performance.now() - out.t_gen) / 1000;
+          delete out.t_gen;
+          out.prefill_tok_s = data.stats.prefill_tok_s;
+          out.decode_tok_s = data.stats.decode_tok_s;
+          out.decode_tokens = data.stats.decode_tokens;
+          out.wasm_bytes = data.wasm_bytes;
+          out.memory_bytes = await memoryBytes();
+          // GPU buffers: the weights as Ember holds them (f32) and its KV cache, computed.
+          worker.terminate();
+          resolve(out);
+          break;
+        case "error": case "fatal":
+          fail(data.message || data.kind);
+          break;
+      }
+    };
+    worker.postMessage({ type: "load", source: { url: model }, backend, limits: { max_context: 1024 } });
+  });
+}
+
+// ---------------------------------------------------------------- wllama
+async function wllamaRun(threads) {
+  const { Wllama } = await import("/wllama/index.js");
+  const wllama = new Wllama({ default: "/wllama/wasm/wllama.wasm" }, { suppressNativeLog: true, logger: { debug() {}, log() {}, warn() {}, error: console.error } });
+  const out = {};
+  const t0 = performance.now();
+  await wllama.loadModelFromUrl(model, { n_threads: threads, n_ctx: 1024, n_gpu_layers: 0, useCache: true });
+  out.load_s = (performance.now() - t0) / 1000;
+  out.threads = wllama.getNumThreads();
+  out.multithread = wllama.isMultithread();
+  const complete = (max_tokens) => wllama.createCompletion({ prompt, max_tokens, temperature: 0, ignore_eos: true, cache_prompt: false });
+  await complete(4); // warm-up
+  const t1 = performance.now();
+  const res = await complete(nPredict);
+  out.total_s = (performance.now() - t1) / 1000;
+  const t = res.timings;
+  out.prompt_tokens = t.prompt_n;
+  out.prefill_tok_s = t.prompt_per_second;
+  out.decode_tok_s = t.predicted_per_second;
+  out.decode_tokens = t.predicted_n;
+  out.memory_bytes = await memoryBytes();
+  await wllama.exit();
+  return out;
+}
+
+async function main() {
+  const results = [];
+  let adapter = null;
+  if (which === "ember-webgpu" && navigator.gpu) {
+    const a = await navigator.gpu.requestAdapter();
+    adapter = a?.info ? { vendor: a.info.vendor, architecture: a.info.architecture, description: a.info.description } : null;
+  }
+  for (let i = 0; i < runs; i++) {
+    const r = which === "ember-webgpu" ? await emberRun("webgpu")
+      : which === "ember-cpu" ? await emberRun("cpu")
+      : which === "wllama-1t" ? await wllamaRun(1)
+      : which === "wllama-mt" ? await wllamaRun(2)
+      : null;
+    if (!r) throw new Error(`unknown subject ${which}`);
+    r.cold = i === 0;
+    results.push(r);
+    log(`${which} run ${i + 1}/${runs}: ${JSON.stringify(r)}`);
+  }
+  window.bench = { which, runs: results, adapter, isolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency, userAgent: navigator.userAgent };
+}
+
+main().catch((e) => { window.bench = { which, error: String(e.stack || e) }; log(String(e.stack || e)); });
