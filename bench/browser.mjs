@@ -55,23 +55,36 @@ const raw = {};
 const chromiumVersion = execFileSync("/usr/bin/chromium", ["--version"], { stdio: ["ignore", "pipe", "ignore"] }).toString().trim().replace(/^Chromium (\S+).*$/s, "$1");
 let adapter = null;
 for (const which of subjects) {
+  // One profile per subject (its cache makes every load after the first a cached one), and a fresh
+  // page per run: wllama's wasm memory is only given back when its page goes (five instances in one
+  // page crashed the renderer).
   const b = await browser({ origin: site.origin, args: ["--enable-blink-features=ForceEagerMeasureMemory"] });
   const short = which === "ember-webgpu" && !webgpuFull;
   const n = short ? webgpuPredict : nPredict;
-  const url = `${site.origin}/bench/?which=${which}&runs=${runs}&n_predict=${n}&model=${encodeURIComponent(`/models/${MODEL}`)}&prompt=${encodeURIComponent(short ? SHORT_PROMPT : PROMPT)}`;
-  b.page.on("console", (m) => { if (m.type() === "log") console.log(`  ${m.text()}`); });
+  const url = `${site.origin}/bench/?which=${which}&runs=1&n_predict=${n}&model=${encodeURIComponent(`/models/${MODEL}`)}&prompt=${encodeURIComponent(short ? SHORT_PROMPT : PROMPT)}`;
   console.log(`== ${which}: ${runs} runs, ${n} tokens each`);
   const t0 = Date.now();
+  const got = [];
   try {
-    await b.page.goto(url);
-    await b.page.waitForFunction(() => window.bench, null, { timeout: 3_600_000, polling: 1000 });
-    const r = await b.page.evaluate(() => window.bench);
-    if (r.error) throw new Error(r.error);
-    raw[which] = { ...r, n_predict: n, wall_s: (Date.now() - t0) / 1000 };
-    adapter ??= r.adapter;
+    for (let i = 0; i < runs; i++) {
+      const page = await b.context.newPage();
+      try {
+        await page.goto(url);
+        await page.waitForFunction(() => window.bench, null, { timeout: 3_600_000, polling: 1000 });
+        const r = await page.evaluate(() => window.bench);
+        if (r.error) throw new Error(r.error);
+        const run = { ...r.runs[0], cold: i === 0 };
+        console.log(`   run ${i + 1}/${runs}: ${JSON.stringify(run)}`);
+        got.push(run);
+        adapter ??= r.adapter;
+        raw[which] = { ...r, runs: got, n_predict: n, wall_s: (Date.now() - t0) / 1000 };
+      } finally {
+        await page.close();
+      }
+    }
   } catch (e) {
-    console.log(`   ${which} failed: ${e.message}`);
-    raw[which] = { error: e.message };
+    console.log(`   ${which} failed: ${e.message.split("\n")[0]}`);
+    raw[which] = { error: e.message.split("\n")[0], runs_done: got };
   } finally {
     await b.close();
   }
@@ -119,6 +132,16 @@ const latest = {
   runs: Object.fromEntries(Object.entries(summary).map(([k, s]) => [k, s])),
 };
 
+// A run of some subjects (`--only`) updates theirs and keeps the others' figures (and the native
+// section), each subject with the date it was measured.
+for (const s of Object.values(latest.runs)) s.date = latest.date;
+if (process.argv.includes("--only") && existsSync("bench/latest.json")) {
+  const old = JSON.parse(readFileSync("bench/latest.json", "utf8"));
+  latest.runs = { ...old.runs, ...latest.runs };
+  latest.notes = { ...old.notes, ...latest.notes };
+  if (old.native) latest.native = old.native;
+  if (!adapter) latest.machine = old.machine; // the same machine; the older run saw its WebGPU adapter
+}
 mkdirSync("bench/results", { recursive: true });
 const stamp = latest.date.replace(/[:.]/g, "-");
 writeFileSync(`bench/results/browser-${stamp}.json`, JSON.stringify({ ...latest, raw }, null, 1) + "\n");

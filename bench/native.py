@@ -112,7 +112,11 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     machine = f"{cpu}, {os.cpu_count()} cores; {platform.system()} {platform.release()}; ember wgpu natively on Vulkan (lavapipe: the CPU, not a GPU)"
     date = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    native = {"machine": machine, "date": date, "settings": {"runs": a.runs, "n_predict": a.n_predict, "prompt_chars": len(text)}, "runs": results}
+    # The shipped CLI is the release build; a dev-profile binary (Ember's crate at opt-level 1, its
+    # dependencies at 2: Cargo.toml) is slower, and is labelled so.
+    profile = "release" if "/release/" in a.ember else "dev profile (Ember's crate at opt-level 1, dependencies at 2)"
+    native = {"machine": machine, "date": date, "ember_build": profile,
+              "settings": {"runs": a.runs, "n_predict": a.n_predict, "prompt_chars": len(text)}, "runs": results}
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"native-{date.replace(':', '-').replace('.', '-')}.json").write_text(json.dumps(native, indent=1) + "\n")
@@ -122,7 +126,7 @@ def main():
     latest_path.write_text(json.dumps(latest, indent=1) + "\n")
 
     f = lambda s: f"{s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f})" if s else "—"
-    print(f"\n{machine}\nsubject          prefill tok/s          decode tok/s")
+    print(f"\n{machine}\nember build: {profile}\nsubject          prefill tok/s          decode tok/s")
     for k, r in results.items():
         print(f"{k:16} {'failed: ' + r['error'] if 'error' in r else f(r['prefill_tok_s']).ljust(22) + ' ' + f(r['decode_tok_s'])}")
     print("\nratios (Ember ÷ llama.cpp, medians):")

@@ -1,0 +1,21 @@
+// Prints bench/latest.json as the Markdown table the README shows: node bench/table.mjs
+import { readFileSync } from "node:fs";
+const l = JSON.parse(readFileSync("bench/latest.json", "utf8"));
+const f = (s, d = 1) => (s ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})` : "—");
+const mem = (s) => s.wasm_memory_mb?.median ? `${s.wasm_memory_mb.median.toFixed(0)} (wasm)` : s.memory_mb?.median ? `${s.memory_mb.median.toFixed(0)} (page + workers)` : "—";
+console.log("| subject | prefill tok/s | decode tok/s | load s (cached) | cold load s | memory MB |");
+console.log("|---|---|---|---|---|---|");
+for (const [k, s] of Object.entries(l.runs)) {
+  if (s.error) { console.log(`| ${k} | failed: ${s.error} | | | | |`); continue; }
+  console.log(`| ${k} | ${f(s.prefill_tok_s)} | ${f(s.decode_tok_s, 2)} | ${f(s.load_s, 2)} | ${s.load_cold_s?.toFixed(2) ?? "—"} | ${mem(s)} |`);
+}
+for (const [k, s] of Object.entries(l.native?.runs ?? {})) {
+  if (s.error) continue;
+  console.log(`| ${k} (native) | ${f(s.prefill_tok_s)} | ${f(s.decode_tok_s, 2)} | ${f(s.load_s, 2)} | — | — |`);
+}
+const r = (a, b, k) => (l.runs[a]?.[k] && l.runs[b]?.[k] ? (l.runs[a][k].median / l.runs[b][k].median).toFixed(2) : "—");
+console.log(`\nEmber CPU ÷ wllama 1 thread: prefill ${r("ember-cpu", "wllama-1t", "prefill_tok_s")}×, decode ${r("ember-cpu", "wllama-1t", "decode_tok_s")}×; ` +
+  `÷ wllama 2 threads: prefill ${r("ember-cpu", "wllama-mt", "prefill_tok_s")}×, decode ${r("ember-cpu", "wllama-mt", "decode_tok_s")}×.`);
+const n = l.native?.runs ?? {};
+const rn = (k) => (n["ember-cli-cpu"]?.[k] && n["llama.cpp-1t"]?.[k] ? (n["ember-cli-cpu"][k].median / n["llama.cpp-1t"][k].median).toFixed(2) : "—");
+console.log(`Native ember CLI (CPU) ÷ llama.cpp 1 thread: prefill ${rn("prefill_tok_s")}×, decode ${rn("decode_tok_s")}×.`);
