@@ -65,6 +65,18 @@ async function answerMatches(page, arch, what) {
   assertEq(answer.content, want, `${what}: greedy answer`);
 }
 
+/** From a ready page, loads `files` through the Model dialog's `input` and checks that `arch`
+ *  replaced the old model and answers as transformers did. */
+async function pickAndAnswer(page, input, files, arch, what) {
+  await waitState(page, "ready", 60_000);
+  await page.getByRole("button", { name: "Model" }).click();
+  await page.locator(input).setInputFiles(files);
+  await page.waitForFunction((a) => document.querySelector("#model-card")?.textContent.includes(`Architecture${a}`), arch, { timeout: 60_000 });
+  await page.keyboard.press("Escape");
+  await waitState(page, "ready", 60_000);
+  await answerMatches(page, arch, what);
+}
+
 const summary = [];
 try {
   for (const arch of ["llama", "qwen2", "gpt2"]) {
@@ -109,14 +121,8 @@ try {
   await check("picked files (a sharded Llama folder's files, several at once) load", async () => {
     const b = await open("&model=../hf/qwen2.gguf");
     try {
-      await waitState(b.page, "ready", 60_000);
-      await b.page.getByRole("button", { name: "Model" }).click();
       const dir = join(hf, "llama");
-      await b.page.locator("#model-file").setInputFiles(readdirSync(dir).map((n) => join(dir, n)));
-      await b.page.waitForFunction(() => document.querySelector("#model-card")?.textContent.includes("Architecturellama"), null, { timeout: 60_000 });
-      await b.page.keyboard.press("Escape");
-      await waitState(b.page, "ready", 60_000);
-      await answerMatches(b.page, "llama", "llama picked files");
+      await pickAndAnswer(b.page, "#model-file", readdirSync(dir).map((n) => join(dir, n)), "llama", "llama picked files");
       assertClean(b);
     } finally { await b.close(); }
   });
@@ -124,13 +130,7 @@ try {
   await check("a picked folder loads (GPT-2, completion mode)", async () => {
     const b = await open("&model=../hf/qwen2.gguf");
     try {
-      await waitState(b.page, "ready", 60_000);
-      await b.page.getByRole("button", { name: "Model" }).click();
-      await b.page.locator("#model-folder").setInputFiles(join(hf, "gpt2"));
-      await b.page.waitForFunction(() => document.querySelector("#model-card")?.textContent.includes("Architecturegpt2"), null, { timeout: 60_000 });
-      await b.page.keyboard.press("Escape");
-      await waitState(b.page, "ready", 60_000);
-      await answerMatches(b.page, "gpt2", "gpt2 picked folder");
+      await pickAndAnswer(b.page, "#model-folder", join(hf, "gpt2"), "gpt2", "gpt2 picked folder");
       assertClean(b);
     } finally { await b.close(); }
   });
