@@ -109,8 +109,10 @@ for (const [which, r] of Object.entries(raw)) {
     runs: r.runs.length,
     ...(which.startsWith("wllama") ? { threads: r.runs[0]?.threads, multithread: r.runs[0]?.multithread } : {}),
     ...(which.startsWith("ember") ? {
-      // Ember holds weights as f32 on the device: 4 bytes a parameter.
-      gpu_weights_mb: which === "ember-webgpu" ? mb(4 * (r.runs[0]?.n_params ?? 0)) : null,
+      // The weights as the backend holds them (the model card's figure): f32 on the GPU, the
+      // file's blocks on the CPU.
+      weights_mb: mb(r.runs[0]?.weight_bytes ?? null),
+      gpu_weights_mb: which === "ember-webgpu" ? mb(r.runs[0]?.weight_bytes ?? null) : null,
     } : {}),
   };
 }
@@ -127,7 +129,7 @@ const latest = {
   settings: { runs, n_predict: nPredict, webgpu_n_predict: webgpuPredict, prompt_chars: PROMPT.length, webgpu_full: webgpuFull },
   notes: {
     ...(swift ? { "ember-webgpu": "CPU-emulated WebGPU (SwiftShader), not a GPU" } : {}),
-    ...(webgpuFull || !summary["ember-webgpu"] ? {} : { "ember-webgpu-prompt": `short prompt (${summary["ember-webgpu"].prompt_tokens} tokens) and ${webgpuPredict} decoded tokens per run` }),
+    ...(webgpuFull || !summary["ember-webgpu"]?.prompt_tokens ? {} : { "ember-webgpu-prompt": `short prompt (${summary["ember-webgpu"].prompt_tokens} tokens) and ${webgpuPredict} decoded tokens per run` }),
   },
   runs: Object.fromEntries(Object.entries(summary).map(([k, s]) => [k, s])),
 };

@@ -1,4 +1,4 @@
-"""The native benchmark: the `ember` command line (release build; CPU and wgpu) against llama.cpp
+"""The native benchmark: the `ember` command line (CPU and wgpu) against llama.cpp
 through llama-cpp-python, on the same GGUF file and prompt as bench/browser.mjs. Each subject
 loads once, runs one unmeasured warm-up generation, then `--runs` measured ones from an empty
 cache: prefill of the prompt, then a fixed number of greedy tokens past end-of-sequence.
@@ -93,7 +93,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--n-predict", type=int, default=128)
-    ap.add_argument("--ember", default=os.environ.get("EMBER_BIN", "/var/cache/ember/target/release/ember"))
+    ap.add_argument("--ember", default=os.environ.get("EMBER_BIN", "/var/cache/ember/target/debug/ember"))
     ap.add_argument("--only", default="ember-cli-cpu,ember-cli-wgpu,llama.cpp-1t,llama.cpp-2t")
     a, _ = ap.parse_known_args()  # bench/run passes the browser half's options too
     text = prompt()
@@ -112,9 +112,9 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     machine = f"{cpu}, {os.cpu_count()} cores; {platform.system()} {platform.release()}; ember wgpu natively on Vulkan (lavapipe: the CPU, not a GPU)"
     date = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    # The shipped CLI is the release build; a dev-profile binary (Ember's crate at opt-level 1, its
-    # dependencies at 2: Cargo.toml) is slower, and is labelled so.
-    profile = "release" if "/release/" in a.ember else "dev profile (Ember's crate at opt-level 1, dependencies at 2)"
+    # bench/run measures the dev-profile build the tests use (Ember's crate, where the CPU kernels
+    # are, at opt-level 3 with debug assertions; dependencies at 2: Cargo.toml), labelled so.
+    profile = "release" if "/release/" in a.ember else "dev profile (Ember's crate at opt-level 3 with debug assertions, dependencies at 2)"
     native = {"machine": machine, "date": date, "ember_build": profile,
               "settings": {"runs": a.runs, "n_predict": a.n_predict, "prompt_chars": len(text)}, "runs": results}
     out = ROOT / "bench" / "results"

@@ -1,5 +1,6 @@
 //! Choosing the compute device: burn's wgpu backend (WebGPU in browsers, Vulkan/Metal/DX12
-//! natively) or its CPU backend.
+//! natively), or the CPU, where Ember runs its own kernels over the quantised weights
+//! (`model::cpu`; burn's NdArray backend would hold them as f32).
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// burn's NdArray backend on the CPU (wasm32 too).
+    /// The CPU (wasm32 too, with SIMD128): `model::CpuDecoder` over the file's quantised blocks.
     Cpu,
     /// burn's wgpu backend: WebGPU in the browser, Vulkan (lavapipe included) natively.
     Wgpu,
@@ -35,7 +36,8 @@ impl Backend {
     }
 }
 
-/// The CPU device.
+/// burn's CPU device: what the burn decoder's tests run on (the engine's CPU backend needs no
+/// burn device; it is given this one).
 #[allow(deprecated)] // NdArray: the faster f32 CPU backend in wasm (see STACK-NOTES)
 pub fn cpu_device() -> Device {
     Device::ndarray()

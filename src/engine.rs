@@ -5,7 +5,6 @@
 //! the engine reusable; a follow-up prompt reuses the KV cache for the tokens it shares with
 //! what is cached.
 
-use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +14,8 @@ use crate::clock::now_s;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::hf::HfFolder;
-use crate::model::{load_gguf, load_safetensors, Decoder, DecoderConfig};
+use crate::gguf::quant::GgmlType;
+use crate::model::{load_gguf, load_gguf_cpu, load_safetensors, load_safetensors_cpu, CpuDecoder, Decoder, DecoderConfig};
 use crate::model::decoder::KvCache;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -29,7 +29,7 @@ pub struct LoadOptions {
     /// A Hugging Face `tokenizer.json` to use instead of the one in the GGUF metadata.
     #[serde(skip)]
     pub tokenizer_json: Option<Vec<u8>>,
-    /// Bytes the loaded weights may take in all (f32, as they are held): a device's memory.
+    /// Bytes the loaded weights may take in all, as the backend holds them: a device's memory.
     pub memory_limit: Option<u64>,
     /// Bytes one weight tensor may take: a GPU's largest storage buffer.
     pub tensor_limit: Option<u64>,
@@ -56,6 +56,9 @@ pub struct ModelInfo {
     pub config: DecoderConfig,
     /// Parameters, counted from the loaded tensors.
     pub n_params: usize,
+    /// Bytes the weights take as the backend holds them: f32 on the GPU, the file's block
+    /// formats on the CPU.
+    pub weight_bytes: u64,
     /// Size of the model file (or folder) in bytes.
     pub file_size: usize,
     /// Tensor block formats (or dtypes) in the file and how many tensors use each (e.g. `Q4_1: 210`).
@@ -231,13 +234,54 @@ struct Generation {
     finished: bool,
 }
 
+/// The decoder a backend runs, with its KV cache.
+enum Runner {
+    /// burn's decoder on the wgpu device (f32 weights).
+    Burn { model: Decoder, cache: KvCache },
+    /// The CPU decoder over the file's quantised blocks.
+    Cpu(Box<CpuDecoder>),
+}
+
+impl Runner {
+    fn capacity(&self) -> usize {
+        match self {
+            Runner::Burn { cache, .. } => cache.capacity(),
+            Runner::Cpu(m) => m.capacity(),
+        }
+    }
+    fn truncate(&mut self, len: usize) {
+        match self {
+            Runner::Burn { cache, .. } => cache.truncate(len),
+            Runner::Cpu(m) => m.truncate(len),
+        }
+    }
+    fn reset(&mut self) {
+        match self {
+            Runner::Burn { cache, .. } => cache.reset(),
+            Runner::Cpu(m) => m.reset(),
+        }
+    }
+}
+
+/// Bytes a tensor of `n` elements stored as `ty` takes on `backend` (`QMatrix` keeps scales as
+/// f32 beside 16 or 32 bytes of quants per block).
+fn held_bytes(backend: Backend, ty: GgmlType, n: u64) -> u64 {
+    let blocks = n / 32;
+    match (backend, ty) {
+        (Backend::Wgpu, _) | (_, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => 4 * n,
+        (Backend::Cpu, GgmlType::Q4_0) => blocks * 20,
+        (Backend::Cpu, GgmlType::Q4_1) => blocks * 24,
+        (Backend::Cpu, GgmlType::Q8_0) => blocks * 36,
+        (Backend::Cpu, t) => n / t.block_size() as u64 * t.type_size() as u64,
+    }
+}
+
 /// A loaded model, ready to generate.
 pub struct Engine {
-    model: Decoder,
+    runner: Runner,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     device: Device,
-    cache: KvCache,
     /// The tokens whose keys and values fill the cache, in order.
     cached: Vec<u32>,
     generation: Option<Generation>,
@@ -260,7 +304,8 @@ impl Engine {
     /// [`Engine::load`], calling `progress(done, total)` as each weight tensor reaches the device.
     pub fn load_with_progress(bytes: &[u8], device: Device, backend: Backend, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
         let gguf = Gguf::parse(bytes)?;
-        check_size(gguf.tensors.iter().map(|t| t.n_elements() as u64 * 4), &options)?;
+        let held: Vec<u64> = gguf.tensors.iter().map(|t| held_bytes(backend, t.ty, t.n_elements() as u64)).collect();
+        check_size(&held, &options)?;
         let meta = &gguf.metadata;
         let config = DecoderConfig::from_gguf(meta)?;
         let tokenizer = match &options.tokenizer_json {
@@ -270,12 +315,22 @@ impl Engine {
         let template = meta.opt::<String>("tokenizer.chat_template")?;
         let max_context = options.max_context.clamp(1, config.context_length);
         let template = check_tokens_and_template(&tokenizer, &config, template)?;
-        let (model, config) = load_gguf(&gguf, &config, max_context, &device, progress)?;
+        let (runner, config) = match backend {
+            Backend::Wgpu => {
+                let (model, config) = load_gguf(&gguf, &config, max_context, &device, progress)?;
+                (Runner::Burn { cache: KvCache::new(&config, max_context, &device), model }, config)
+            }
+            Backend::Cpu => {
+                let (model, config) = load_gguf_cpu(&gguf, &config, max_context, progress)?;
+                (Runner::Cpu(Box::new(model)), config)
+            }
+        };
         let info = ModelInfo {
             name: meta.opt::<String>("general.name")?.or(options.name.clone()),
             architecture: config.arch.name().to_string(),
             format: "GGUF".into(),
-            n_params: model.num_params(),
+            n_params: config.n_params(),
+            weight_bytes: held.iter().sum(),
             config,
             file_size: gguf.file_size(),
             tensor_types: count_types(gguf.tensors.iter().map(|t| t.ty.name())),
@@ -287,7 +342,7 @@ impl Engine {
             has_chat_template: template.is_some(),
             backend,
         };
-        Ok(Self::assemble(model, tokenizer, template, device, info))
+        Ok(Self::assemble(runner, tokenizer, template, device, info))
     }
 
     /// Loads a Hugging Face model folder (`config.json`, safetensors weights, `tokenizer.json`
@@ -296,12 +351,22 @@ impl Engine {
         let hf = folder.config()?;
         let config = DecoderConfig::from_hf(&hf)?;
         let shards = folder.weights()?;
-        check_size(shards.iter().flat_map(|(_, s)| s.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64 * 4)), &options)?;
+        let held: Vec<u64> = shards.iter().flat_map(|(_, s)| s.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64 * 4)).collect();
+        check_size(&held, &options)?;
         let tokenizer = Tokenizer::from_hf(folder)?;
         let max_context = options.max_context.clamp(1, config.context_length);
         let template = check_tokens_and_template(&tokenizer, &config, folder.chat_template()?)?;
         let files: Vec<_> = shards.into_iter().map(|(_, s)| s).collect();
-        let (model, config) = load_safetensors(&files, &config, max_context, &device, progress)?;
+        let (runner, config) = match backend {
+            Backend::Wgpu => {
+                let (model, config) = load_safetensors(&files, &config, max_context, &device, progress)?;
+                (Runner::Burn { cache: KvCache::new(&config, max_context, &device), model }, config)
+            }
+            Backend::Cpu => {
+                let (model, config) = load_safetensors_cpu(&files, &config, max_context, progress)?;
+                (Runner::Cpu(Box::new(model)), config)
+            }
+        };
         let dtype = |t: &crate::safetensors::TensorInfo| match t.dtype {
             crate::safetensors::Dtype::F32 => "F32",
             crate::safetensors::Dtype::F16 => "F16",
@@ -312,7 +377,8 @@ impl Engine {
             name: hf.opt::<String>("_name_or_path")?.filter(|n| !n.is_empty()).or(options.name.clone()),
             architecture: config.arch.name().to_string(),
             format: "safetensors".into(),
-            n_params: model.num_params(),
+            n_params: config.n_params(),
+            weight_bytes: held.iter().sum(),
             config,
             file_size: folder.size(),
             tensor_types: count_types(files.iter().flat_map(|s| s.tensors.iter().map(dtype))),
@@ -324,12 +390,11 @@ impl Engine {
             has_chat_template: template.is_some(),
             backend,
         };
-        Ok(Self::assemble(model, tokenizer, template, device, info))
+        Ok(Self::assemble(runner, tokenizer, template, device, info))
     }
 
-    fn assemble(model: Decoder, tokenizer: Tokenizer, template: Option<ChatTemplate>, device: Device, info: ModelInfo) -> Self {
-        let cache = KvCache::new(&info.config, info.max_context, &device);
-        Engine { model, tokenizer, template, device, cache, cached: Vec::new(), generation: None, stats: Stats::default(), info }
+    fn assemble(runner: Runner, tokenizer: Tokenizer, template: Option<ChatTemplate>, device: Device, info: ModelInfo) -> Self {
+        Engine { runner, tokenizer, template, device, cached: Vec::new(), generation: None, stats: Stats::default(), info }
     }
 
     /// The model card.
@@ -374,7 +439,7 @@ impl Engine {
     /// always kept; the oldest turns after them are left out, and what is kept starts with a
     /// user message. The last message must fit, or this is `Error::ContextFull`.
     pub fn fit_chat(&self, messages: &[Message], reserve: usize) -> Result<ChatFit> {
-        let limit = self.cache.capacity();
+        let limit = self.runner.capacity();
         let reserve = reserve.min(limit / 4);
         let sys = messages.iter().take_while(|m| m.role == "system").count();
         let count_from = |first: usize| -> Result<usize> {
@@ -436,14 +501,14 @@ impl Engine {
         if prompt_ids.is_empty() {
             return Err(Error::Tokenizer("the prompt is empty and the model has no BOS token".into()));
         }
-        let limit = self.cache.capacity();
+        let limit = self.runner.capacity();
         if prompt_ids.len() >= limit {
             return Err(Error::ContextFull { needed: prompt_ids.len() + 1, limit });
         }
         // Reuse the cached prefix; at least one token must run to give logits.
         let shared = self.cached.iter().zip(&prompt_ids).take_while(|(a, b)| a == b).count();
         let reused = shared.min(prompt_ids.len() - 1);
-        self.cache.truncate(reused);
+        self.runner.truncate(reused);
         self.cached.truncate(reused);
         self.stats = Stats::default();
         let finished = options.max_tokens == 0;
@@ -481,7 +546,7 @@ impl Engine {
         }
         let t0 = now_s();
         let n = g.pending.len();
-        let logits = match forward_logits(&self.model, &mut self.cache, &self.device, &g.pending).await {
+        let logits = match forward_logits(&mut self.runner, &self.device, &g.pending).await {
             Ok(l) => l,
             Err(e) => {
                 g.finished = true;
@@ -568,7 +633,7 @@ impl Engine {
             g.pending.push(token);
             if g.produced.len() >= g.options.max_tokens {
                 done = Some(StopReason::MaxTokens);
-            } else if self.cached.len() + 1 >= self.cache.capacity() {
+            } else if self.cached.len() + 1 >= self.runner.capacity() {
                 done = Some(StopReason::ContextFull);
             }
         }
@@ -608,7 +673,7 @@ impl Engine {
             let t0 = now_s();
             let chunk: Vec<u32> = g.pending[..run].to_vec();
             // The logits are not needed; reading them back waits for the work to finish.
-            if let Err(e) = forward_logits(&self.model, &mut self.cache, &self.device, &chunk).await {
+            if let Err(e) = forward_logits(&mut self.runner, &self.device, &chunk).await {
                 g.finished = true;
                 return Err(e);
             }
@@ -655,7 +720,7 @@ impl Engine {
     /// Forgets everything cached: a new conversation.
     pub fn reset(&mut self) {
         self.generation = None;
-        self.cache.reset();
+        self.runner.reset();
         self.cached.clear();
         self.stats = Stats::default();
     }
@@ -674,7 +739,7 @@ impl Engine {
     /// evaluation). Ends any generation; the cache then holds `ids`.
     pub async fn logits_async(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         self.reset();
-        let logits = forward_logits(&self.model, &mut self.cache, &self.device, ids).await?;
+        let logits = forward_logits(&mut self.runner, &self.device, ids).await?;
         self.cached = ids.to_vec();
         Ok(logits)
     }
@@ -693,11 +758,16 @@ impl Engine {
 
 /// Runs `ids` after the cached positions and reads back the last position's logits: the one
 /// GPU→CPU readback of a step, and an asynchronous one, as the web requires.
-async fn forward_logits(model: &Decoder, cache: &mut KvCache, device: &Device, ids: &[u32]) -> Result<Vec<f32>> {
-    let data = TensorData::new(ids.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, ids.len()]);
-    let logits = model.forward(Tensor::<2, Int>::from_data(data, device), cache)?; // [1, vocab]
-    let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
-    let logits = data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+async fn forward_logits(runner: &mut Runner, device: &Device, ids: &[u32]) -> Result<Vec<f32>> {
+    let logits = match runner {
+        Runner::Burn { model, cache } => {
+            let data = TensorData::new(ids.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, ids.len()]);
+            let logits = model.forward(Tensor::<2, Int>::from_data(data, device), cache)?; // [1, vocab]
+            let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
+            data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?
+        }
+        Runner::Cpu(model) => model.forward(ids)?,
+    };
     if logits.iter().any(|v| !v.is_finite()) {
         return Err(Error::Device("the model produced non-finite logits".into()));
     }
@@ -746,11 +816,10 @@ fn count_types<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, usize)>
     types
 }
 
-/// Refuses a model whose weights (held as f32) exceed the device's limits, before any of it
+/// Refuses a model whose weights (as the backend holds them) exceed the device's limits, before any of it
 /// is allocated: running out of GPU memory part way kills a WebGPU device.
-fn check_size(tensor_bytes: impl Iterator<Item = u64>, options: &LoadOptions) -> Result<()> {
+fn check_size(bytes: &[u64], options: &LoadOptions) -> Result<()> {
     let mb = |b: u64| b.div_ceil(1 << 20);
-    let bytes: Vec<u64> = tensor_bytes.collect();
     if let (Some(limit), Some(&largest)) = (options.tensor_limit, bytes.iter().max()) {
         if largest > limit {
             return Err(Error::TooLarge { needed_mb: mb(largest), limit_mb: mb(limit), what: "its largest GPU buffer" });

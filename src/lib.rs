@@ -1,7 +1,8 @@
 //! Ember: a small GPT-style language model that runs in a browser tab.
 //!
 //! The core loads a GGUF model (SmolLM2-135M-Instruct is the reference) or a Hugging Face
-//! safetensors folder, runs its decoder (Llama, Qwen2 or GPT-2) with burn on WebGPU/wgpu or the CPU, and generates text one token at a time:
+//! safetensors folder, runs its decoder (Llama, Qwen2 or GPT-2) with burn on WebGPU/wgpu or with
+//! its own quantised kernels on the CPU, and generates text one token at a time:
 //! [`Engine::start`] then [`Engine::next_async`], each step with the distribution it was
 //! drawn from. It builds and is tested natively; the same code is compiled to wasm32.
 //!

@@ -140,6 +140,18 @@ impl<'a> Safetensors<'a> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// A tensor's stored bytes and their element type, in GGML's terms.
+    pub fn raw(&self, name: &str) -> Result<(crate::gguf::quant::GgmlType, Vec<u8>)> {
+        use crate::gguf::quant::GgmlType;
+        let t = self.info(name).ok_or_else(|| Error::tensor(name, "is missing from the file"))?;
+        let ty = match t.dtype {
+            Dtype::F32 => GgmlType::F32,
+            Dtype::F16 => GgmlType::F16,
+            Dtype::BF16 => GgmlType::BF16,
+        };
+        Ok((ty, self.data[t.begin..t.end].to_vec()))
+    }
+
     /// A tensor's values as f32 (row-major).
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.info(name).ok_or_else(|| Error::tensor(name, "is missing from the file"))?;

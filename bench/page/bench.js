@@ -37,6 +37,7 @@ function emberRun(backend) {
           out.load_s = data.load_s;
           out.page_load_s = (performance.now() - t0) / 1000;
           out.n_params = data.info.n_params;
+          out.weight_bytes = data.info.weight_bytes;
           out.backend = data.backend;
           step = "warm-up";
           generate(4, "warm");
@@ -59,7 +60,6 @@ function emberRun(backend) {
           out.decode_tokens = data.stats.decode_tokens;
           out.wasm_bytes = data.wasm_bytes;
           out.memory_bytes = await memoryBytes();
-          // GPU buffers: the weights as Ember holds them (f32) and its KV cache, computed.
           worker.terminate();
           resolve(out);
           break;

@@ -115,6 +115,15 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 
 /// Dequantises `n` elements of type `ty` from `data` into row-major f32.
 pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; n];
+    dequantize_into(ty, data, &mut out)?;
+    Ok(out)
+}
+
+/// Dequantises `out.len()` elements of type `ty` from `data` into `out` (no allocation: the
+/// CPU kernels call it per row).
+pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
+    let n = out.len();
     let bs = ty.block_size();
     let ts = ty.type_size();
     if n % bs != 0 || data.len() != n / bs * ts {
@@ -124,7 +133,6 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
             data.len()
         )));
     }
-    let mut out = vec![0f32; n];
     let blocks = data.chunks_exact(ts).zip(out.chunks_exact_mut(bs));
     match ty {
         GgmlType::F32 => blocks.for_each(|(b, y)| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
@@ -220,7 +228,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
             }
         }),
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The scale and offset of 32-element sub-block `j` of a Q4_K/Q5_K super-block:

@@ -245,19 +245,10 @@ pub struct Rope {
 }
 
 impl Rope {
-    /// Tables for `max_pos` positions. Angles are computed in f64, then rounded, as the
-    /// reference does.
+    /// Tables for `max_pos` positions ([`rope_tables`]).
     pub fn new(head_dim: usize, max_pos: usize, theta: f64, device: &Device) -> Self {
         let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(max_pos * half);
-        let mut sin = Vec::with_capacity(max_pos * half);
-        for p in 0..max_pos {
-            for i in 0..half {
-                let a = p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64);
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
-        }
+        let (cos, sin) = rope_tables(head_dim, max_pos, theta);
         Rope {
             cos: Tensor::from_data(TensorData::new(cos, [max_pos, half]), device),
             sin: Tensor::from_data(TensorData::new(sin, [max_pos, half]), device),
@@ -282,6 +273,22 @@ impl Rope {
         let r1 = x0 * sin + x1 * cos;
         Tensor::cat(vec![r0, r1], 4).reshape([b, t, h, hd])
     }
+}
+
+/// RoPE's cos and sin of `pos · θ^(-2i/head_dim)`, `[max_pos, head_dim/2]` each. Angles are
+/// computed in f64, then rounded, as the reference does. Shared by both decoders.
+pub fn rope_tables(head_dim: usize, max_pos: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(max_pos * half);
+    let mut sin = Vec::with_capacity(max_pos * half);
+    for p in 0..max_pos {
+        for i in 0..half {
+            let a = p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64);
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    (cos, sin)
 }
 
 /// Keys and values of every block for the positions seen so far, preallocated to a capacity.

@@ -11,8 +11,11 @@ use burn::module::Param;
 use burn::nn::{Embedding, LayerNormConfig, Linear, RmsNorm};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::cpu::{CpuBlock, CpuDecoder, CpuLinear, CpuNorm};
 use super::decoder::{Arch, Attention, Block, Decoder, DecoderConfig, Mlp, Norm};
+use super::qmatrix::QMatrix;
 use crate::error::{Error, Result};
+use crate::gguf::quant::{dequantize, dequantize_into, GgmlType};
 use crate::gguf::{Gguf, Metadata};
 use crate::safetensors::{HfConfig, Safetensors};
 
@@ -327,9 +330,9 @@ fn pattern_of(name: &str) -> (String, Option<usize>) {
     (parts.join("."), layer)
 }
 
-/// Row-major `(rows, cols)` → `(cols, rows)`.
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+/// Row-major `(rows, cols)` → `(cols, rows)`, for elements of any type.
+fn transpose<T: Copy + Default>(x: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); x.len()];
     for (r, row) in x.chunks_exact(cols).enumerate() {
         for (c, &v) in row.iter().enumerate() {
             out[c * rows + r] = v;
@@ -343,8 +346,10 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// the interleaved layout `Rope` uses, where dims `2i` and `2i + 1` do. Within each head, new
 /// row `2i + j` is old row `j·head_dim/2 + i`. This is convert_hf_to_gguf.py's `permute`
 /// (`reshape(heads, 2, head_dim/2, ..).swapaxes(1, 2)`), done in the one place every
-/// half-split source goes through; the golden tests against `transformers` prove it.
-pub fn rope_interleave(x: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+/// half-split source goes through; the golden tests against `transformers` prove it. Rows are
+/// `cols` items of any type: f32 values, or a quantised row's bytes (whole blocks, so rows move
+/// without being dequantised).
+pub fn rope_interleave<T: Copy>(x: &[T], heads: usize, head_dim: usize, cols: usize) -> Vec<T> {
     let half = head_dim / 2;
     let mut out = Vec::with_capacity(x.len());
     for h in 0..heads {
@@ -358,13 +363,72 @@ pub fn rope_interleave(x: &[f32], heads: usize, head_dim: usize, cols: usize) ->
     out
 }
 
-/// One tensor of a model file: its name, row-major shape, and how to read it as f32.
+/// A tensor as stored (GGUF blocks, or safetensors' F32/F16/BF16 elements), with its canonical
+/// row-major shape. Row operations (the RoPE permutation, splitting GPT-2's fused projection)
+/// move whole rows of bytes, so quantised weights stay quantised until a decoder takes them.
+pub struct Raw {
+    /// Element or block type.
+    pub ty: GgmlType,
+    /// The stored bytes.
+    pub bytes: Vec<u8>,
+    /// Canonical shape: `[n]` or `[rows, cols]`.
+    pub shape: Vec<usize>,
+}
+
+impl Raw {
+    fn cols(&self) -> usize {
+        if self.shape.len() == 2 { self.shape[1] } else { 1 }
+    }
+
+    /// Bytes per canonical row, if rows are whole blocks.
+    fn row_bytes(&self) -> Result<usize> {
+        let (bs, ts, cols) = (self.ty.block_size(), self.ty.type_size(), self.cols());
+        if cols % bs != 0 {
+            return Err(Error::Unsupported(format!("{} rows of {cols} values (not whole blocks of {bs})", self.ty.name())));
+        }
+        Ok(cols / bs * ts)
+    }
+
+    /// The index of the first element that dequantises to a non-finite value: only a block's
+    /// f16 scale or offset can be one, the quants are small integers.
+    fn first_non_finite(&self) -> Option<usize> {
+        let ts = self.ty.type_size();
+        let fields: &[usize] = match self.ty {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                let mut one = [0f32; 1];
+                return self.bytes.chunks_exact(ts).position(|e| {
+                    dequantize_into(self.ty, e, &mut one).is_err() || !one[0].is_finite()
+                });
+            }
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+        };
+        let bad = |b: &[u8]| fields.iter().any(|&i| !half::f16::from_le_bytes([b[i], b[i + 1]]).is_finite());
+        self.bytes.chunks_exact(ts).position(bad).map(|b| b * self.ty.block_size())
+    }
+
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        dequantize(self.ty, &self.bytes, self.shape.iter().product())
+    }
+
+    fn into_qmatrix(self) -> Result<QMatrix> {
+        let (rows, cols) = match self.shape[..] {
+            [rows, cols] => (rows, cols),
+            [n] => (1, n),
+            _ => unreachable!("shapes are checked against expected_shape"),
+        };
+        QMatrix::new(self.ty, &self.bytes, rows, cols)
+    }
+}
+
+/// One tensor of a model file: its name, row-major shape, and how to read its stored bytes.
 pub struct Entry<'a> {
     /// Name in the file.
     pub name: String,
     /// Row-major shape.
     pub shape: Vec<usize>,
-    read: Box<dyn Fn() -> Result<Vec<f32>> + 'a>,
+    read: Box<dyn Fn() -> Result<(GgmlType, Vec<u8>)> + 'a>,
 }
 
 /// How the tensors of a file are to be read.
@@ -380,19 +444,9 @@ struct Plan<'t> {
     format: &'static str,
 }
 
-type Slots = std::collections::HashMap<(Slot, Option<usize>), Tensor<2>>;
+type Slots = std::collections::HashMap<(Slot, Option<usize>), Raw>;
 
-/// Builds the decoder from a parsed GGUF file. Every tensor must map to a slot of this
-/// family (an unexpected one is an error), every slot must be filled (a missing one is an
-/// error, but for `output.weight`, whose absence means a tied head), and every shape must
-/// match `config`.
-pub fn load_gguf(
-    gguf: &Gguf<'_>,
-    config: &DecoderConfig,
-    max_positions: usize,
-    device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<(Decoder, DecoderConfig)> {
+fn gguf_entries<'a>(gguf: &'a Gguf<'_>, config: &DecoderConfig) -> (Vec<Entry<'a>>, Plan<'static>) {
     let entries = gguf
         .tensors
         .iter()
@@ -400,25 +454,19 @@ pub fn load_gguf(
             let name = info.name.clone();
             Entry {
                 shape: info.shape(),
-                read: Box::new(move || gguf.tensor(&name).expect("listed tensor").to_f32()),
+                read: Box::new(move || {
+                    let view = gguf.tensor(&name).expect("listed tensor");
+                    Ok((view.info.ty, view.data.to_vec()))
+                }),
                 name: info.name.clone(),
             }
         })
         .collect();
     // llama.cpp runs `qwen2` with NeoX (half-split) RoPE on unpermuted weights.
-    let plan = Plan { table: GGUF_NAMES, half_split_rope: config.arch == Arch::Qwen2, tied: None, format: "GGUF" };
-    build(entries, &plan, config, max_positions, device, progress)
+    (entries, Plan { table: GGUF_NAMES, half_split_rope: config.arch == Arch::Qwen2, tied: None, format: "GGUF" })
 }
 
-/// Builds the decoder from Hugging Face safetensors shards (`config` from `config.json`).
-/// A tensor may be in any shard, but in only one.
-pub fn load_safetensors(
-    shards: &[Safetensors<'_>],
-    config: &DecoderConfig,
-    max_positions: usize,
-    device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<(Decoder, DecoderConfig)> {
+fn hf_entries<'a>(shards: &'a [Safetensors<'_>], config: &DecoderConfig) -> Result<(Vec<Entry<'a>>, Plan<'static>)> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for shard in shards {
@@ -427,7 +475,7 @@ pub fn load_safetensors(
                 return Err(Error::tensor(&info.name, "is in more than one safetensors file"));
             }
             let name = info.name.clone();
-            entries.push(Entry { shape: info.shape.clone(), read: Box::new(move || shard.to_f32(&name)), name: info.name.clone() });
+            entries.push(Entry { shape: info.shape.clone(), read: Box::new(move || shard.raw(&name)), name: info.name.clone() });
         }
     }
     let gpt2 = config.arch == Arch::Gpt2;
@@ -444,32 +492,54 @@ pub fn load_safetensors(
         tied: Some(config.tied_embeddings),
         format: "Hugging Face",
     };
-    build(entries, &plan, config, max_positions, device, progress)
+    Ok((entries, plan))
 }
 
-fn build(
-    entries: Vec<Entry<'_>>,
-    plan: &Plan<'_>,
+/// Builds the burn decoder from a parsed GGUF file. Every tensor must map to a slot of this
+/// family (an unexpected one is an error), every slot must be filled (a missing one is an
+/// error, but for `output.weight`, whose absence means a tied head), and every shape must
+/// match `config`.
+pub fn load_gguf(
+    gguf: &Gguf<'_>,
     config: &DecoderConfig,
     max_positions: usize,
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Decoder, DecoderConfig)> {
+    let (entries, plan) = gguf_entries(gguf, config);
+    to_burn(collect(entries, &plan, config, progress)?, &plan, config, max_positions, device)
+}
+
+/// Builds the burn decoder from Hugging Face safetensors shards (`config` from `config.json`).
+/// A tensor may be in any shard, but in only one.
+pub fn load_safetensors(
+    shards: &[Safetensors<'_>],
+    config: &DecoderConfig,
+    max_positions: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Decoder, DecoderConfig)> {
+    let (entries, plan) = hf_entries(shards, config)?;
+    to_burn(collect(entries, &plan, config, progress)?, &plan, config, max_positions, device)
+}
+
+/// [`load_gguf`] for the CPU decoder: the weights stay in the file's block formats.
+pub fn load_gguf_cpu(gguf: &Gguf<'_>, config: &DecoderConfig, capacity: usize, progress: &mut dyn FnMut(usize, usize)) -> Result<(CpuDecoder, DecoderConfig)> {
+    let (entries, plan) = gguf_entries(gguf, config);
+    to_cpu(collect(entries, &plan, config, progress)?, &plan, config, capacity)
+}
+
+/// [`load_safetensors`] for the CPU decoder (F16 and BF16 weights become f32).
+pub fn load_safetensors_cpu(shards: &[Safetensors<'_>], config: &DecoderConfig, capacity: usize, progress: &mut dyn FnMut(usize, usize)) -> Result<(CpuDecoder, DecoderConfig)> {
+    let (entries, plan) = hf_entries(shards, config)?;
+    to_cpu(collect(entries, &plan, config, progress)?, &plan, config, capacity)
+}
+
+/// Reads every tensor into its slot in canonical form, checking names, shapes and values.
+fn collect(entries: Vec<Entry<'_>>, plan: &Plan<'_>, config: &DecoderConfig, progress: &mut dyn FnMut(usize, usize)) -> Result<Slots> {
     let arch = config.arch.name();
     let (hd, q, kv) = (config.head_dim(), config.n_head * config.head_dim(), config.n_kv_head * config.head_dim());
     let mut slots: Slots = Default::default();
-    let mut put = |slot: Slot, layer: Option<usize>, values: Vec<f32>, shape: &[usize]| {
-        let data = match (slot, shape) {
-            // Projections: canonical (out, in) → burn's `Linear` [in, out].
-            (Slot::Output | Slot::Q | Slot::K | Slot::V | Slot::O | Slot::Gate | Slot::Up | Slot::Down, &[rows, cols]) => {
-                TensorData::new(transpose(&values, rows, cols), [cols, rows])
-            }
-            (_, &[rows, cols]) => TensorData::new(values, [rows, cols]),
-            (_, &[n]) => TensorData::new(values, [1, n]),
-            _ => unreachable!("shapes are checked against expected_shape"),
-        };
-        slots.insert((slot, layer), Tensor::from_data(data, device));
-    };
     let total = entries.len();
     for (i, entry) in entries.into_iter().enumerate() {
         let (pattern, layer) = pattern_of(&entry.name);
@@ -491,72 +561,124 @@ fn build(
         if entry.shape != stored {
             return Err(Error::tensor(&entry.name, format!("has shape {:?}, expected {stored:?}", entry.shape)));
         }
-        let mut values = (entry.read)()?;
-        if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+        let (ty, bytes) = (entry.read)()?;
+        let mut raw = Raw { ty, bytes, shape: want.clone() };
+        if let Some(bad) = raw.first_non_finite() {
             return Err(Error::tensor(&entry.name, format!("holds a non-finite value at element {bad}")));
         }
+        let in_rows = |e: Error| Error::tensor(&entry.name, e.to_string());
         if layout == Conv1D {
-            values = transpose(&values, want[1], want[0]);
+            // Elements (safetensors holds no blocks), transposed a whole element at a time.
+            let ts = raw.ty.type_size();
+            let elems: Vec<&[u8]> = raw.bytes.chunks_exact(ts).collect();
+            raw.bytes = transpose(&elems, want[1], want[0]).concat();
         }
-        let cols = if want.len() == 2 { want[1] } else { 1 };
-        if plan.half_split_rope {
-            match slot {
-                Slot::Q | Slot::QBias => values = rope_interleave(&values, config.n_head, hd, cols),
-                Slot::K | Slot::KBias => values = rope_interleave(&values, config.n_kv_head, hd, cols),
-                _ => {}
+        let cols = raw.cols();
+        if plan.half_split_rope && matches!(slot, Slot::Q | Slot::QBias | Slot::K | Slot::KBias) {
+            let heads = if matches!(slot, Slot::Q | Slot::QBias) { config.n_head } else { config.n_kv_head };
+            // A vector's rows are single elements.
+            let unit = if cols == 1 { raw.ty.type_size() } else { raw.row_bytes().map_err(in_rows)? };
+            if cols == 1 && raw.ty.block_size() != 1 {
+                return Err(Error::tensor(&entry.name, "is a quantised vector; Ember cannot reorder it for RoPE"));
             }
+            raw.bytes = rope_interleave(&raw.bytes, heads, hd, unit);
         }
         match slot {
             // GPT-2's fused projection: rows [0, q) are Q, then K, then V. (GPT-2 has no RoPE,
             // so nothing here needs the permutation.)
             Slot::Qkv | Slot::QkvBias => {
                 let bias = slot == Slot::QkvBias;
+                let unit = if bias {
+                    if raw.ty.block_size() != 1 {
+                        return Err(Error::tensor(&entry.name, "is a quantised vector; Ember cannot split it"));
+                    }
+                    raw.ty.type_size()
+                } else {
+                    raw.row_bytes().map_err(in_rows)?
+                };
                 let parts = if bias { [Slot::QBias, Slot::KBias, Slot::VBias] } else { [Slot::Q, Slot::K, Slot::V] };
                 let mut at = 0;
                 for (part, rows) in parts.into_iter().zip([q, kv, kv]) {
-                    let chunk = values[at * cols..(at + rows) * cols].to_vec();
+                    let bytes = raw.bytes[at * unit..(at + rows) * unit].to_vec();
                     let shape = if bias { vec![rows] } else { vec![rows, cols] };
-                    put(part, layer, chunk, &shape);
+                    slots.insert((part, layer), Raw { ty: raw.ty, bytes, shape });
                     at += rows;
                 }
             }
-            _ => put(slot, layer, values, &want),
+            _ => {
+                slots.insert((slot, layer), raw);
+            }
         }
     }
+    Ok(slots)
+}
 
-    // Shared by the closures below, each of which takes tensors out.
-    let slots = std::cell::RefCell::new(slots);
-    let take = |slot: Slot, layer: Option<usize>| -> Result<Tensor<2>> {
-        slots.borrow_mut().remove(&(slot, layer)).ok_or_else(|| {
+/// Takes tensors out of the slots, naming the file's tensor when one is missing.
+struct Taker<'p> {
+    slots: std::cell::RefCell<Slots>,
+    plan: &'p Plan<'p>,
+    gpt2: bool,
+}
+
+impl Taker<'_> {
+    fn take(&self, slot: Slot, layer: Option<usize>) -> Result<Raw> {
+        self.slots.borrow_mut().remove(&(slot, layer)).ok_or_else(|| {
             // Name the tensor the file lacks (for a split part, the fused one).
             let named = match slot {
-                Slot::Q | Slot::K | Slot::V if config.arch == Arch::Gpt2 => Slot::Qkv,
-                Slot::QBias | Slot::KBias | Slot::VBias if config.arch == Arch::Gpt2 => Slot::QkvBias,
+                Slot::Q | Slot::K | Slot::V if self.gpt2 => Slot::Qkv,
+                Slot::QBias | Slot::KBias | Slot::VBias if self.gpt2 => Slot::QkvBias,
                 s => s,
             };
-            let pattern = plan.table.iter().find(|r| r.1 == named).map_or("?", |r| r.0);
+            let pattern = self.plan.table.iter().find(|r| r.1 == named).map_or("?", |r| r.0);
             let name = layer.map_or(pattern.to_string(), |l| pattern.replacen(".N.", &format!(".{l}."), 1));
             Error::tensor(&name, "is missing from the file")
         })
+    }
+
+    /// Whether the model has its own output head: HF says so in its config; in GGUF, the
+    /// tensor's presence does.
+    fn untied(&self) -> bool {
+        match self.plan.tied {
+            Some(tied) => !tied,
+            None => self.slots.borrow().contains_key(&(Slot::Output, None)),
+        }
+    }
+}
+
+fn to_burn(slots: Slots, plan: &Plan<'_>, config: &DecoderConfig, max_positions: usize, device: &Device) -> Result<(Decoder, DecoderConfig)> {
+    let gpt2 = config.arch == Arch::Gpt2;
+    let t = Taker { slots: std::cell::RefCell::new(slots), plan, gpt2 };
+    // Each tensor is dequantised as it goes to the device, so that the f32 copy of the whole
+    // model never sits in (wasm) memory beside the file.
+    let matrix = |slot: Slot, l: Option<usize>| -> Result<Tensor<2>> {
+        let raw = t.take(slot, l)?;
+        let values = raw.to_f32()?;
+        let data = match raw.shape[..] {
+            // Projections: canonical (out, in) → burn's `Linear` [in, out].
+            [rows, cols] if !matches!(slot, Slot::Embed | Slot::Positions) => TensorData::new(transpose(&values, rows, cols), [cols, rows]),
+            [rows, cols] => TensorData::new(values, [rows, cols]),
+            _ => unreachable!("matrices are 2-D"),
+        };
+        Ok(Tensor::from_data(data, device))
     };
-    let vector = |t: Tensor<2>| {
-        let [_, n] = t.dims();
-        t.reshape([n])
+    let vector = |slot: Slot, l: Option<usize>| -> Result<Tensor<1>> {
+        let values = t.take(slot, l)?.to_f32()?;
+        let n = values.len();
+        Ok(Tensor::from_data(TensorData::new(values, [n]), device))
     };
     let linear = |w: Slot, b: Option<Slot>, l: Option<usize>| -> Result<Linear> {
-        let weight = Param::from_tensor(take(w, l)?);
-        let bias = b.map(|b| take(b, l)).transpose()?.map(|t| Param::from_tensor(vector(t)));
+        let weight = Param::from_tensor(matrix(w, l)?);
+        let bias = b.map(|b| vector(b, l)).transpose()?.map(Param::from_tensor);
         Ok(Linear { weight, bias })
     };
     let eps = config.norm_eps;
-    let gpt2 = config.arch == Arch::Gpt2;
     let norm = |w: Slot, b: Slot, l: Option<usize>| -> Result<Norm> {
-        let gamma = Param::from_tensor(vector(take(w, l)?));
+        let gamma = Param::from_tensor(vector(w, l)?);
         Ok(if gpt2 {
             // LayerNorm's epsilon is private: build one, then give it the file's weights.
             let mut n = LayerNormConfig::new(config.d_model).with_epsilon(eps).init(device);
             n.gamma = gamma;
-            n.beta = Some(Param::from_tensor(vector(take(b, l)?)));
+            n.beta = Some(Param::from_tensor(vector(b, l)?));
             Norm::Layer(n)
         } else {
             Norm::Rms(RmsNorm { gamma, epsilon: eps })
@@ -575,7 +697,7 @@ fn build(
                 wo: linear(Slot::O, bias(gpt2, Slot::OBias), l)?,
                 n_head: config.n_head,
                 n_kv_head: config.n_kv_head,
-                head_dim: hd,
+                head_dim: config.head_dim(),
             },
             ffn_norm: norm(Slot::FfnNorm, Slot::FfnNormBias, l)?,
             mlp: Mlp {
@@ -585,15 +707,48 @@ fn build(
             },
         });
     }
-    let embed = Embedding { weight: Param::from_tensor(take(Slot::Embed, None)?) };
-    let positions = gpt2.then(|| take(Slot::Positions, None)).transpose()?.map(|w| Embedding { weight: Param::from_tensor(w) });
+    let embed = Embedding { weight: Param::from_tensor(matrix(Slot::Embed, None)?) };
+    let positions = gpt2.then(|| matrix(Slot::Positions, None)).transpose()?.map(|w| Embedding { weight: Param::from_tensor(w) });
     let final_norm = norm(Slot::FinalNorm, Slot::FinalNormBias, None)?;
-    let output = match plan.tied {
-        Some(true) => None,
-        Some(false) => Some(linear(Slot::Output, None, None)?),
-        None => take(Slot::Output, None).ok().map(|w| Linear { weight: Param::from_tensor(w), bias: None }),
-    };
+    let output = t.untied().then(|| linear(Slot::Output, None, None)).transpose()?;
     let config = config.clone().with_tied_embeddings(output.is_none());
     let model = Decoder::new(&config, embed, positions, layers, final_norm, output, max_positions, device);
+    Ok((model, config))
+}
+
+fn to_cpu(slots: Slots, plan: &Plan<'_>, config: &DecoderConfig, capacity: usize) -> Result<(CpuDecoder, DecoderConfig)> {
+    let gpt2 = config.arch == Arch::Gpt2;
+    let t = Taker { slots: std::cell::RefCell::new(slots), plan, gpt2 };
+    let matrix = |slot: Slot, l: Option<usize>| t.take(slot, l)?.into_qmatrix();
+    let linear = |w: Slot, b: Option<Slot>, l: Option<usize>| -> Result<CpuLinear> {
+        Ok(CpuLinear { weight: matrix(w, l)?, bias: b.map(|b| t.take(b, l)?.to_f32()).transpose()? })
+    };
+    let eps = config.norm_eps as f32;
+    let norm = |w: Slot, b: Slot, l: Option<usize>| -> Result<CpuNorm> {
+        let beta = gpt2.then(|| t.take(b, l)?.to_f32()).transpose()?;
+        Ok(CpuNorm { gamma: t.take(w, l)?.to_f32()?, beta, eps })
+    };
+    let qkv_bias = config.arch.qkv_bias();
+    let bias = |on: bool, s: Slot| on.then_some(s);
+    let mut layers = Vec::with_capacity(config.n_layer);
+    for l in (0..config.n_layer).map(Some) {
+        layers.push(CpuBlock {
+            attn_norm: norm(Slot::AttnNorm, Slot::AttnNormBias, l)?,
+            wq: linear(Slot::Q, bias(qkv_bias, Slot::QBias), l)?,
+            wk: linear(Slot::K, bias(qkv_bias, Slot::KBias), l)?,
+            wv: linear(Slot::V, bias(qkv_bias, Slot::VBias), l)?,
+            wo: linear(Slot::O, bias(gpt2, Slot::OBias), l)?,
+            ffn_norm: norm(Slot::FfnNorm, Slot::FfnNormBias, l)?,
+            gate: (!gpt2).then(|| linear(Slot::Gate, None, l)).transpose()?,
+            up: linear(Slot::Up, bias(gpt2, Slot::UpBias), l)?,
+            down: linear(Slot::Down, bias(gpt2, Slot::DownBias), l)?,
+        });
+    }
+    let embed = matrix(Slot::Embed, None)?;
+    let positions = gpt2.then(|| matrix(Slot::Positions, None)).transpose()?;
+    let final_norm = norm(Slot::FinalNorm, Slot::FinalNormBias, None)?;
+    let output = t.untied().then(|| matrix(Slot::Output, None)).transpose()?;
+    let config = config.clone().with_tied_embeddings(output.is_none());
+    let model = CpuDecoder::new(&config, embed, positions, layers, final_norm, output, capacity);
     Ok((model, config))
 }

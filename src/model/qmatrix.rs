@@ -1,0 +1,688 @@
+//! Weight matrices kept in their GGUF block formats on the CPU, and the matrix-vector and
+//! matrix-matrix products over them: the CPU path's whole arithmetic cost.
+//!
+//! - **Q4_0, Q4_1, Q8_0**: each block's 4- or 8-bit values meet `x` as integers. `x` is rounded
+//!   to 16 bits per 32-value block ([`X16`], error at most `max|x_b|/65534` a value: 256 times
+//!   finer than llama.cpp's 8-bit rounding, and well inside the reference tolerances, as the
+//!   golden tests show), so a block's products are exact integer multiply-adds
+//!   (`i32x4.dot_i16x8_s` in wasm) and its scales apply once:
+//!   `Σ (d·qᵢ + m)·xᵢ ≈ d·s·Σ qᵢ·x̂ᵢ + m·Σ xᵢ`, the offset term from the exact f32 sums. Prefill
+//!   unpacks a block once for four tokens; a token's result does not depend on the batch.
+//! - **f32 and the other formats**: each row is dequantised once, with llama.cpp's reference
+//!   arithmetic, and multiplied in f32 by every token, two rows by four tokens per step.
+//!
+//! Q4_0, Q4_1 and Q8_0 are repacked at load: scales become f32 (exact: they are f16 in the file)
+//! in their own array, and the quants lie contiguous, 16 or 32 bytes per block, so that loads are
+//! aligned. Other block types (Q5_0, Q5_1, the K-quants) stay as the file's bytes and are
+//! dequantised a row at a time. In wasm the inner loops use SIMD128 (the integer ones sum each
+//! block's products per lane); natively the f32 loops use SSE2 or AVX2, and the integer ones are
+//! portable Rust that sums each block exactly before scaling it.
+
+use half::f16;
+
+use crate::error::{Error, Result};
+use crate::gguf::quant::{dequantize_into, GgmlType};
+
+pub(crate) use kernels::dot;
+
+/// Elements per block of the 32-element formats.
+const QK: usize = 32;
+
+/// A `rows × cols` row-major matrix in one of the GGUF formats.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    rows: usize,
+    cols: usize,
+    data: QData,
+}
+
+#[derive(Debug, Clone)]
+enum QData {
+    F32(Vec<f32>),
+    /// `d` per block; `q` 32 signed bytes per block.
+    Q8_0 { d: Vec<f32>, q: Vec<i8> },
+    /// `d` per block; 16 bytes per block, element `j` in the low nibble of byte `j` and
+    /// element `j + 16` in its high nibble (the file's order); value `d·(q − 8)`.
+    Q4_0 { d: Vec<f32>, q: Vec<u8> },
+    /// As Q4_0 with an offset `m` per block; value `d·q + m`.
+    Q4_1 { d: Vec<f32>, m: Vec<f32>, q: Vec<u8> },
+    /// The file's blocks, dequantised a row at a time.
+    Blocks { ty: GgmlType, bytes: Vec<u8> },
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+impl QMatrix {
+    /// Takes `rows × cols` elements of type `ty` from `bytes` (whole blocks per row).
+    pub fn new(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        let (bs, ts) = (ty.block_size(), ty.type_size());
+        if cols % bs != 0 || bytes.len() != rows * cols / bs * ts {
+            return Err(Error::gguf(format!("{} data of {} bytes is not {rows} rows of {cols}", ty.name(), bytes.len())));
+        }
+        let blocks = bytes.chunks_exact(ts);
+        let data = match ty {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                let mut v = vec![0f32; rows * cols];
+                dequantize_into(ty, bytes, &mut v)?;
+                QData::F32(v)
+            }
+            GgmlType::Q8_0 => QData::Q8_0 {
+                d: blocks.clone().map(|b| f16_at(b, 0)).collect(),
+                q: blocks.flat_map(|b| b[2..34].iter().map(|&v| v as i8)).collect(),
+            },
+            GgmlType::Q4_0 => QData::Q4_0 { d: blocks.clone().map(|b| f16_at(b, 0)).collect(), q: blocks.flat_map(|b| b[2..18].to_vec()).collect() },
+            GgmlType::Q4_1 => QData::Q4_1 {
+                d: blocks.clone().map(|b| f16_at(b, 0)).collect(),
+                m: blocks.clone().map(|b| f16_at(b, 2)).collect(),
+                q: blocks.flat_map(|b| b[4..20].to_vec()).collect(),
+            },
+            _ => QData::Blocks { ty, bytes: bytes.to_vec() },
+        };
+        Ok(QMatrix { rows, cols, data })
+    }
+
+    /// An f32 matrix.
+    pub fn from_f32(values: Vec<f32>, rows: usize, cols: usize) -> Self {
+        assert_eq!(values.len(), rows * cols, "{rows}×{cols} matrix from {} values", values.len());
+        QMatrix { rows, cols, data: QData::F32(values) }
+    }
+
+    /// Output width.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input width.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            QData::F32(v) => v.len() * 4,
+            QData::Q8_0 { d, q } => d.len() * 4 + q.len(),
+            QData::Q4_0 { d, q } => d.len() * 4 + q.len(),
+            QData::Q4_1 { d, m, q } => (d.len() + m.len()) * 4 + q.len(),
+            QData::Blocks { bytes, .. } => bytes.len(),
+        }
+    }
+
+    /// Row `r` dequantised into `out` (`cols` values), with llama.cpp's reference arithmetic.
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        let (c, nb) = (self.cols, self.cols / QK);
+        match &self.data {
+            QData::F32(v) => out.copy_from_slice(&v[r * c..(r + 1) * c]),
+            QData::Q8_0 { d, q } => {
+                for (b, y) in out.chunks_exact_mut(QK).enumerate() {
+                    let (d, q) = (d[r * nb + b], &q[(r * nb + b) * QK..][..QK]);
+                    for j in 0..QK {
+                        y[j] = q[j] as f32 * d;
+                    }
+                }
+            }
+            QData::Q4_0 { d, q } => {
+                for (b, y) in out.chunks_exact_mut(QK).enumerate() {
+                    let (d, q) = (d[r * nb + b], &q[(r * nb + b) * 16..][..16]);
+                    for j in 0..16 {
+                        y[j] = d * ((q[j] & 0x0F) as i32 - 8) as f32;
+                        y[j + 16] = d * ((q[j] >> 4) as i32 - 8) as f32;
+                    }
+                }
+            }
+            QData::Q4_1 { d, m, q } => {
+                for (b, y) in out.chunks_exact_mut(QK).enumerate() {
+                    let (d, m, q) = (d[r * nb + b], m[r * nb + b], &q[(r * nb + b) * 16..][..16]);
+                    for j in 0..16 {
+                        y[j] = d * (q[j] & 0x0F) as f32 + m;
+                        y[j + 16] = d * (q[j] >> 4) as f32 + m;
+                    }
+                }
+            }
+            QData::Blocks { ty, bytes } => {
+                let rb = c / ty.block_size() * ty.type_size();
+                dequantize_into(*ty, &bytes[r * rb..(r + 1) * rb], out).expect("block sizes checked in new");
+            }
+        }
+    }
+
+    /// `y = W·x` for one vector: `x` has `cols` values, `y` gets `rows`.
+    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
+        self.matmul(x, 1, y)
+    }
+
+    /// `Y = X·Wᵀ` for `t` vectors: `x` is `[t, cols]`, `y` gets `[t, rows]`.
+    pub fn matmul(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        debug_assert_eq!((x.len(), y.len()), (t * self.cols, t * self.rows));
+        let c = self.cols;
+        match &self.data {
+            QData::Q8_0 { .. } | QData::Q4_0 { .. } | QData::Q4_1 { .. } => self.matmul_x16(x, t, y),
+            QData::F32(v) if t == 1 => {
+                for (r, y) in y.iter_mut().enumerate() {
+                    *y = kernels::dot_w(&v[r * c..(r + 1) * c], x);
+                }
+            }
+            _ if t == 1 => {
+                let mut row = vec![0f32; c];
+                for (r, y) in y.iter_mut().enumerate() {
+                    self.row_into(r, &mut row);
+                    *y = kernels::dot_w(&row, x);
+                }
+            }
+            _ => self.matmul_f32(x, t, y),
+        }
+    }
+
+    /// The 4- and 8-bit formats: every token's `x` rounded to 16 bits ([`X16`]), then integer
+    /// dot products, four tokens per pass over a row so that its unpacked quants are reused.
+    /// A token's result does not depend on how many tokens run with it: the prompt run in one
+    /// pass gives the same keys and values as token by token.
+    fn matmul_x16(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        let (c, n, nb) = (self.cols, self.rows, self.cols / QK);
+        let xq: Vec<X16> = x.chunks_exact(c).map(X16::new).collect();
+        // Per token, the block sums of x for the offsets: Σ (d·q + m)·x = d·Σ q·x + m·Σ x (Q4_1);
+        // Σ d·(q − 8)·x = d·Σ q·x − 8·d·Σ x (Q4_0).
+        let sums = |k: f32| -> Vec<Vec<f32>> { x.chunks_exact(c).map(|x| x.chunks_exact(QK).map(|b| k * b.iter().sum::<f32>()).collect()).collect() };
+        let (sums, offsets) = match &self.data {
+            QData::Q4_0 { d, .. } => (sums(-8.0), Some(d)),
+            QData::Q4_1 { m, .. } => (sums(1.0), Some(m)),
+            _ => (Vec::new(), None),
+        };
+        for r in 0..n {
+            let blocks = r * nb..(r + 1) * nb;
+            let mut i = 0;
+            while i < t {
+                let k = if t - i >= 4 { 4 } else { 1 };
+                let group = [&xq[i], &xq[(i + 1).min(t - 1)], &xq[(i + 2).min(t - 1)], &xq[(i + 3).min(t - 1)]];
+                let xs = &group[..k];
+                let mut out = [0f32; 4];
+                match &self.data {
+                    QData::Q8_0 { d, q } => kernels::dot_q8_x16(&d[blocks.clone()], &q[r * c..(r + 1) * c], xs, &mut out),
+                    QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => {
+                        kernels::dot_q4_x16(&d[blocks.clone()], &q[r * nb * 16..(r + 1) * nb * 16], xs, &mut out)
+                    }
+                    _ => unreachable!("only the 4- and 8-bit formats"),
+                }
+                for (j, v) in out[..k].iter().enumerate() {
+                    let offset: f32 = offsets.map_or(0.0, |o| o[blocks.clone()].iter().zip(&sums[i + j]).map(|(o, s)| o * s).sum());
+                    y[(i + j) * n + r] = offset + v;
+                }
+                i += k;
+            }
+        }
+    }
+
+    /// f32 and the other block formats: rows dequantised once, eight at a time, and met by
+    /// every token, two rows by four tokens per inner step, so that each load feeds several
+    /// products and the tile stays in L1. Each product is computed as `kernels::dot_w` computes
+    /// it alone, so a token's result does not depend on the batch here either.
+    fn matmul_f32(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        const R: usize = 8;
+        let (c, n) = (self.cols, self.rows);
+        let mut tile = vec![0f32; R * c];
+        for r0 in (0..n).step_by(R) {
+            let rows = R.min(n - r0);
+            for k in 0..rows {
+                self.row_into(r0 + k, &mut tile[k * c..(k + 1) * c]);
+            }
+            let w = |k: usize| &tile[k * c..(k + 1) * c];
+            let xr = |i: usize| &x[i * c..(i + 1) * c];
+            let mut i = 0;
+            while i < t {
+                if i + 4 <= t {
+                    let xs = [xr(i), xr(i + 1), xr(i + 2), xr(i + 3)];
+                    let mut k = 0;
+                    while k + 2 <= rows {
+                        let s = kernels::dot2x4([w(k), w(k + 1)], xs);
+                        for (dr, s) in s.iter().enumerate() {
+                            for (di, v) in s.iter().enumerate() {
+                                y[(i + di) * n + r0 + k + dr] = *v;
+                            }
+                        }
+                        k += 2;
+                    }
+                    for k in k..rows {
+                        for (di, xv) in xs.iter().enumerate() {
+                            y[(i + di) * n + r0 + k] = kernels::dot_w(w(k), xv);
+                        }
+                    }
+                    i += 4;
+                } else {
+                    for k in 0..rows {
+                        y[i * n + r0 + k] = kernels::dot_w(w(k), xr(i));
+                    }
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `x` as 16-bit integers with one f32 scale per 32-value block, `x ≈ s_b·q`: the integer
+/// products with 4- and 8-bit weights are exact, and a block's error is at most
+/// `max|x_b| / 65534` per value (llama.cpp rounds to 8 bits; this is 256 times finer).
+pub struct X16 {
+    q: Vec<i16>,
+    s: Vec<f32>,
+}
+
+impl X16 {
+    /// Rounds `x` (whole blocks) to nearest.
+    pub fn new(x: &[f32]) -> Self {
+        let mut q = vec![0i16; x.len()];
+        let mut s = Vec::with_capacity(x.len() / QK);
+        for (xb, qb) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)) {
+            let max = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let scale = max / 32767.0;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            for (q, v) in qb.iter_mut().zip(xb) {
+                *q = (v * inv).round() as i16;
+            }
+            s.push(scale);
+        }
+        X16 { q, s }
+    }
+}
+
+/// The inner loops: portable code the compiler vectorises natively, SIMD128 in wasm.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod kernels {
+    use super::QK;
+
+    /// `Σ a·b`, eight partial sums.
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0f32; 8];
+        let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (ar, br) = (ac.remainder(), bc.remainder());
+        for (a, b) in ac.zip(bc) {
+            for l in 0..8 {
+                acc[l] += a[l] * b[l];
+            }
+        }
+        let tail: f32 = ar.iter().zip(br).map(|(a, b)| a * b).sum();
+        acc.iter().sum::<f32>() + tail
+    }
+
+    /// A weight row times x with exactly the arithmetic of one [`dot2x4`] output (the same
+    /// lanes, the same fused or separate multiply-adds), so that one token alone and the same
+    /// token in a batch give the same bits.
+    #[cfg(target_arch = "x86_64")]
+    pub fn dot_w(w: &[f32], x: &[f32]) -> f32 {
+        use std::arch::x86_64::*;
+        assert_eq!(w.len(), x.len());
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA; the lengths are equal.
+            return unsafe { dot_w_avx2(w, x) };
+        }
+        let n = w.len() / 4 * 4;
+        // SAFETY: SSE2 is part of x86_64; every load reads 4 floats at i + 4 <= n.
+        unsafe {
+            let mut acc = _mm_setzero_ps();
+            for i in (0..n).step_by(4) {
+                acc = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(w.as_ptr().add(i)), _mm_loadu_ps(x.as_ptr().add(i))));
+            }
+            let mut lanes = [0f32; 4];
+            _mm_storeu_ps(lanes.as_mut_ptr(), acc);
+            lanes.iter().sum::<f32>() + w[n..].iter().zip(&x[n..]).map(|(a, b)| a * b).sum::<f32>()
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_w_avx2(w: &[f32], x: &[f32]) -> f32 {
+        use std::arch::x86_64::*;
+        let n = w.len() / 8 * 8;
+        let mut acc = _mm256_setzero_ps();
+        for i in (0..n).step_by(8) {
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_loadu_ps(x.as_ptr().add(i)), acc);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        lanes.iter().sum::<f32>() + w[n..].iter().zip(&x[n..]).map(|(a, b)| a * b).sum::<f32>()
+    }
+
+    /// A weight row times x (the arithmetic of one [`dot2x4`] output).
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn dot_w(w: &[f32], x: &[f32]) -> f32 {
+        dot(w, x)
+    }
+
+    /// Dot products of two rows of W with four vectors: `out[r][k] = w[r]·x[k]`. Each chunk
+    /// of `w` and `x` is loaded once for eight products (eight 4-lane accumulators in SSE
+    /// registers; the compiler's own vectorisation of this spills them).
+    #[cfg(target_arch = "x86_64")]
+    pub fn dot2x4(w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+        use std::arch::x86_64::*;
+        let len = w[0].len();
+        assert!(w[1].len() == len && x.iter().all(|x| x.len() == len));
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA; lengths are checked above.
+            return unsafe { dot2x4_avx2(w, x) };
+        }
+        let n = len / 4 * 4;
+        let mut out = [[0f32; 4]; 2];
+        // SAFETY: SSE2 is part of x86_64; every load reads 4 floats at i + 4 <= n <= len.
+        unsafe {
+            let mut acc = [_mm_setzero_ps(); 8];
+            for i in (0..n).step_by(4) {
+                let a = _mm_loadu_ps(w[0].as_ptr().add(i));
+                let b = _mm_loadu_ps(w[1].as_ptr().add(i));
+                for k in 0..4 {
+                    let xv = _mm_loadu_ps(x[k].as_ptr().add(i));
+                    acc[k] = _mm_add_ps(acc[k], _mm_mul_ps(a, xv));
+                    acc[4 + k] = _mm_add_ps(acc[4 + k], _mm_mul_ps(b, xv));
+                }
+            }
+            for r in 0..2 {
+                for k in 0..4 {
+                    let mut lanes = [0f32; 4];
+                    _mm_storeu_ps(lanes.as_mut_ptr(), acc[4 * r + k]);
+                    out[r][k] = lanes.iter().sum::<f32>() + w[r][n..].iter().zip(&x[k][n..]).map(|(a, b)| a * b).sum::<f32>();
+                }
+            }
+        }
+        out
+    }
+
+    /// [`dot2x4`] in 8-lane AVX registers with fused multiply-adds.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot2x4_avx2(w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+        use std::arch::x86_64::*;
+        let len = w[0].len();
+        let n = len / 8 * 8;
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for i in (0..n).step_by(8) {
+            let a = _mm256_loadu_ps(w[0].as_ptr().add(i));
+            let b = _mm256_loadu_ps(w[1].as_ptr().add(i));
+            for k in 0..4 {
+                let xv = _mm256_loadu_ps(x[k].as_ptr().add(i));
+                acc[k] = _mm256_fmadd_ps(a, xv, acc[k]);
+                acc[4 + k] = _mm256_fmadd_ps(b, xv, acc[4 + k]);
+            }
+        }
+        let mut out = [[0f32; 4]; 2];
+        for r in 0..2 {
+            for k in 0..4 {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), acc[4 * r + k]);
+                out[r][k] = lanes.iter().sum::<f32>() + w[r][n..].iter().zip(&x[k][n..]).map(|(a, b)| a * b).sum::<f32>();
+            }
+        }
+        out
+    }
+
+    /// Dot products of two rows of W with four vectors: `out[r][k] = w[r]·x[k]`.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn dot2x4(w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+        [0, 1].map(|r| [0, 1, 2, 3].map(|k| dot(w[r], x[k])))
+    }
+
+    /// A Q8_0 row against one to four 16-bit vectors: `out[k] = Σ_b d_b·s_kb · Σ q·x_k`, the
+    /// block sums exact integers (so their order does not matter; the compiler vectorises them).
+    pub fn dot_q8_x16(d: &[f32], q: &[i8], xs: &[&super::X16], out: &mut [f32; 4]) {
+        for (b, q) in q.chunks_exact(QK).enumerate() {
+            for (k, x) in xs.iter().enumerate() {
+                let xq = &x.q[b * QK..(b + 1) * QK];
+                let mut acc = [0i32; 8];
+                for j in 0..4 {
+                    for l in 0..8 {
+                        acc[l] += q[8 * j + l] as i32 * xq[8 * j + l] as i32;
+                    }
+                }
+                out[k] += d[b] * x.s[b] * acc.iter().sum::<i32>() as f32;
+            }
+        }
+    }
+
+    /// A 4-bit row (nibbles, no offset) against one to four 16-bit vectors:
+    /// `out[k] = Σ_b d_b·s_kb · Σ q·x_k`.
+    pub fn dot_q4_x16(d: &[f32], q: &[u8], xs: &[&super::X16], out: &mut [f32; 4]) {
+        for (b, q) in q.chunks_exact(16).enumerate() {
+            let mut w = [0i32; QK];
+            for j in 0..16 {
+                w[j] = (q[j] & 0x0F) as i32;
+                w[j + 16] = (q[j] >> 4) as i32;
+            }
+            for (k, x) in xs.iter().enumerate() {
+                let xq = &x.q[b * QK..(b + 1) * QK];
+                let mut acc = [0i32; 8];
+                for j in 0..4 {
+                    for l in 0..8 {
+                        acc[l] += w[8 * j + l] * xq[8 * j + l] as i32;
+                    }
+                }
+                out[k] += d[b] * x.s[b] * acc.iter().sum::<i32>() as f32;
+            }
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod kernels {
+    use core::arch::wasm32::*;
+
+    use super::QK;
+
+    #[inline(always)]
+    fn hsum(v: v128) -> f32 {
+        f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v) + f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v)
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: &[f32], i: usize) -> v128 {
+        debug_assert!(i + 4 <= p.len());
+        v128_load(p.as_ptr().add(i) as *const v128)
+    }
+
+    /// `Σ a·b`, two vector accumulators.
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len()) / 8 * 8;
+        let (mut s0, mut s1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        // SAFETY: every load reads 4 floats at i or i + 4 < n ≤ both lengths.
+        unsafe {
+            for i in (0..n).step_by(8) {
+                s0 = f32x4_add(s0, f32x4_mul(load(a, i), load(b, i)));
+                s1 = f32x4_add(s1, f32x4_mul(load(a, i + 4), load(b, i + 4)));
+            }
+        }
+        hsum(f32x4_add(s0, s1)) + a[n..].iter().zip(&b[n..]).map(|(a, b)| a * b).sum::<f32>()
+    }
+
+    /// A weight row times x with exactly the arithmetic of one [`dot2x4`] output, so that one
+    /// token alone and the same token in a batch give the same bits.
+    pub fn dot_w(w: &[f32], x: &[f32]) -> f32 {
+        assert_eq!(w.len(), x.len());
+        let n = w.len() / 4 * 4;
+        let mut acc = f32x4_splat(0.0);
+        // SAFETY: loads read 4 floats at i < n <= both lengths.
+        unsafe {
+            for i in (0..n).step_by(4) {
+                acc = f32x4_add(acc, f32x4_mul(load(w, i), load(x, i)));
+            }
+        }
+        hsum(acc) + w[n..].iter().zip(&x[n..]).map(|(a, b)| a * b).sum::<f32>()
+    }
+
+    /// Dot products of two rows of W with four vectors: `out[r][k] = w[r]·x[k]`. Each chunk
+    /// of `w` and `x` is loaded once for eight products (eight accumulators in registers).
+    pub fn dot2x4(w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+        let n = w[0].len() / 4 * 4;
+        let mut s = [[f32x4_splat(0.0); 4]; 2];
+        // SAFETY: both rows of `w` and every `x[k]` have the same length; loads read 4 at i < n.
+        unsafe {
+            for i in (0..n).step_by(4) {
+                let (w0, w1) = (load(w[0], i), load(w[1], i));
+                for k in 0..4 {
+                    let xv = load(x[k], i);
+                    s[0][k] = f32x4_add(s[0][k], f32x4_mul(w0, xv));
+                    s[1][k] = f32x4_add(s[1][k], f32x4_mul(w1, xv));
+                }
+            }
+        }
+        let mut out = [[0f32; 4]; 2];
+        for r in 0..2 {
+            for k in 0..4 {
+                out[r][k] = hsum(s[r][k]) + w[r][n..].iter().zip(&x[k][n..]).map(|(a, b)| a * b).sum::<f32>();
+            }
+        }
+        out
+    }
+
+    /// Loads eight 16-bit values.
+    #[inline(always)]
+    unsafe fn load16(p: &[i16], i: usize) -> v128 {
+        debug_assert!(i + 8 <= p.len());
+        v128_load(p.as_ptr().add(i) as *const v128)
+    }
+
+    /// Sixteen-bit products of eight-lane weights `w` with token `x`'s block `b`, summed in
+    /// pairs into four i32 lanes (`i32x4.dot_i16x8_s`): the same lanes for any token count.
+    #[inline(always)]
+    unsafe fn block_dot(w: &[v128; 4], x: &super::X16, b: usize) -> v128 {
+        let mut acc = i32x4_dot_i16x8(w[0], load16(&x.q, b * QK));
+        acc = i32x4_add(acc, i32x4_dot_i16x8(w[1], load16(&x.q, b * QK + 8)));
+        acc = i32x4_add(acc, i32x4_dot_i16x8(w[2], load16(&x.q, b * QK + 16)));
+        i32x4_add(acc, i32x4_dot_i16x8(w[3], load16(&x.q, b * QK + 24)))
+    }
+
+    /// A Q8_0 row against one to four 16-bit vectors: `out[k] = Σ_b d_b·s_kb · Σ q·x_k`, each
+    /// block's weights widened once for all of them.
+    pub fn dot_q8_x16(d: &[f32], q: &[i8], xs: &[&super::X16], out: &mut [f32; 4]) {
+        assert!(q.len() == d.len() * QK && xs.len() <= 4 && xs.iter().all(|x| x.q.len() == q.len() && x.s.len() == d.len()));
+        // SAFETY: block b spans q[32b..32b+32] and every x.q[32b..32b+32], inside the rows.
+        unsafe {
+            rows(d, xs, out, |b| {
+                let qp = q.as_ptr().add(b * QK) as *const v128;
+                let (q0, q1) = (v128_load(qp), v128_load(qp.add(1)));
+                [i16x8_extend_low_i8x16(q0), i16x8_extend_high_i8x16(q0), i16x8_extend_low_i8x16(q1), i16x8_extend_high_i8x16(q1)]
+            })
+        }
+    }
+
+    /// A 4-bit row (nibbles, no offset) against one to four 16-bit vectors:
+    /// `out[k] = Σ_b d_b·s_kb · Σ q·x_k`.
+    pub fn dot_q4_x16(d: &[f32], q: &[u8], xs: &[&super::X16], out: &mut [f32; 4]) {
+        assert!(q.len() == d.len() * 16 && xs.len() <= 4 && xs.iter().all(|x| x.q.len() == 2 * q.len() && x.s.len() == d.len()));
+        let mask = u8x16_splat(0x0F);
+        // SAFETY: block b spans q[16b..16b+16] and every x.q[32b..32b+32], inside the rows.
+        unsafe {
+            rows(d, xs, out, |b| {
+                let v = v128_load(q.as_ptr().add(b * 16) as *const v128);
+                let (lo, hi) = (v128_and(v, mask), u8x16_shr(v, 4)); // elements 0..16, 16..32
+                [u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo), u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi)]
+            })
+        }
+    }
+
+    /// The shared loop: block `b`'s weights widened to i16 once (`widen`), met by each token's
+    /// block, scaled by `d_b·s_kb` and summed per token.
+    #[inline(always)]
+    unsafe fn rows(d: &[f32], xs: &[&super::X16], out: &mut [f32; 4], widen: impl Fn(usize) -> [v128; 4]) {
+        let mut total = [f32x4_splat(0.0); 4];
+        for (b, &db) in d.iter().enumerate() {
+            let w = widen(b);
+            for (k, x) in xs.iter().enumerate() {
+                let acc = block_dot(&w, x, b);
+                total[k] = f32x4_add(total[k], f32x4_mul(f32x4_convert_i32x4(acc), f32x4_splat(db * x.s[b])));
+            }
+        }
+        for k in 0..xs.len() {
+            out[k] = hsum(total[k]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::quant::{dequantize, quantize_q4_1, quantize_q8_0};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every kernel against the dequantised matrix times x, in f64.
+    #[test]
+    fn products_equal_the_dequantised_matrix() {
+        let (rows, cols) = (7, 96);
+        let w = values(rows * cols, 1);
+        // Q4_0 bytes: a Q4_1 block with its offset dropped has Q4_0's layout but for the header.
+        let q4_0: Vec<u8> = quantize_q4_1(&w).chunks_exact(20).flat_map(|b| [&b[0..2], &b[4..20]].concat()).collect();
+        let cases = [
+            (GgmlType::F32, w.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
+            (GgmlType::Q8_0, quantize_q8_0(&w)),
+            (GgmlType::Q4_1, quantize_q4_1(&w)),
+            (GgmlType::Q4_0, q4_0),
+            (GgmlType::F16, w.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect()),
+        ];
+        for (ty, bytes) in cases {
+            let m = QMatrix::new(ty, &bytes, rows, cols).unwrap();
+            let dense = dequantize(ty, &bytes, rows * cols).unwrap();
+            let mut row = vec![0f32; cols];
+            for r in 0..rows {
+                m.row_into(r, &mut row);
+                assert_eq!(row, dense[r * cols..(r + 1) * cols], "{ty:?} row {r}");
+            }
+            for t in [1, 3, 6, 9] {
+                let x = values(t * cols, 7 + t as u32);
+                let mut y = vec![0f32; t * rows];
+                m.matmul(&x, t, &mut y);
+                let quantised = !matches!(ty, GgmlType::F32 | GgmlType::F16);
+                for i in 0..t {
+                    let x = &x[i * cols..(i + 1) * cols];
+                    for r in 0..rows {
+                        let w = &dense[r * cols..(r + 1) * cols];
+                        let want: f64 = w.iter().zip(x).map(|(w, x)| *w as f64 * *x as f64).sum();
+                        // Quantised products round x to 16 bits per block (X16).
+                        let rounding: f64 = if quantised {
+                            w.chunks(QK).zip(x.chunks(QK)).map(|(w, x)| {
+                                let max = x.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                                w.iter().map(|v| v.abs() as f64).sum::<f64>() * max / 65534.0
+                            }).sum()
+                        } else {
+                            0.0
+                        };
+                        let got = y[i * rows + r] as f64;
+                        assert!((got - want).abs() <= 1e-5 + rounding, "{ty:?} t={t} [{i},{r}]: {got} vs {want} (rounding bound {rounding})");
+                        // The same bits as the token on its own: batching changes nothing.
+                        let mut alone = vec![0f32; rows];
+                        m.matvec(x, &mut alone);
+                        assert_eq!(alone[r].to_bits(), y[i * rows + r].to_bits(), "{ty:?} t={t} [{i},{r}]");
+                    }
+                }
+            }
+        }
+    }
+
+    /// 16-bit rounding: each value within half a step of its block's scale.
+    #[test]
+    fn x16_rounds_to_within_half_a_step() {
+        let mut x = values(96, 3);
+        x[40] = 7.5; // one large value sets block 1's scale
+        x[64..96].iter_mut().for_each(|v| *v = 0.0); // an all-zero block
+        let q = X16::new(&x);
+        for (b, (xb, qb)) in x.chunks(QK).zip(q.q.chunks(QK)).enumerate() {
+            let max = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+            assert_eq!(q.s[b], max / 32767.0);
+            assert_eq!(qb.iter().map(|v| v.unsigned_abs()).max().unwrap(), if max > 0.0 { 32767 } else { 0 });
+            for (v, &qv) in xb.iter().zip(qb) {
+                assert!((qv as f32 * q.s[b] - v).abs() <= q.s[b] * 0.5 + f32::EPSILON * max, "block {b}: {v} as {qv}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_of_partial_blocks_is_refused() {
+        assert!(QMatrix::new(GgmlType::Q8_0, &[0; 34], 1, 16).is_err());
+        assert!(QMatrix::new(GgmlType::Q8_0, &[0; 33], 1, 32).is_err());
+    }
+}
