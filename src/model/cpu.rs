@@ -157,15 +157,6 @@ impl CpuDecoder {
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
     }
-    /// Bytes of weights held.
-    pub fn weight_bytes(&self) -> usize {
-        let lin = |l: &CpuLinear| l.weight.bytes() + l.bias.as_ref().map_or(0, |b| b.len() * 4);
-        self.embed.bytes()
-            + self.positions.as_ref().map_or(0, QMatrix::bytes)
-            + self.output.as_ref().map_or(0, QMatrix::bytes)
-            + self.layers.iter().map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.up, &b.down].map(lin).iter().sum::<usize>() + b.gate.as_ref().map_or(0, lin)).sum::<usize>()
-    }
-
     /// Rotates each head of every row of `x` (`[t, heads · head_dim]`), row `i` at `pos0 + i`.
     fn rope(&self, x: &mut [f32], heads: usize, pos0: usize) {
         let hd = self.config.head_dim();

@@ -83,12 +83,6 @@ impl QMatrix {
         Ok(QMatrix { rows, cols, data })
     }
 
-    /// An f32 matrix.
-    pub fn from_f32(values: Vec<f32>, rows: usize, cols: usize) -> Self {
-        assert_eq!(values.len(), rows * cols, "{rows}×{cols} matrix from {} values", values.len());
-        QMatrix { rows, cols, data: QData::F32(values) }
-    }
-
     /// Output width.
     pub fn rows(&self) -> usize {
         self.rows
@@ -97,17 +91,6 @@ impl QMatrix {
     /// Input width.
     pub fn cols(&self) -> usize {
         self.cols
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        match &self.data {
-            QData::F32(v) => v.len() * 4,
-            QData::Q8_0 { d, q } => d.len() * 4 + q.len(),
-            QData::Q4_0 { d, q } => d.len() * 4 + q.len(),
-            QData::Q4_1 { d, m, q } => (d.len() + m.len()) * 4 + q.len(),
-            QData::Blocks { bytes, .. } => bytes.len(),
-        }
     }
 
     /// Row `r` dequantised into `out` (`cols` values), with llama.cpp's reference arithmetic.
