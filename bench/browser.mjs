@@ -112,7 +112,7 @@ for (const [which, r] of Object.entries(raw)) {
       // The weights as the backend holds them (the model card's figure): f32 on the GPU, the
       // file's blocks on the CPU.
       weights_mb: mb(r.runs[0]?.weight_bytes ?? null),
-      gpu_weights_mb: which === "ember-webgpu" ? mb(r.runs[0]?.weight_bytes ?? null) : null,
+      gpu_weights_mb: which === "ember-webgpu" ? mb(r.runs[0]?.gpu_weight_bytes ?? null) : null,
     } : {}),
   };
 }

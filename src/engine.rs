@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::hf::HfFolder;
 use crate::gguf::quant::GgmlType;
+use crate::model::gpu::QFormat;
 use crate::model::{load_gguf, load_gguf_cpu, load_safetensors, load_safetensors_cpu, CpuDecoder, Decoder, DecoderConfig};
 use crate::model::decoder::KvCache;
 use crate::sampling::{Sampler, SamplingConfig};
@@ -56,9 +57,13 @@ pub struct ModelInfo {
     pub config: DecoderConfig,
     /// Parameters, counted from the loaded tensors.
     pub n_params: usize,
-    /// Bytes the weights take as the backend holds them: f32 on the GPU, the file's block
-    /// formats on the CPU.
+    /// Bytes the weights take as the backend holds them: Q4_0, Q4_1 and Q8_0 in their blocks
+    /// (on the GPU and the CPU alike), other block types as stored on the CPU and as f32 on the
+    /// GPU. Computed from the file before loading (the size checks use it).
     pub weight_bytes: u64,
+    /// GPU memory the loaded weights took, as the device's allocator counts it (wgpu; `None` on
+    /// the CPU or where the allocator does not report).
+    pub gpu_weight_bytes: Option<u64>,
     /// Size of the model file (or folder) in bytes.
     pub file_size: usize,
     /// Tensor block formats (or dtypes) in the file and how many tensors use each (e.g. `Q4_1: 210`).
@@ -263,17 +268,24 @@ impl Runner {
     }
 }
 
-/// Bytes a tensor of `n` elements stored as `ty` takes on `backend` (`QMatrix` keeps scales as
-/// f32 beside 16 or 32 bytes of quants per block).
+/// Bytes a tensor of `n` elements stored as `ty` takes on `backend`. Q4_0, Q4_1 and Q8_0 keep
+/// their blocks on both (f32 scales beside 16 or 32 bytes of quants, `gpu::QFormat`; the CPU's
+/// `QMatrix` repacks them the same way); the CPU keeps other block types as stored, wgpu
+/// dequantises them to f32.
 fn held_bytes(backend: Backend, ty: GgmlType, n: u64) -> u64 {
-    let blocks = n / 32;
-    match (backend, ty) {
-        (Backend::Wgpu, _) | (_, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => 4 * n,
-        (Backend::Cpu, GgmlType::Q4_0) => blocks * 20,
-        (Backend::Cpu, GgmlType::Q4_1) => blocks * 24,
-        (Backend::Cpu, GgmlType::Q8_0) => blocks * 36,
-        (Backend::Cpu, t) => n / t.block_size() as u64 * t.type_size() as u64,
+    match (backend, QFormat::of(ty)) {
+        (_, Some(format)) => n / 32 * format.held_block_bytes() as u64,
+        (Backend::Wgpu, None) => 4 * n,
+        (Backend::Cpu, None) => match ty {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 4 * n,
+            t => n / t.block_size() as u64 * t.type_size() as u64,
+        },
     }
+}
+
+/// Bytes the device's allocator has handed out (wgpu), once queued uploads have landed.
+fn gpu_bytes_in_use(device: &Device) -> Option<u64> {
+    device.memory_pool_usage().map(|u| u.bytes_in_use)
 }
 
 /// A loaded model, ready to generate.
@@ -315,9 +327,12 @@ impl Engine {
         let template = meta.opt::<String>("tokenizer.chat_template")?;
         let max_context = options.max_context.clamp(1, config.context_length);
         let template = check_tokens_and_template(&tokenizer, &config, template)?;
+        let mut gpu_weights = None;
         let (runner, config) = match backend {
             Backend::Wgpu => {
+                let before = gpu_bytes_in_use(&device);
                 let (model, config) = load_gguf(&gguf, &config, max_context, &device, progress)?;
+                gpu_weights = gpu_bytes_in_use(&device).zip(before).map(|(after, before)| after.saturating_sub(before));
                 (Runner::Burn { cache: KvCache::new(&config, max_context, &device), model }, config)
             }
             Backend::Cpu => {
@@ -331,6 +346,7 @@ impl Engine {
             format: "GGUF".into(),
             n_params: config.n_params(),
             weight_bytes: held.iter().sum(),
+            gpu_weight_bytes: gpu_weights,
             config,
             file_size: gguf.file_size(),
             tensor_types: count_types(gguf.tensors.iter().map(|t| t.ty.name())),
@@ -357,9 +373,12 @@ impl Engine {
         let max_context = options.max_context.clamp(1, config.context_length);
         let template = check_tokens_and_template(&tokenizer, &config, folder.chat_template()?)?;
         let files: Vec<_> = shards.into_iter().map(|(_, s)| s).collect();
+        let mut gpu_weights = None;
         let (runner, config) = match backend {
             Backend::Wgpu => {
+                let before = gpu_bytes_in_use(&device);
                 let (model, config) = load_safetensors(&files, &config, max_context, &device, progress)?;
+                gpu_weights = gpu_bytes_in_use(&device).zip(before).map(|(after, before)| after.saturating_sub(before));
                 (Runner::Burn { cache: KvCache::new(&config, max_context, &device), model }, config)
             }
             Backend::Cpu => {
@@ -379,6 +398,7 @@ impl Engine {
             format: "safetensors".into(),
             n_params: config.n_params(),
             weight_bytes: held.iter().sum(),
+            gpu_weight_bytes: gpu_weights,
             config,
             file_size: folder.size(),
             tensor_types: count_types(files.iter().flat_map(|s| s.tensors.iter().map(dtype))),

@@ -38,6 +38,7 @@ function emberRun(backend) {
           out.page_load_s = (performance.now() - t0) / 1000;
           out.n_params = data.info.n_params;
           out.weight_bytes = data.info.weight_bytes;
+          out.gpu_weight_bytes = data.info.gpu_weight_bytes ?? null;
           out.backend = data.backend;
           step = "warm-up";
           generate(4, "warm");

@@ -9,6 +9,7 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::gpu::QWeight;
 use crate::error::{Error, Result};
 
 /// A decoder family: which norm, positions, biases and feed-forward network a model has.
@@ -176,7 +177,7 @@ impl DecoderConfig {
     /// A model with freshly initialised (random) weights, for tests and shape checks.
     pub fn init(&self, max_positions: usize, device: &Device) -> Decoder {
         let (d, hd, gpt2) = (self.d_model, self.head_dim(), self.arch.is_gpt2());
-        let linear = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let linear = |i, o, bias| Proj::Dense(LinearConfig::new(i, o).with_bias(bias).init(device));
         let layers = (0..self.n_layer)
             .map(|_| Block {
                 attn_norm: self.init_norm(device),
@@ -199,7 +200,7 @@ impl DecoderConfig {
             .collect();
         Decoder::new(
             self,
-            EmbeddingConfig::new(self.vocab_size, d).init(device),
+            Embed::Dense(EmbeddingConfig::new(self.vocab_size, d).init(device)),
             gpt2.then(|| EmbeddingConfig::new(self.context_length, d).init(device)),
             layers,
             self.init_norm(device),
@@ -332,16 +333,111 @@ impl KvCache {
     }
 }
 
+/// A projection `x·Wᵀ + b`: burn's `Linear` over f32 weights, or GGUF blocks kept on the GPU.
+#[derive(Module, Debug)]
+pub enum Proj {
+    /// f32 weights `[in, out]`, any backend.
+    Dense(Linear),
+    /// Q4_0/Q4_1/Q8_0 blocks on a wgpu device ([`QWeight`]), with an f32 bias.
+    Quant(QProj),
+}
+
+impl Proj {
+    /// `[..., in]` → `[..., out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Proj::Dense(l) => l.forward(x),
+            Proj::Quant(q) => q.forward(x),
+        }
+    }
+}
+
+/// [`Proj::Quant`]: the weight in its block format (not a burn parameter) and an f32 bias.
+#[derive(Module, Debug)]
+pub struct QProj {
+    /// `[out, in]` in blocks.
+    #[module(skip)]
+    pub weight: QWeight,
+    /// `[out]`.
+    pub bias: Option<Tensor<1>>,
+}
+
+impl QProj {
+    /// `[..., in]` → `[..., out]`: the leading axes flattened into tokens.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dims = x.dims();
+        let tokens = dims[..D - 1].iter().product();
+        let y = self.weight.matmul(x.reshape([tokens, self.weight.cols()])); // [tokens, out]
+        let y = match &self.bias {
+            Some(b) => y + b.clone().unsqueeze(),
+            None => y,
+        };
+        let mut out = dims;
+        out[D - 1] = self.weight.rows();
+        y.reshape(out)
+    }
+}
+
+/// The token embedding: burn's f32 `Embedding`, or GGUF blocks on the GPU. A tied output head
+/// multiplies by the same table.
+#[derive(Module, Debug)]
+pub enum Embed {
+    /// f32 `[vocab, d_model]`.
+    Dense(Embedding),
+    /// Blocks on a wgpu device, rows dequantised as they are looked up.
+    Quant(QEmbed),
+}
+
+/// [`Embed::Quant`].
+#[derive(Module, Debug)]
+pub struct QEmbed {
+    /// `[vocab, d_model]` in blocks.
+    #[module(skip)]
+    pub weight: QWeight,
+}
+
+impl Embed {
+    /// Rows of `tokens`: `[batch, seq]` → `[batch, seq, d_model]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        match self {
+            Embed::Dense(e) => e.forward(tokens),
+            Embed::Quant(q) => {
+                let [b, t] = tokens.dims();
+                q.weight.rows_of(tokens.reshape([b * t])).reshape([b, t, q.weight.cols()])
+            }
+        }
+    }
+
+    /// The tied head: `[batch, d_model]` → `[batch, vocab]`.
+    pub fn head(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            // Multiply the row-major [vocab, d_model] table by the column vector, rather than
+            // the row by the table's transposed view, which CPU backends copy (113 MB for
+            // SmolLM2) on every token.
+            Embed::Dense(e) => e.weight.val().matmul(x.transpose()).transpose(), // [vocab, batch] → [batch, vocab]
+            Embed::Quant(q) => q.weight.matmul(x),
+        }
+    }
+
+    /// Rows of the table.
+    pub fn vocab(&self) -> usize {
+        match self {
+            Embed::Dense(e) => e.weight.dims()[0],
+            Embed::Quant(q) => q.weight.rows(),
+        }
+    }
+}
+
 /// The feed-forward network: SwiGLU `down(silu(gate(x)) · up(x))` when it has a gate (Llama,
 /// Qwen2), GPT-2's `down(gelu(up(x)))` (`c_fc`, `c_proj`, tanh GELU as HF's `gelu_new`) when not.
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// Gate projection, `[d_model, d_ff]`; `None` for GPT-2.
-    pub gate: Option<Linear>,
+    pub gate: Option<Proj>,
     /// Up projection, `[d_model, d_ff]`.
-    pub up: Linear,
+    pub up: Proj,
     /// Down projection, `[d_ff, d_model]`.
-    pub down: Linear,
+    pub down: Proj,
 }
 
 impl Mlp {
@@ -364,13 +460,13 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
 #[derive(Module, Debug)]
 pub struct Attention {
     /// Query projection, `[d_model, n_head · head_dim]`.
-    pub wq: Linear,
+    pub wq: Proj,
     /// Key projection, `[d_model, n_kv_head · head_dim]`.
-    pub wk: Linear,
+    pub wk: Proj,
     /// Value projection, `[d_model, n_kv_head · head_dim]`.
-    pub wv: Linear,
+    pub wv: Proj,
     /// Output projection, `[n_head · head_dim, d_model]`.
-    pub wo: Linear,
+    pub wo: Proj,
     /// Query heads.
     pub n_head: usize,
     /// Key/value heads.
@@ -467,7 +563,7 @@ pub struct Block {
 #[derive(Module, Debug)]
 pub struct Decoder {
     /// Token embedding, `[vocab, d_model]`.
-    pub embed: Embedding,
+    pub embed: Embed,
     /// Learned absolute positions, `[context, d_model]` (GPT-2); `None` with RoPE.
     pub positions: Option<Embedding>,
     /// Decoder blocks.
@@ -475,7 +571,7 @@ pub struct Decoder {
     /// Final norm.
     pub norm: Norm,
     /// Output head `[d_model, vocab]`; `None` when tied to the embedding.
-    pub output: Option<Linear>,
+    pub output: Option<Proj>,
     /// RoPE tables (constants, not parameters); `None` with learned positions.
     #[module(skip)]
     pub rope: Option<Rope>,
@@ -490,11 +586,11 @@ impl Decoder {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &DecoderConfig,
-        embed: Embedding,
+        embed: Embed,
         positions: Option<Embedding>,
         layers: Vec<Block>,
         norm: Norm,
-        output: Option<Linear>,
+        output: Option<Proj>,
         max_positions: usize,
         device: &Device,
     ) -> Self {
@@ -542,10 +638,7 @@ impl Decoder {
         let last = self.norm.forward(x.slice([0..b, seq - 1..seq, 0..d]).reshape([b, d])); // [1, d_model]
         Ok(match &self.output {
             Some(head) => head.forward(last),
-            // Tied head: multiply the row-major [vocab, d_model] embedding by the column
-            // vector, rather than the row by the embedding's transposed view, which CPU
-            // backends copy (113 MB for SmolLM2) on every token.
-            None => self.embed.weight.val().matmul(last.transpose()).transpose(), // [vocab, 1] → [1, vocab]
+            None => self.embed.head(last),
         }) // [1, vocab]
     }
 }

@@ -1,6 +1,7 @@
 //! The decoder and its loading.
 
 pub mod cpu;
+pub mod gpu;
 pub mod decoder;
 pub mod qmatrix;
 pub mod weights;

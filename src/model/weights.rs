@@ -12,7 +12,8 @@ use burn::nn::{Embedding, LayerNormConfig, Linear, RmsNorm};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::cpu::{CpuBlock, CpuDecoder, CpuLinear, CpuNorm};
-use super::decoder::{Arch, Attention, Block, Decoder, DecoderConfig, Mlp, Norm};
+use super::decoder::{Arch, Attention, Block, Decoder, DecoderConfig, Embed, Mlp, Norm, Proj, QEmbed, QProj};
+use super::gpu::{QFormat, QWeight};
 use super::qmatrix::QMatrix;
 use crate::error::{Error, Result};
 use crate::gguf::quant::{dequantize, dequantize_into, GgmlType};
@@ -648,10 +649,17 @@ impl Taker<'_> {
 fn to_burn(slots: Slots, plan: &Plan<'_>, config: &DecoderConfig, max_positions: usize, device: &Device) -> Result<(Decoder, DecoderConfig)> {
     let gpt2 = config.arch == Arch::Gpt2;
     let t = Taker { slots: std::cell::RefCell::new(slots), plan, gpt2 };
-    // Each tensor is dequantised as it goes to the device, so that the f32 copy of the whole
+    // On a wgpu device, Q4_0/Q4_1/Q8_0 matrices stay in their blocks (`gpu::QWeight`). Every
+    // other tensor is dequantised as it goes to the device, so that the f32 copy of the whole
     // model never sits in (wasm) memory beside the file.
-    let matrix = |slot: Slot, l: Option<usize>| -> Result<Tensor<2>> {
-        let raw = t.take(slot, l)?;
+    let blocks_on_gpu = matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_));
+    let quant = |raw: &Raw| -> Option<Result<QWeight>> {
+        match raw.shape[..] {
+            [rows, cols] if blocks_on_gpu && QFormat::of(raw.ty).is_some() => Some(QWeight::new(raw.ty, &raw.bytes, rows, cols, device)),
+            _ => None,
+        }
+    };
+    let matrix = |slot: Slot, raw: Raw| -> Result<Tensor<2>> {
         let values = raw.to_f32()?;
         let data = match raw.shape[..] {
             // Projections: canonical (out, in) → burn's `Linear` [in, out].
@@ -666,10 +674,13 @@ fn to_burn(slots: Slots, plan: &Plan<'_>, config: &DecoderConfig, max_positions:
         let n = values.len();
         Ok(Tensor::from_data(TensorData::new(values, [n]), device))
     };
-    let linear = |w: Slot, b: Option<Slot>, l: Option<usize>| -> Result<Linear> {
-        let weight = Param::from_tensor(matrix(w, l)?);
-        let bias = b.map(|b| vector(b, l)).transpose()?.map(Param::from_tensor);
-        Ok(Linear { weight, bias })
+    let linear = |w: Slot, b: Option<Slot>, l: Option<usize>| -> Result<Proj> {
+        let raw = t.take(w, l)?;
+        let bias = b.map(|b| vector(b, l)).transpose()?;
+        Ok(match quant(&raw) {
+            Some(weight) => Proj::Quant(QProj { weight: weight?, bias }),
+            None => Proj::Dense(Linear { weight: Param::from_tensor(matrix(w, raw)?), bias: bias.map(Param::from_tensor) }),
+        })
     };
     let eps = config.norm_eps;
     let norm = |w: Slot, b: Slot, l: Option<usize>| -> Result<Norm> {
@@ -707,8 +718,12 @@ fn to_burn(slots: Slots, plan: &Plan<'_>, config: &DecoderConfig, max_positions:
             },
         });
     }
-    let embed = Embedding { weight: Param::from_tensor(matrix(Slot::Embed, None)?) };
-    let positions = gpt2.then(|| matrix(Slot::Positions, None)).transpose()?.map(|w| Embedding { weight: Param::from_tensor(w) });
+    let raw = t.take(Slot::Embed, None)?;
+    let embed = match quant(&raw) {
+        Some(weight) => Embed::Quant(QEmbed { weight: weight? }),
+        None => Embed::Dense(Embedding { weight: Param::from_tensor(matrix(Slot::Embed, raw)?) }),
+    };
+    let positions = gpt2.then(|| matrix(Slot::Positions, t.take(Slot::Positions, None)?)).transpose()?.map(|w| Embedding { weight: Param::from_tensor(w) });
     let final_norm = norm(Slot::FinalNorm, Slot::FinalNormBias, None)?;
     let output = t.untied().then(|| linear(Slot::Output, None, None)).transpose()?;
     let config = config.clone().with_tied_embeddings(output.is_none());

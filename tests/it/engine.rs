@@ -268,11 +268,15 @@ fn loading_reports_progress_and_refuses_a_model_too_large_for_the_device() {
     assert!(matches!(err, Error::TooLarge { what: "this device's memory", .. }), "{err}");
     assert!(err.to_string().contains("too large"), "{err}");
     assert!(Engine::load(&bytes, dev.clone(), Backend::Cpu, LoadOptions { memory_limit: Some(weights), ..LoadOptions::default() }).is_ok());
-    // The embedding, 64 x vocab, is the largest tensor; the GPU holds it as f32. (The limit is
-    // checked before anything reaches the device.)
+    // The f32 feed-forward matrices (64 × 128) are the largest tensors on the GPU: the Q8_0
+    // embedding (64 × vocab) stays in its blocks there, 72 bytes a row. (The limit is checked
+    // before anything reaches the device.)
     let vocab = e.tokenizer().vocab_size() as u64;
-    let narrow = LoadOptions { tensor_limit: Some(64 * vocab * 4 - 1), ..LoadOptions::default() };
+    assert!(vocab * 72 < 64 * 128 * 4);
     let gpu = ember::backend::device(Backend::Wgpu).unwrap();
+    let fits = LoadOptions { tensor_limit: Some(64 * 128 * 4), ..LoadOptions::default() };
+    assert!(Engine::load(&bytes, gpu.clone(), Backend::Wgpu, fits).is_ok());
+    let narrow = LoadOptions { tensor_limit: Some(64 * 128 * 4 - 1), ..LoadOptions::default() };
     let err = Engine::load(&bytes, gpu, Backend::Wgpu, narrow).unwrap_err();
     assert!(matches!(err, Error::TooLarge { what: "its largest GPU buffer", .. }), "{err}");
 }
