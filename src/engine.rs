@@ -57,9 +57,9 @@ pub struct ModelInfo {
     pub config: DecoderConfig,
     /// Parameters, counted from the loaded tensors.
     pub n_params: usize,
-    /// Bytes the weights take as the backend holds them: Q4_0, Q4_1 and Q8_0 in their blocks
-    /// (on the GPU and the CPU alike), other block types as stored on the CPU and as f32 on the
-    /// GPU. Computed from the file before loading (the size checks use it).
+    /// Bytes the weights take as the backend holds them: quantised types in their blocks (f32
+    /// scales beside the quants), f16/bf16 as f32. Computed from the file before loading (the
+    /// size checks use it).
     pub weight_bytes: u64,
     /// GPU memory the loaded weights took, as the device's allocator counts it (wgpu; `None` on
     /// the CPU or where the allocator does not report).
@@ -268,18 +268,14 @@ impl Runner {
     }
 }
 
-/// Bytes a tensor of `n` elements stored as `ty` takes on `backend`. Q4_0, Q4_1 and Q8_0 keep
-/// their blocks on both (f32 scales beside 16 or 32 bytes of quants, `gpu::QFormat`; the CPU's
-/// `QMatrix` repacks them the same way); the CPU keeps other block types as stored, wgpu
-/// dequantises them to f32.
+/// Bytes a tensor of `n` elements stored as `ty` takes on `backend`. wgpu keeps every quantised
+/// type in its blocks (`gpu::QFormat::held_bytes`); the CPU's `QMatrix` repacks Q4_0, Q4_1 and
+/// Q8_0 the same way and keeps the other block types as stored.
 fn held_bytes(backend: Backend, ty: GgmlType, n: u64) -> u64 {
-    match (backend, QFormat::of(ty)) {
-        (_, Some(format)) => n / 32 * format.held_block_bytes() as u64,
-        (Backend::Wgpu, None) => 4 * n,
-        (Backend::Cpu, None) => match ty {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 4 * n,
-            t => n / t.block_size() as u64 * t.type_size() as u64,
-        },
+    match (backend, ty) {
+        (_, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => 4 * n,
+        (Backend::Wgpu, _) | (Backend::Cpu, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) => QFormat::of(ty).map_or(4 * n, |f| f.held_bytes(n)),
+        (Backend::Cpu, t) => n / t.block_size() as u64 * t.type_size() as u64,
     }
 }
 

@@ -58,7 +58,7 @@ pub enum Error {
     /// The model's weights would not fit in the memory this device allows.
     #[error("the model is too large for this device: its weights need about {needed_mb} MB, {what} allows {limit_mb} MB")]
     TooLarge {
-        /// Megabytes the weights need once loaded (as f32).
+        /// Megabytes the weights need once loaded, as the backend holds them.
         needed_mb: u64,
         /// Megabytes allowed.
         limit_mb: u64,

@@ -239,7 +239,7 @@ fn k_scale(j: usize, scales: &[u8], d: f32, dmin: f32) -> (f32, f32) {
 }
 
 /// llama.cpp's `get_scale_min_k4`: 6-bit scale and min number `j` of a K-quant super-block.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

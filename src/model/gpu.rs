@@ -1,30 +1,39 @@
-//! GGUF blocks on the GPU: Q4_0, Q4_1 and Q8_0 weights stay in their block formats in GPU
-//! memory, and two CubeCL kernels read them there, through burn's backend-extension API
+//! GGUF blocks on the GPU: quantised weights stay in (nearly) their file size in GPU memory, and
+//! two CubeCL kernels read them there, through burn's backend-extension API
 //! (`Tensor::try_into_primitive`, a kernel launch, `Tensor::from_primitive`):
 //!
 //! - `q_matmul`: `Y = X·Wᵀ` for `t` tokens. A cube of 64 units takes one row of `W` and up to
-//!   four tokens; each unit unpacks its blocks into registers once for all of them and sums
-//!   `d·Σ qᵢ·xᵢ + m·Σ xᵢ` per block, in f32 with `x` as given (no 8-bit rounding of the
+//!   four tokens; each unit loads its blocks' words into registers once for all of them and sums
+//!   `scale·Σ qᵢ·xᵢ + offset·Σ xᵢ` per block, in f32 with `x` as given (no 8-bit rounding of the
 //!   activations, unlike llama.cpp), then the cube adds up its 64 partial sums.
-//! - `q_rows`: rows of `W` dequantised (the token embedding, when the head is tied to it).
+//! - `q_rows`: rows of `W` dequantised (the token embedding, and so a tied head's table).
 //!
-//! Dequantisation is exact: `d` and `m` are f16 in the file (so exact in f32) and `q` a small
-//! integer, so `d·q + m` rounds once, as llama.cpp's reference does; only the order of the sum
-//! differs from a dense f32 matmul. GPU memory per 32 weights: 16 bytes of quants (32 for Q8_0)
-//! and a 4-byte scale (and a 4-byte offset for Q4_1): 1.2× a Q4_1 file, 1.11× Q4_0, 1.06× Q8_0,
-//! against 6.4×, 7.1× and 3.8× for f32 weights.
+//! Every format the reader knows is laid out at load as 32-element blocks (the K-quants' 256
+//! super-blocks are eight of them): 16 bytes of low nibbles (element `j` in the low half of byte
+//! `j`, element `j + 16` in the high half, Q4_0's order), then one word of fifth bits (Q5_0, Q5_1,
+//! Q5_K) or two words of fifth and sixth bits (Q6_K), or 32 signed bytes for Q8_0; and the
+//! scales: an f32 scale (and offset) per block for the 32-element formats; for Q4_K/Q5_K the
+//! f32 `d` and `dmin` per super-block with each block's 6-bit scale and minimum in a word; for
+//! Q6_K the f32 `d` per super-block with each block's two 8-bit scales in a word.
+//!
+//! Dequantisation is llama.cpp's reference arithmetic, operation for operation: scales are f16
+//! in the file (exact in f32), a K-quant block's scale is `d·sc` rounded once as llama.cpp
+//! rounds it, and `scale·q + offset` (or `scale·(q − 8)`, …) is the same f32 expression; `q_rows`
+//! reproduces the CPU dequantiser bit for bit. Only the order of a product's sum differs from a
+//! dense f32 matmul. GPU memory is 1.06× (Q8_0) to 1.2× (Q4_1) the file's tensor bytes, against
+//! 3.8× to 7.1× for f32 weights ([`QFormat::held_bytes`]).
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_cubecl::ops::numeric::empty_device;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeBackend;
 use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
-
-use kernels::{q_matmul_kernel, q_rows_kernel};
 use half::f16;
 
+use kernels::{q_matmul_kernel, q_rows_kernel};
+
 use crate::error::{Error, Result};
-use crate::gguf::quant::GgmlType;
+use crate::gguf::quant::{scale_min_k4, GgmlType};
 
 /// Elements per block.
 const QK: usize = 32;
@@ -39,8 +48,31 @@ const MAX_CUBES: usize = 65535;
 const Q4_0: u32 = 0;
 const Q4_1: u32 = 1;
 const Q8_0: u32 = 2;
+const Q5_0: u32 = 3;
+const Q5_1: u32 = 4;
+const Q4_K: u32 = 5;
+const Q5_K: u32 = 6;
+const Q6_K: u32 = 7;
 
-/// A block format the GPU kernels read.
+/// Bits per quant of a kernel code.
+const fn qbits(code: u32) -> u32 {
+    match code {
+        Q8_0 => 8,
+        Q5_0 | Q5_1 | Q5_K => 5,
+        Q6_K => 6,
+        _ => 4,
+    }
+}
+
+/// u32 words of quants per 32-element block: 16 bytes of nibbles and the high bits, or 32 bytes.
+const fn words_of(code: u32) -> usize {
+    match qbits(code) {
+        8 => 8,
+        b => 4 + (b as usize - 4),
+    }
+}
+
+/// The block formats the GPU kernels read: every quantised type the GGUF reader knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QFormat {
     /// `d·(q − 8)`, 4-bit `q`.
@@ -49,48 +81,194 @@ pub enum QFormat {
     Q4_1,
     /// `d·q`, signed 8-bit `q`.
     Q8_0,
+    /// `d·(q − 16)`, 5-bit `q`.
+    Q5_0,
+    /// `d·q + m`, 5-bit `q`.
+    Q5_1,
+    /// `(d·scᵦ)·q − dmin·mᵦ` over 256-element super-blocks, 4-bit `q`.
+    Q4K,
+    /// As Q4_K with 5-bit `q`.
+    Q5K,
+    /// `(d·scₕ)·(q − 32)`, 6-bit `q`, a signed 8-bit scale per 16 elements.
+    Q6K,
 }
 
 impl QFormat {
-    /// The format of a GGUF type, if the kernels read it (the others are dequantised to f32).
+    /// The format of a GGUF type, if it is quantised (f32, f16 and bf16 go to the GPU as f32).
     pub fn of(ty: GgmlType) -> Option<Self> {
-        match ty {
-            GgmlType::Q4_0 => Some(QFormat::Q4_0),
-            GgmlType::Q4_1 => Some(QFormat::Q4_1),
-            GgmlType::Q8_0 => Some(QFormat::Q8_0),
-            _ => None,
-        }
+        Some(match ty {
+            GgmlType::Q4_0 => QFormat::Q4_0,
+            GgmlType::Q4_1 => QFormat::Q4_1,
+            GgmlType::Q8_0 => QFormat::Q8_0,
+            GgmlType::Q5_0 => QFormat::Q5_0,
+            GgmlType::Q5_1 => QFormat::Q5_1,
+            GgmlType::Q4_K => QFormat::Q4K,
+            GgmlType::Q5_K => QFormat::Q5K,
+            GgmlType::Q6_K => QFormat::Q6K,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => return None,
+        })
     }
     fn code(self) -> u32 {
         match self {
             QFormat::Q4_0 => Q4_0,
             QFormat::Q4_1 => Q4_1,
             QFormat::Q8_0 => Q8_0,
+            QFormat::Q5_0 => Q5_0,
+            QFormat::Q5_1 => Q5_1,
+            QFormat::Q4K => Q4_K,
+            QFormat::Q5K => Q5_K,
+            QFormat::Q6K => Q6_K,
         }
     }
-    /// u32 words of quants per block.
     fn words(self) -> usize {
-        match self {
-            QFormat::Q8_0 => 8,
-            _ => 4,
-        }
+        words_of(self.code())
     }
-    /// Bytes a block takes in GPU memory: the quants, an f32 scale, and Q4_1's f32 offset.
-    pub fn held_block_bytes(self) -> usize {
-        4 * self.words() + if self == QFormat::Q4_1 { 8 } else { 4 }
+    /// Whether the 32-element format has an offset per block.
+    fn has_offset(self) -> bool {
+        matches!(self, QFormat::Q4_1 | QFormat::Q5_1)
+    }
+    /// Bytes `n` weights take in GPU memory in this format's layout.
+    pub fn held_bytes(self, n: u64) -> u64 {
+        let blocks = n / QK as u64;
+        let per_block = 4 * self.words() as u64
+            + match self {
+                QFormat::Q4_1 | QFormat::Q5_1 => 8,
+                _ => 4, // a scale, or a K-quant block's word of scales
+            };
+        // The K-quants' f32 d (and dmin) per super-block.
+        let supers = match self {
+            QFormat::Q4K | QFormat::Q5K => n / 256 * 8,
+            QFormat::Q6K => n / 256 * 4,
+            _ => 0,
+        };
+        blocks * per_block + supers
+    }
+}
+
+/// The file's blocks laid out for the kernels (see the module comment).
+struct Packed {
+    /// Quant words per 32-element block. // [blocks · words]
+    qs: Vec<u32>,
+    /// Per block: 32-element formats' scale; per super-block: K-quants' `d`.
+    d: Vec<f32>,
+    /// Per block: Q4_1/Q5_1 offset; per super-block: Q4_K/Q5_K `dmin`. Empty otherwise.
+    m: Vec<f32>,
+    /// Per block (K-quants): the 6-bit scale and minimum (Q4_K, Q5_K) or two signed 8-bit
+    /// scales (Q6_K), one byte each from the lowest. Empty otherwise.
+    sm: Vec<u32>,
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Packs 32 quants of `bits` bits (element order) into the kernels' words.
+fn pack_block(q: &[u8; 32], bits: u32, out: &mut Vec<u32>) {
+    let byte = |i: usize| (q[i] & 0x0F) as u32 | ((q[i + 16] & 0x0F) as u32) << 4;
+    for w in 0..4 {
+        out.push((0..4).map(|k| byte(4 * w + k) << (8 * k)).fold(0, |a, b| a | b));
+    }
+    match bits {
+        5 => out.push((0..32).map(|j| ((q[j] >> 4) as u32 & 1) << j).fold(0, |a, b| a | b)),
+        6 => {
+            for half in 0..2 {
+                out.push((0..16).map(|i| ((q[16 * half + i] >> 4) as u32 & 3) << (2 * i)).fold(0, |a, b| a | b));
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Packed {
+    fn new(format: QFormat, ty: GgmlType, bytes: &[u8]) -> Self {
+        let n_blocks = bytes.len() / ty.type_size() * (ty.block_size() / QK);
+        let mut p = Packed { qs: Vec::with_capacity(n_blocks * format.words()), d: Vec::new(), m: Vec::new(), sm: Vec::new() };
+        let mut q = [0u8; 32];
+        for b in bytes.chunks_exact(ty.type_size()) {
+            match format {
+                QFormat::Q8_0 => {
+                    p.d.push(f16_at(b, 0));
+                    p.qs.extend(b[2..34].chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+                }
+                // Layouts: Q4_0 `d, qs[16]`; Q4_1 `d, m, qs[16]`; Q5_0 `d, qh[4], qs[16]`;
+                // Q5_1 `d, m, qh[4], qs[16]` (fifth bit of element j: bit j of qh).
+                QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Q5_0 | QFormat::Q5_1 => {
+                    p.d.push(f16_at(b, 0));
+                    let mut at = 2;
+                    if format.has_offset() {
+                        p.m.push(f16_at(b, 2));
+                        at = 4;
+                    }
+                    let qh = if matches!(format, QFormat::Q5_0 | QFormat::Q5_1) {
+                        at += 4;
+                        u32::from_le_bytes([b[at - 4], b[at - 3], b[at - 2], b[at - 1]])
+                    } else {
+                        0
+                    };
+                    for i in 0..16 {
+                        q[i] = (b[at + i] & 0x0F) | (((qh >> i) & 1) << 4) as u8;
+                        q[i + 16] = (b[at + i] >> 4) | (((qh >> (i + 16)) & 1) << 4) as u8;
+                    }
+                    pack_block(&q, qbits(format.code()), &mut p.qs);
+                }
+                // `d, dmin, scales[12], (qh[32],) qs[128]`: sub-block 2c is the low nibbles of
+                // qs[32c..32c+32], 2c+1 the high ones; Q5_K's fifth bits are bit 2c / 2c+1 of qh[l].
+                QFormat::Q4K | QFormat::Q5K => {
+                    p.d.push(f16_at(b, 0));
+                    p.m.push(f16_at(b, 2));
+                    let scales = &b[4..16];
+                    let (qh, qs) = if format == QFormat::Q5K { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
+                    for sub in 0..8 {
+                        let (c, high) = (sub / 2, sub % 2 == 1);
+                        for l in 0..32 {
+                            let v = qs[32 * c + l];
+                            let lo = if high { v >> 4 } else { v & 0x0F };
+                            let h = if qh.is_empty() { 0 } else { ((qh[l] >> sub) & 1) << 4 };
+                            q[l] = lo | h;
+                        }
+                        pack_block(&q, qbits(format.code()), &mut p.qs);
+                        let (sc, m) = scale_min_k4(sub, scales);
+                        p.sm.push(sc as u32 | (m as u32) << 8);
+                    }
+                }
+                // `ql[128], qh[64], scales[16] (i8, one per 16 elements), d`: element
+                // 128h + 32k + l as llama.cpp's dequantize_row_q6_K unpacks it.
+                QFormat::Q6K => {
+                    let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+                    p.d.push(f16_at(b, 208));
+                    let mut all = [0u8; 256];
+                    for h in 0..2 {
+                        let (ql, qh) = (&ql[64 * h..], &qh[32 * h..]);
+                        for l in 0..32 {
+                            all[128 * h + l] = (ql[l] & 0x0F) | ((qh[l] & 3) << 4);
+                            all[128 * h + 32 + l] = (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4);
+                            all[128 * h + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                            all[128 * h + 96 + l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                        }
+                    }
+                    for sub in 0..8 {
+                        q.copy_from_slice(&all[32 * sub..32 * sub + 32]);
+                        pack_block(&q, 6, &mut p.qs);
+                        p.sm.push(sc[2 * sub] as u32 | (sc[2 * sub + 1] as u32) << 8);
+                    }
+                }
+            }
+        }
+        p
     }
 }
 
 /// A `rows × cols` weight matrix in GPU memory in its GGUF block format.
 #[derive(Debug, Clone)]
 pub struct QWeight {
-    /// The quants, in the file's byte order, as u32 words (bit patterns in burn's i32 ints).
-    /// // [rows · blocks · words]
+    /// Quant words (bit patterns in burn's i32 ints). // [rows · blocks · words]
     qs: Tensor<1, Int>,
-    /// Scale per block. // [rows · blocks]
+    /// Scales: per block, or the K-quants' `d` per super-block.
     d: Tensor<1>,
-    /// Offset per block (Q4_1); the others pass `d` in its place, unread.
+    /// Q4_1/Q5_1 offsets per block, Q4_K/Q5_K `dmin` per super-block; else `d` again, unread.
     m: Tensor<1>,
+    /// The K-quants' per-block scale bytes; else `qs` again, unread.
+    sm: Tensor<1, Int>,
     format: QFormat,
     rows: usize,
     cols: usize,
@@ -101,36 +279,29 @@ impl QWeight {
     /// must be a CubeCL (wgpu) device.
     pub fn new(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize, device: &Device) -> Result<Self> {
         let format = QFormat::of(ty).ok_or_else(|| Error::Unsupported(format!("{} blocks on the GPU", ty.name())))?;
-        let ts = ty.type_size();
-        if cols % QK != 0 || bytes.len() != rows * cols / QK * ts {
+        let (bs, ts) = (ty.block_size(), ty.type_size());
+        if cols % bs != 0 || bytes.len() != rows * cols / bs * ts {
             return Err(Error::gguf(format!("{} data of {} bytes is not {rows} rows of {cols}", ty.name(), bytes.len())));
         }
-        let n = rows * cols / QK;
-        let (mut d, mut m) = (Vec::with_capacity(n), Vec::with_capacity(if format == QFormat::Q4_1 { n } else { 0 }));
-        let mut qs = Vec::with_capacity(n * format.words());
-        let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
-        for block in bytes.chunks_exact(ts) {
-            d.push(f16_at(block, 0));
-            // Block layouts: Q4_0 `d, qs[16]`; Q4_1 `d, m, qs[16]`; Q8_0 `d, qs[32]`.
-            let quants = match format {
-                QFormat::Q4_1 => {
-                    m.push(f16_at(block, 2));
-                    &block[4..]
-                }
-                _ => &block[2..],
-            };
-            // Little-endian words: byte `i` of the block's quants is byte `i % 4` of word `i / 4`.
-            qs.extend(quants.chunks_exact(4).map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]])));
-        }
-        let qs = Tensor::<1, Int>::from_data(TensorData::new(qs, [n * format.words()]), device);
-        let d = Tensor::<1>::from_data(TensorData::new(d, [n]), device);
-        let m = if format == QFormat::Q4_1 { Tensor::<1>::from_data(TensorData::new(m, [n]), device) } else { d.clone() };
+        let p = Packed::new(format, ty, bytes);
+        let ints = |v: Vec<u32>| {
+            let n = v.len();
+            Tensor::<1, Int>::from_data(TensorData::new(v.into_iter().map(|w| w as i32).collect::<Vec<_>>(), [n]), device)
+        };
+        let floats = |v: Vec<f32>| {
+            let n = v.len();
+            Tensor::<1>::from_data(TensorData::new(v, [n]), device)
+        };
+        let qs = ints(p.qs);
+        let d = floats(p.d);
+        let m = if p.m.is_empty() { d.clone() } else { floats(p.m) };
+        let sm = if p.sm.is_empty() { qs.clone() } else { ints(p.sm) };
         // The kernels read the words as u32: the ints must be 32-bit, and on a CubeCL device.
         let words = qs.clone().try_into_primitive::<CubeBackend>().map_err(|e| Error::Device(format!("GGUF blocks need a wgpu device ({e:?})")))?;
         if words.dtype.size() != 4 {
             return Err(Error::Device(format!("GGUF blocks need 32-bit ints on the GPU, not {:?}", words.dtype)));
         }
-        Ok(QWeight { qs, d, m, format, rows, cols })
+        Ok(QWeight { qs, d, m, sm, format, rows, cols })
     }
 
     /// Output width.
@@ -149,13 +320,14 @@ impl QWeight {
     }
 
     /// The operands as CubeCL tensors (checked to convert in `new`).
-    fn parts(&self) -> (CubeTensor, CubeTensor, CubeTensor) {
+    fn parts(&self) -> [CubeTensor; 4] {
         let cube = "QWeight::new checked the device";
-        (
+        [
             self.qs.clone().try_into_primitive::<CubeBackend>().expect(cube),
             self.d.clone().try_into_primitive::<CubeBackend>().expect(cube),
             self.m.clone().try_into_primitive::<CubeBackend>().expect(cube),
-        )
+            self.sm.clone().try_into_primitive::<CubeBackend>().expect(cube),
+        ]
     }
 
     /// `Y = X·Wᵀ`: `x` `[t, cols]` → `[t, rows]`.
@@ -164,7 +336,7 @@ impl QWeight {
         assert_eq!(cols, self.cols, "QWeight::matmul: input width");
         let x = x.try_into_primitive::<CubeBackend>().expect("x lives on the weights' device");
         let x = burn_cubecl::kernel::into_contiguous(x);
-        let (qs, d, m) = self.parts();
+        let [qs, d, m, sm] = self.parts();
         let y = empty_device::<f32>(x.client.clone(), x.device.clone(), [t, self.rows].into());
         let tile = if t == 1 { 1 } else { TILE };
         let groups = t.div_ceil(tile);
@@ -177,9 +349,9 @@ impl QWeight {
             qs.into_tensor_arg(),
             d.into_tensor_arg(),
             m.into_tensor_arg(),
+            sm.into_tensor_arg(),
             y.clone().into_tensor_arg(),
             self.format.code(),
-            self.format.words(),
             tile,
         );
         Tensor::from_primitive::<CubeBackend>(y)
@@ -190,7 +362,7 @@ impl QWeight {
         let [n] = ids.dims();
         let ids = ids.try_into_primitive::<CubeBackend>().expect("ids live on the weights' device");
         let ids = burn_cubecl::kernel::into_contiguous(ids);
-        let (qs, d, m) = self.parts();
+        let [qs, d, m, sm] = self.parts();
         let client = ids.client.clone();
         let out = empty_device::<f32>(client.clone(), ids.device.clone(), [n, self.cols].into());
         let total = n * self.cols;
@@ -204,9 +376,9 @@ impl QWeight {
             qs.into_tensor_arg(),
             d.into_tensor_arg(),
             m.into_tensor_arg(),
+            sm.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             self.format.code(),
-            self.format.words(),
             ids_ty,
         );
         Tensor::from_primitive::<CubeBackend>(out)
@@ -215,49 +387,140 @@ impl QWeight {
 
 /// The kernels (CubeCL's `Tensor`, not burn's).
 mod kernels {
-    use super::{Q4_0, Q4_1, Q8_0};
+    use super::{qbits, words_of, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
     use cubecl::prelude::*;
 
-    /// Quant `j` (0..32) of the block whose words start at `base`, as f32 (signed for Q8_0).
+    /// Quant `j` of a block whose words are `w` (registers; `j` known at compile time).
     #[cube]
-    fn quant(qs: &Tensor<u32>, base: usize, j: usize, #[comptime] format: u32) -> f32 {
-        if comptime![format == Q8_0] {
-            let b = (qs[base + j / 4] >> (8 * (j % 4)) as u32) & 0xFF;
-            let v = f32::cast_from(b);
-            select(b >= 128, v - 256.0, v)
+    fn quant_reg(w: &Array<u32>, #[comptime] j: usize, #[comptime] code: u32) -> f32 {
+        let q = if comptime![code == Q8_0] {
+            (w[j / 4] >> comptime![(8 * (j % 4)) as u32]) & 0xFF
         } else {
-            // Element j < 16 is the low nibble of byte j, element j + 16 its high nibble.
-            let i = j % 16;
-            let shift = (8 * (i % 4) + 4 * (j / 16)) as u32;
-            f32::cast_from((qs[base + i / 4] >> shift) & 0xF)
+            let lo = (w[(j % 16) / 4] >> comptime![(8 * ((j % 16) % 4) + 4 * (j / 16)) as u32]) & 0xF;
+            if comptime![qbits(code) == 5] {
+                lo | (((w[4] >> comptime![j as u32]) & 1) << 4)
+            } else if comptime![qbits(code) == 6] {
+                lo | (((w[4 + j / 16] >> comptime![(2 * (j % 16)) as u32]) & 3) << 4)
+            } else {
+                lo
+            }
+        };
+        to_value(q, code)
+    }
+
+    /// Quant `j` of the block whose words start at `base` (global memory; `j` at run time).
+    #[cube]
+    fn quant_at(qs: &Tensor<u32>, base: usize, j: usize, #[comptime] code: u32) -> f32 {
+        let i = j % 16;
+        let q = if comptime![code == Q8_0] {
+            (qs[base + j / 4] >> (8 * (j % 4)) as u32) & 0xFF
+        } else {
+            let lo = (qs[base + i / 4] >> (8 * (i % 4) + 4 * (j / 16)) as u32) & 0xF;
+            if comptime![qbits(code) == 5] {
+                lo | (((qs[base + 4] >> j as u32) & 1) << 4)
+            } else if comptime![qbits(code) == 6] {
+                lo | (((qs[base + 4 + j / 16] >> (2 * i) as u32) & 3) << 4)
+            } else {
+                lo
+            }
+        };
+        to_value(q, code)
+    }
+
+    /// A quant as f32: Q8_0's byte is signed.
+    #[cube]
+    fn to_value(q: u32, #[comptime] code: u32) -> f32 {
+        let v = f32::cast_from(q);
+        if comptime![code == Q8_0] {
+            select(q >= 128, v - 256.0, v)
+        } else {
+            v
         }
     }
-    
-    /// One block's contribution, `d·Σqx + m·Σx`, in each format's terms.
+
+    /// A signed byte of a word.
     #[cube]
-    fn block_sum(qx: f32, xs: f32, d: f32, m: f32, #[comptime] format: u32) -> f32 {
-        if comptime![format == Q4_1] {
-            d * qx + m * xs
-        } else if comptime![format == Q4_0] {
-            d * (qx - 8.0 * xs)
+    fn signed_byte(w: u32, #[comptime] shift: u32) -> f32 {
+        let b = (w >> shift) & 0xFF;
+        let v = f32::cast_from(b);
+        select(b >= 128, v - 256.0, v)
+    }
+
+    /// Block `blk`'s scale for its first 16 elements (`hi` false) or last 16, as llama.cpp
+    /// computes it (K-quants: `d·sc`, rounded once).
+    #[cube]
+    fn scale(d: &Tensor<f32>, sm: &Tensor<u32>, blk: usize, #[comptime] hi: bool, #[comptime] code: u32) -> f32 {
+        if comptime![code == Q4_K || code == Q5_K] {
+            d[blk / 8] * f32::cast_from(sm[blk] & 0xFF)
+        } else if comptime![code == Q6_K] {
+            d[blk / 8] * signed_byte(sm[blk], comptime![if hi { 8u32 } else { 0u32 }])
         } else {
-            d * qx
+            d[blk]
         }
     }
-    
-    /// `y[t, r] = Σ_b block_sum(row r's block b, x[t]'s block b)`. Cube (x + z·count_x) is a row,
-    /// cube y a group of `tile` tokens; each of the 64 units takes every 64th block.
+
+    /// Block `blk`'s offset: Q4_1/Q5_1 `m`; Q4_K/Q5_K `dmin·min` (subtracted); else 0.
+    #[cube]
+    fn offset(m: &Tensor<f32>, sm: &Tensor<u32>, blk: usize, #[comptime] code: u32) -> f32 {
+        if comptime![code == Q4_1 || code == Q5_1] {
+            m[blk]
+        } else if comptime![code == Q4_K || code == Q5_K] {
+            m[blk / 8] * f32::cast_from((sm[blk] >> 8) & 0xFF)
+        } else {
+            f32::new(0.0)
+        }
+    }
+
+    /// What 16 elements add to a dot product, from `qx = Σ qᵢxᵢ` and `xs = Σ xᵢ` over them.
+    #[cube]
+    fn half_sum(qx: f32, xs: f32, s: f32, o: f32, #[comptime] code: u32) -> f32 {
+        if comptime![code == Q4_0] {
+            s * (qx - 8.0 * xs)
+        } else if comptime![code == Q5_0] {
+            s * (qx - 16.0 * xs)
+        } else if comptime![code == Q6_K] {
+            s * (qx - 32.0 * xs)
+        } else if comptime![code == Q4_1 || code == Q5_1] {
+            s * qx + o * xs
+        } else if comptime![code == Q4_K || code == Q5_K] {
+            s * qx - o * xs
+        } else {
+            s * qx
+        }
+    }
+
+    /// One weight, exactly as llama.cpp's reference dequantises it.
+    #[cube]
+    fn weight(q: f32, s: f32, o: f32, #[comptime] code: u32) -> f32 {
+        if comptime![code == Q4_0] {
+            s * (q - 8.0)
+        } else if comptime![code == Q5_0] {
+            s * (q - 16.0)
+        } else if comptime![code == Q6_K] {
+            s * (q - 32.0)
+        } else if comptime![code == Q4_1 || code == Q5_1] {
+            s * q + o
+        } else if comptime![code == Q4_K || code == Q5_K] {
+            s * q - o
+        } else {
+            s * q
+        }
+    }
+
+    /// `y[t, r] = Σ_b (row r's block b)·(x[t]'s block b)`. Cube (x + z·count_x) is a row, cube y
+    /// a group of `tile` tokens; each of the 64 units takes every 64th block.
     #[cube(launch)]
     pub(super) fn q_matmul_kernel(
-        x: &Tensor<f32>,  // [t, cols]
-        qs: &Tensor<u32>, // [rows · blocks · words]
-        d: &Tensor<f32>,  // [rows · blocks]
-        m: &Tensor<f32>,  // [rows · blocks] (Q4_1)
+        x: &Tensor<f32>,     // [t, cols]
+        qs: &Tensor<u32>,    // [rows · blocks · words]
+        d: &Tensor<f32>,     // scales
+        m: &Tensor<f32>,     // offsets
+        sm: &Tensor<u32>,    // K-quant scale bytes
         y: &mut Tensor<f32>, // [t, rows]
-        #[comptime] format: u32,
-        #[comptime] words: usize,
+        #[comptime] code: u32,
         #[comptime] tile: usize,
     ) {
+        let words = comptime![words_of(code)];
         let t = x.shape(0);
         let cols = x.shape(1);
         let rows = y.shape(1);
@@ -265,7 +528,7 @@ mod kernels {
         let row = (CUBE_POS_Z * CUBE_COUNT_X + CUBE_POS_X) as usize;
         let t0 = CUBE_POS_Y as usize * tile;
         let unit = UNIT_POS_X as usize;
-    
+
         // Tokens past the last one re-read the last one and are not written, so loads need no branch.
         let mut xrow = Array::<usize>::new(tile);
         let mut acc = Array::<f32>::new(tile);
@@ -278,38 +541,39 @@ mod kernels {
             let mut b = unit;
             while b < nb {
                 let blk = row * nb + b;
-                let base = blk * words;
+                let mut w = Array::<u32>::new(words);
+                #[unroll]
+                for i in 0..words {
+                    w[i] = qs[blk * words + i];
+                }
+                let s_lo = scale(d, sm, blk, false, code);
+                let s_hi = scale(d, sm, blk, true, code);
+                let o = offset(m, sm, blk, code);
                 let xb = b * 32;
-                let mut qx = Array::<f32>::new(tile);
-                let mut xs = Array::<f32>::new(tile);
                 #[unroll]
                 for k in 0..tile {
-                    qx[k] = 0.0;
-                    xs[k] = 0.0;
-                }
-                #[unroll]
-                for j in 0..32 {
-                    let q = quant(qs, base, j, format);
+                    let mut qx_lo = 0.0f32;
+                    let mut xs_lo = 0.0f32;
+                    let mut qx_hi = 0.0f32;
+                    let mut xs_hi = 0.0f32;
                     #[unroll]
-                    for k in 0..tile {
+                    for j in 0..16 {
                         let v = x[xrow[k] + xb + j];
-                        qx[k] += q * v;
-                        xs[k] += v;
+                        qx_lo += quant_reg(&w, j, code) * v;
+                        xs_lo += v;
                     }
-                }
-                let db = d[blk];
-                let mut mb = 0.0;
-                if comptime![format == Q4_1] {
-                    mb = m[blk];
-                }
-                #[unroll]
-                for k in 0..tile {
-                    acc[k] += block_sum(qx[k], xs[k], db, mb, format);
+                    #[unroll]
+                    for j in 16..32 {
+                        let v = x[xrow[k] + xb + j];
+                        qx_hi += quant_reg(&w, j, code) * v;
+                        xs_hi += v;
+                    }
+                    acc[k] += half_sum(qx_lo, xs_lo, s_lo, o, code) + half_sum(qx_hi, xs_hi, s_hi, o, code);
                 }
                 b += CUBE_DIM_X as usize;
             }
         }
-    
+
         // The cube's 64 partial sums per token, added up by one unit per token.
         let mut partial = Shared::<[f32]>::new_slice(tile * 64);
         #[unroll]
@@ -325,17 +589,17 @@ mod kernels {
             y[(t0 + unit) * rows + row] = s;
         }
     }
-    
+
     /// `out[i, c] = W[ids[i], c]`, one element per unit.
     #[cube(launch)]
     pub(super) fn q_rows_kernel<I: Numeric>(
-        ids: &Tensor<I>,  // [n]
-        qs: &Tensor<u32>, // [rows · blocks · words]
-        d: &Tensor<f32>,  // [rows · blocks]
-        m: &Tensor<f32>,  // [rows · blocks] (Q4_1)
+        ids: &Tensor<I>,       // [n]
+        qs: &Tensor<u32>,      // [rows · blocks · words]
+        d: &Tensor<f32>,       // scales
+        m: &Tensor<f32>,       // offsets
+        sm: &Tensor<u32>,      // K-quant scale bytes
         out: &mut Tensor<f32>, // [n, cols]
-        #[comptime] format: u32,
-        #[comptime] words: usize,
+        #[comptime] code: u32,
         #[define(I)] _ids: ElemType,
     ) {
         let cols = out.shape(1);
@@ -345,13 +609,13 @@ mod kernels {
         let c = ABSOLUTE_POS % cols;
         let row = u32::cast_from(ids[ABSOLUTE_POS / cols]) as usize;
         let blk = row * (cols / 32) + c / 32;
-        let q = quant(qs, blk * words, c % 32, format);
-        let mut mb = 0.0;
-        if comptime![format == Q4_1] {
-            mb = m[blk];
+        let j = c % 32;
+        let q = quant_at(qs, blk * comptime![words_of(code)], j, code);
+        let mut s = scale(d, sm, blk, false, code);
+        if j >= 16 {
+            s = scale(d, sm, blk, true, code);
         }
-        // A one-element block sum: d·q + m (Q4_1), d·(q − 8), d·q.
-        out[ABSOLUTE_POS] = block_sum(q, 1.0, d[blk], mb, format);
+        out[ABSOLUTE_POS] = weight(q, s, offset(m, sm, blk, code), code);
     }
 }
 
@@ -360,24 +624,38 @@ mod tests {
     use super::*;
     use crate::gguf::quant::dequantize;
 
-    /// Random blocks of `ty` for a `rows × cols` matrix: scales and offsets of either sign
-    /// as f16, quants uniformly random.
+    /// Every quantised type the reader knows.
+    const TYPES: [GgmlType; 8] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ];
+
+    /// Random blocks of `ty` for a `rows × cols` matrix: every byte random (quants, high bits,
+    /// K-quant scales), then the f16 scales and offsets set to values of either sign.
     fn blocks(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
         let mut s = seed;
         let mut next = move || {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (s >> 33) as u32
         };
-        let n = rows * cols / QK;
-        let mut out = Vec::with_capacity(n * ty.type_size());
-        for _ in 0..n {
-            let mut f16v = || f16::from_f32((next() % 2001) as f32 / 1000.0 - 1.0).to_le_bytes();
-            out.extend(f16v());
-            if ty == GgmlType::Q4_1 {
-                out.extend(f16v());
+        let halves: &[usize] = match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            _ => &[0],
+        };
+        let n = rows * cols / ty.block_size() * ty.type_size();
+        let mut out: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+        for block in out.chunks_exact_mut(ty.type_size()) {
+            for &at in halves {
+                let v = f16::from_f32((next() % 2001) as f32 / 1000.0 - 1.0).to_le_bytes();
+                block[at..at + 2].copy_from_slice(&v);
             }
-            let quant_bytes = ty.type_size() - out.len() % ty.type_size();
-            out.extend((0..quant_bytes).map(|_| next() as u8));
         }
         out
     }
@@ -386,14 +664,15 @@ mod tests {
         crate::backend::wgpu_device().expect("wgpu (lavapipe) for the GPU kernel tests")
     }
 
-    /// `q_matmul` against an f64 product with the reference dequantisation, for every format,
+    /// `q_matmul` against an f64 product with the reference dequantisation, for every type,
     /// one token (decode) and token counts around the 4-token tile, with blocks per row below
     /// and above the 64 units of a cube.
     #[test]
     fn matmul_equals_dequantised_reference() {
         let dev = device();
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-            for (rows, cols) in [(37, 96), (9, 66 * 32)] {
+        for ty in TYPES {
+            // One and nine super-blocks a row: 8 and 72 blocks for 64 units.
+            for (rows, cols) in [(37, 256), (9, 9 * 256)] {
                 let w = dequantize(ty, &blocks(ty, rows, cols, 7), rows * cols).unwrap();
                 let q = QWeight::new(ty, &blocks(ty, rows, cols, 7), rows, cols, &dev).unwrap();
                 for t in [1, 3, 4, 6] {
@@ -423,15 +702,19 @@ mod tests {
     #[test]
     fn rows_equal_reference_dequantisation() {
         let dev = device();
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-            let (rows, cols) = (11, 64);
+        for ty in TYPES {
+            let (rows, cols) = (11, 512);
             let bytes = blocks(ty, rows, cols, 3);
             let w = dequantize(ty, &bytes, rows * cols).unwrap();
             let q = QWeight::new(ty, &bytes, rows, cols, &dev).unwrap();
             let ids = [10, 0, 3, 3];
             let got = q.rows_of(Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [4]), &dev)).into_data().try_into_vec::<f32>().unwrap();
             let want: Vec<f32> = ids.iter().flat_map(|&r| w[r as usize * cols..][..cols].to_vec()).collect();
-            assert_eq!(got, want, "{ty:?}");
+            assert_eq!(got.len(), want.len());
+            // Bit for bit (the sign of zero included).
+            if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+                panic!("{ty:?}: element {i} is {} on the GPU, {} in the reference", got[i], want[i]);
+            }
         }
     }
 
@@ -451,12 +734,15 @@ mod tests {
         }
     }
 
-    /// What the model card reports: within 1.2× the file for the formats the kernels read.
+    /// What the model card reports: at most 1.2× the file's bytes for every type (a K-quant
+    /// row of 256 weights, the others' of 32).
     #[test]
     fn held_bytes_near_the_file() {
-        for (ty, f) in [(GgmlType::Q4_0, QFormat::Q4_0), (GgmlType::Q4_1, QFormat::Q4_1), (GgmlType::Q8_0, QFormat::Q8_0)] {
-            let ratio = f.held_block_bytes() as f64 / ty.type_size() as f64;
-            assert!(ratio <= 1.2, "{ty:?}: {ratio}");
+        for ty in TYPES {
+            let f = QFormat::of(ty).unwrap();
+            let n = 256u64;
+            let (held, stored) = (f.held_bytes(n), n / ty.block_size() as u64 * ty.type_size() as u64);
+            assert!(held > stored && held * 5 <= stored * 6, "{ty:?}: {held} bytes for {stored}");
         }
     }
 }

@@ -3,7 +3,8 @@
 //! the native engine's (`tests/fixtures/tiny-chat-greedy.json`, checked natively by
 //! `engine::tiny_model_greedy_tokens_for_the_browser_tests`), a stop during prefill leaves
 //! the engine reusable, and the tiny Llama, Qwen2 and GPT-2 models, as folders and as GGUF, give
-//! `transformers`' greedy tokens. Run by `scripts/test`.
+//! `transformers`' greedy tokens, and a Llama with every GGUF block type gives the reference
+//! logits on WebGPU. Run by `scripts/test`.
 #![cfg(target_arch = "wasm32")]
 
 use ember::testkit::tiny_model_bytes;
@@ -184,4 +185,27 @@ mod archs {
             greedy_is_transformers(arch, false, "webgpu").await;
         }
     }
+}
+
+/// Every GGUF block type on WebGPU: the tiny Llama with random weights in Q4_0, Q4_1, Q5_0,
+/// Q5_1, Q8_0, Q4_K, Q5_K and Q6_K (and f16, bf16, f32), which the GPU kernels read in their
+/// blocks, gives the numpy reference's logits (`tests/fixtures/tiny-llama.json`), as natively.
+#[wasm_bindgen_test]
+async fn webgpu_every_block_type_gives_the_reference_logits() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use ember::model::decoder::KvCache;
+    let fx: serde_json::Value = serde_json::from_str(include_str!("../fixtures/tiny-llama.json")).unwrap();
+    let floats = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
+    let dev = ember::backend::wgpu_device().await.unwrap();
+    let g = ember::gguf::Gguf::parse(include_bytes!("../fixtures/tiny-llama.gguf")).unwrap();
+    let config = ember::model::DecoderConfig::from_gguf(&g.metadata).unwrap();
+    let (model, config) = ember::model::load_gguf(&g, &config, 64, &dev, &mut |_, _| {}).unwrap();
+    let mut cache = KvCache::new(&config, 64, &dev);
+    let prompt: Vec<i32> = fx["prompt"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect();
+    let n = prompt.len();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(prompt, [1, n]), &dev);
+    let logits = model.forward(tokens, &mut cache).unwrap().into_data_async().await.unwrap().try_into_vec::<f32>().unwrap();
+    let want = floats(&fx["prefill_logits"]);
+    let worst = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-3, "max |Δ| {worst} against the reference");
 }
