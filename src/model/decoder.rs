@@ -9,7 +9,7 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::gpu::QWeight;
+use super::gpu::{self, QWeight};
 use crate::error::{Error, Result};
 
 /// A decoder family: which norm, positions, biases and feed-forward network a model has.
@@ -224,6 +224,7 @@ impl Norm {
     /// Normalises the last axis.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
+            Norm::Rms(n) if gpu::is_cube(&x.device()) => gpu::rms_norm(x, &n.gamma.val(), n.epsilon),
             Norm::Rms(n) => n.forward(x),
             Norm::Layer(n) => n.forward(x),
         }
@@ -263,6 +264,9 @@ impl Rope {
 
     /// Rotates `x` whose first token sits at position `pos0`.
     pub fn apply(&self, x: Tensor<4>, pos0: usize) -> Tensor<4> {
+        if gpu::is_cube(&x.device()) {
+            return gpu::rope(x, &self.cos, &self.sin, pos0);
+        }
         let [b, t, h, hd] = x.dims(); // [batch, seq, heads, head_dim]
         let half = hd / 2;
         let cos = self.cos.clone().slice([pos0..pos0 + t, 0..half]).reshape([1, t, 1, half, 1]);
@@ -453,6 +457,9 @@ impl Mlp {
 
 /// `silu(gate) · up`.
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    if gpu::is_cube(&gate.device()) {
+        return gpu::swiglu(gate, up);
+    }
     activation::silu(gate) * up
 }
 

@@ -5,7 +5,10 @@
 //! - `q_matmul`: `Y = X·Wᵀ` for `t` tokens. A cube of 64 units takes one row of `W` and up to
 //!   four tokens; each unit loads its blocks' words into registers once for all of them and sums
 //!   `scale·Σ qᵢ·xᵢ + offset·Σ xᵢ` per block, in f32 with `x` as given (no 8-bit rounding of the
-//!   activations, unlike llama.cpp), then the cube adds up its 64 partial sums.
+//!   activations, unlike llama.cpp), then the cube adds up its 64 partial sums. That is the
+//!   decoding path (reading a token's weights once is what bounds it). A prompt of 8 or more
+//!   tokens instead dequantises each weight into a transient f32 matrix and uses burn's tiled
+//!   matmul, as llama.cpp's GPU backends do for batches.
 //! - `q_rows`: rows of `W` dequantised (the token embedding, and so a tied head's table).
 //!
 //! Every format the reader knows is laid out at load as 32-element blocks (the K-quants' 256
@@ -41,6 +44,10 @@ const QK: usize = 32;
 const UNITS: u32 = 64;
 /// Tokens a cube of `q_matmul` takes during prefill.
 const TILE: usize = 4;
+/// From this many tokens on, a product dequantises the weight into a transient f32 matrix and
+/// uses burn's tiled matmul: the kernel re-reads the blocks for every four tokens, which made a
+/// 133-token prefill ten times slower on lavapipe (`bench/PROFILE.md`).
+const DENSE_FROM: usize = 8;
 /// WebGPU's limit on cubes along one axis: larger row counts spill into the third axis.
 const MAX_CUBES: usize = 65535;
 
@@ -330,10 +337,20 @@ impl QWeight {
         ]
     }
 
-    /// `Y = X·Wᵀ`: `x` `[t, cols]` → `[t, rows]`.
+    /// `W` dequantised, `[rows, cols]` f32 (a transient copy: the blocks stay as they are).
+    pub fn dequantized(&self) -> Tensor<2> {
+        let ids = Tensor::<1, Int>::arange(0..self.rows as i64, &self.d.device());
+        self.rows_of(ids)
+    }
+
+    /// `Y = X·Wᵀ`: `x` `[t, cols]` → `[t, rows]`. Up to [`DENSE_FROM`] tokens (decoding) the
+    /// kernel reads the blocks; a longer prompt multiplies by a transient f32 copy of `W`.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
         let [t, cols] = x.dims();
         assert_eq!(cols, self.cols, "QWeight::matmul: input width");
+        if t >= DENSE_FROM {
+            return x.matmul(self.dequantized().transpose()); // [t, rows]
+        }
         let x = x.try_into_primitive::<CubeBackend>().expect("x lives on the weights' device");
         let x = burn_cubecl::kernel::into_contiguous(x);
         let [qs, d, m, sm] = self.parts();
@@ -383,6 +400,79 @@ impl QWeight {
         );
         Tensor::from_primitive::<CubeBackend>(out)
     }
+}
+
+/// Whether `device` runs CubeCL kernels (wgpu): the fused operations below apply there; other
+/// devices use burn's operations.
+pub fn is_cube(device: &Device) -> bool {
+    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_))
+}
+
+fn cube<const D: usize>(t: Tensor<D>) -> CubeTensor {
+    burn_cubecl::kernel::into_contiguous(t.try_into_primitive::<CubeBackend>().expect("callers check is_cube"))
+}
+
+/// Fused RMSNorm over the last axis, `x / sqrt(mean(x²) + ε) · γ`, in one launch where burn's
+/// takes six: a cube of 64 units per row sums the squares, then scales the row. (Decoding is
+/// bound by kernel launches on small models: `bench/PROFILE.md`.)
+pub fn rms_norm<const D: usize>(x: Tensor<D>, gamma: &Tensor<1>, eps: f64) -> Tensor<D> {
+    let dims = x.dims();
+    let width = dims[D - 1];
+    let rows = dims.iter().product::<usize>() / width;
+    let x = cube(x);
+    let gamma = cube(gamma.clone());
+    let out = empty_device::<f32>(x.client.clone(), x.device.clone(), x.meta.shape().clone());
+    kernels::rms_norm_kernel::launch(
+        &x.client.clone(),
+        CubeCount::Static(rows as u32, 1, 1),
+        CubeDim::new_1d(UNITS),
+        x.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        eps as f32,
+    );
+    Tensor::from_primitive::<CubeBackend>(out)
+}
+
+/// Fused RoPE on interleaved pairs (the decoder's `Rope::apply`): `x` `[batch, seq, heads,
+/// head_dim]`, its first token at position `pos0`, with the `[positions, head_dim/2]` tables.
+/// One launch, one unit per pair, where burn's operations take seven.
+pub fn rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>, pos0: usize) -> Tensor<4> {
+    let x = cube(x);
+    let (cos, sin) = (cube(cos.clone()), cube(sin.clone()));
+    let out = empty_device::<f32>(x.client.clone(), x.device.clone(), x.meta.shape().clone());
+    let pairs = x.meta.shape().num_elements() / 2;
+    let client = x.client.clone();
+    let cube_dim = CubeDim::new(&client, pairs);
+    kernels::rope_kernel::launch(
+        &client,
+        calculate_cube_count_elemwise(&client, pairs, cube_dim),
+        cube_dim,
+        x.into_tensor_arg(),
+        cos.into_tensor_arg(),
+        sin.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        pos0 as u32,
+    );
+    Tensor::from_primitive::<CubeBackend>(out)
+}
+
+/// Fused SwiGLU, `silu(gate) · up` (`silu(g) = g / (1 + e^(−g))`), in one launch.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    let (gate, up) = (cube(gate), cube(up));
+    let out = empty_device::<f32>(gate.client.clone(), gate.device.clone(), gate.meta.shape().clone());
+    let n = gate.meta.shape().num_elements();
+    let client = gate.client.clone();
+    let cube_dim = CubeDim::new(&client, n);
+    kernels::swiglu_kernel::launch(
+        &client,
+        calculate_cube_count_elemwise(&client, n, cube_dim),
+        cube_dim,
+        gate.into_tensor_arg(),
+        up.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+    );
+    Tensor::from_primitive::<CubeBackend>(out)
 }
 
 /// The kernels (CubeCL's `Tensor`, not burn's).
@@ -617,6 +707,76 @@ mod kernels {
         }
         out[ABSOLUTE_POS] = weight(q, s, offset(m, sm, blk, code), code);
     }
+
+    /// One row per cube: the units' sums of squares meet in shared memory, every unit reads
+    /// the total and scales its elements (as burn's RmsNorm: `x / rms · γ`).
+    #[cube(launch)]
+    pub(super) fn rms_norm_kernel(
+        x: &Tensor<f32>,       // [rows, width] (flattened)
+        gamma: &Tensor<f32>,   // [width]
+        out: &mut Tensor<f32>, // like x
+        eps: f32,
+    ) {
+        let width = gamma.shape(0);
+        let base = CUBE_POS_X as usize * width;
+        let unit = UNIT_POS_X as usize;
+        let mut ss = 0.0f32;
+        let mut i = unit;
+        while i < width {
+            let v = x[base + i];
+            ss += v * v;
+            i += 64;
+        }
+        let mut partial = Shared::<[f32]>::new_slice(64usize);
+        partial[unit] = ss;
+        sync_cube();
+        let mut total = 0.0f32;
+        for k in 0..64 {
+            total += partial[k];
+        }
+        let rms = (total / f32::cast_from(width as u32) + eps).sqrt();
+        let mut i = unit;
+        while i < width {
+            out[base + i] = x[base + i] / rms * gamma[i];
+            i += 64;
+        }
+    }
+
+    /// One unit per pair `(x[2i], x[2i+1])` of a head at sequence position `s`:
+    /// `(x0·cos − x1·sin, x0·sin + x1·cos)` with the angles of position `pos0 + s`.
+    #[cube(launch)]
+    pub(super) fn rope_kernel(
+        x: &Tensor<f32>,       // [batch, seq, heads, head_dim]
+        cos: &Tensor<f32>,     // [positions, head_dim/2]
+        sin: &Tensor<f32>,     // [positions, head_dim/2]
+        out: &mut Tensor<f32>, // like x
+        pos0: u32,
+    ) {
+        let half = x.shape(3) / 2;
+        let per_pos = x.shape(2) * half;
+        if ABSOLUTE_POS >= x.shape(0) * x.shape(1) * per_pos {
+            terminate!();
+        }
+        let i = ABSOLUTE_POS % half;
+        let s = (ABSOLUTE_POS / per_pos) % x.shape(1);
+        let at = (pos0 as usize + s) * half + i;
+        let c = cos[at];
+        let n = sin[at];
+        let x0 = x[2 * ABSOLUTE_POS];
+        let x1 = x[2 * ABSOLUTE_POS + 1];
+        out[2 * ABSOLUTE_POS] = x0 * c - x1 * n;
+        out[2 * ABSOLUTE_POS + 1] = x0 * n + x1 * c;
+    }
+
+    /// `silu(gate) · up`, one element per unit.
+    #[cube(launch)]
+    pub(super) fn swiglu_kernel(gate: &Tensor<f32>, up: &Tensor<f32>, out: &mut Tensor<f32>) {
+        if ABSOLUTE_POS >= out.len() {
+            terminate!();
+        }
+        let g = gate[ABSOLUTE_POS];
+        out[ABSOLUTE_POS] = g / (1.0 + (-g).exp()) * up[ABSOLUTE_POS];
+    }
 }
 
 #[cfg(test)]
@@ -675,7 +835,8 @@ mod tests {
             for (rows, cols) in [(37, 256), (9, 9 * 256)] {
                 let w = dequantize(ty, &blocks(ty, rows, cols, 7), rows * cols).unwrap();
                 let q = QWeight::new(ty, &blocks(ty, rows, cols, 7), rows, cols, &dev).unwrap();
-                for t in [1, 3, 4, 6] {
+                // Up to 7 tokens the kernel, from 8 on the transient f32 copy.
+                for t in [1, 3, 4, 6, 9] {
                     let x: Vec<f32> = (0..t * cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 3.0).collect();
                     let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [t, cols]), &dev);
                     let got = q.matmul(xt).into_data().try_into_vec::<f32>().unwrap();
@@ -746,3 +907,4 @@ mod tests {
         }
     }
 }
+

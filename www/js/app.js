@@ -632,7 +632,7 @@ function renderModelCard() {
     ["card_quant", i.tensor_types.map(([n, k]) => `${n} ×${k}`).join(", ")],
     ["card_size", `${(i.file_size / 1e6).toFixed(1)} MB`],
     // On WebGPU, what the GPU allocator counted while the weights loaded; else the computed size.
-    ["card_weights", `${((i.gpu_weight_bytes ?? i.weight_bytes) / 1e6).toFixed(1)} MB` + (i.gpu_weight_bytes != null ? ` (${t("onGpu")})` : "")],
+    ["card_weights", `${((i.gpu_weight_bytes ?? i.weight_bytes) / 1e6).toFixed(1)} MB` + (i.gpu_weight_bytes != null ? ` (${t("gpuCounted")})` : "")],
     ["card_license", i.license || "—"],
     ["card_org", i.organization || "—"],
     ["card_langs", i.languages.length ? i.languages.join(", ") : "—"],
