@@ -109,8 +109,8 @@ for (const [which, r] of Object.entries(raw)) {
     runs: r.runs.length,
     ...(which.startsWith("wllama") ? { threads: r.runs[0]?.threads, multithread: r.runs[0]?.multithread } : {}),
     ...(which.startsWith("ember") ? {
-      // The weights as the backend holds them (the model card's figure): f32 on the GPU, the
-      // file's blocks on the CPU.
+      // The weights as the backend holds them (computed from the file), and on WebGPU as the GPU
+      // allocator counted them while they loaded (the model card's figure there).
       weights_mb: mb(r.runs[0]?.weight_bytes ?? null),
       gpu_weights_mb: which === "ember-webgpu" ? mb(r.runs[0]?.gpu_weight_bytes ?? null) : null,
     } : {}),
