@@ -166,6 +166,15 @@ try {
     await page.screenshot({ path: join(artifacts, "chat-webgpu.png") });
     console.log(`     (${await page.locator('[data-role="assistant"] .stats').textContent()})`);
   });
+  await check("on WebGPU the model card shows the weights' GPU memory as allocated: in their blocks, at most 1.3 × the file", async () => {
+    await page.getByRole("button", { name: "Model" }).click();
+    const card = await page.locator("#model-card").textContent();
+    const m = /Weights in memory([0-9.]+) MB \(GPU, as allocated\)/.exec(card);
+    assert(m, `model card lacks the GPU weights row: ${card}`);
+    assert(Number(m[1]) <= 1.3 * 98.4, `${m[1]} MB on the GPU for the 98.4 MB file`);
+    await page.screenshot({ path: join(artifacts, "model-webgpu.png") });
+    await page.keyboard.press("Escape");
+  });
   await check("no request to another origin, no page error (WebGPU session)", async () => {
     assertClean(b);
   });
