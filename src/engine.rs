@@ -279,9 +279,13 @@ fn held_bytes(backend: Backend, ty: GgmlType, n: u64) -> u64 {
     }
 }
 
-/// Bytes the device's allocator has handed out (wgpu), once queued uploads have landed.
-fn gpu_bytes_in_use(device: &Device) -> Option<u64> {
-    device.memory_pool_usage().map(|u| u.bytes_in_use)
+/// Runs `load` and counts the GPU memory the device's allocator handed out meanwhile (`None`
+/// where the allocator does not report).
+fn counting_gpu_bytes<T>(device: &Device, load: impl FnOnce() -> Result<T>) -> Result<(T, Option<u64>)> {
+    let in_use = || device.memory_pool_usage().map(|u| u.bytes_in_use);
+    let before = in_use();
+    let loaded = load()?;
+    Ok((loaded, in_use().zip(before).map(|(after, before)| after.saturating_sub(before))))
 }
 
 /// A loaded model, ready to generate.
@@ -326,9 +330,8 @@ impl Engine {
         let mut gpu_weights = None;
         let (runner, config) = match backend {
             Backend::Wgpu => {
-                let before = gpu_bytes_in_use(&device);
-                let (model, config) = load_gguf(&gguf, &config, max_context, &device, progress)?;
-                gpu_weights = gpu_bytes_in_use(&device).zip(before).map(|(after, before)| after.saturating_sub(before));
+                let ((model, config), bytes) = counting_gpu_bytes(&device, || load_gguf(&gguf, &config, max_context, &device, progress))?;
+                gpu_weights = bytes;
                 (Runner::Burn { cache: KvCache::new(&config, max_context, &device), model }, config)
             }
             Backend::Cpu => {
@@ -372,9 +375,8 @@ impl Engine {
         let mut gpu_weights = None;
         let (runner, config) = match backend {
             Backend::Wgpu => {
-                let before = gpu_bytes_in_use(&device);
-                let (model, config) = load_safetensors(&files, &config, max_context, &device, progress)?;
-                gpu_weights = gpu_bytes_in_use(&device).zip(before).map(|(after, before)| after.saturating_sub(before));
+                let ((model, config), bytes) = counting_gpu_bytes(&device, || load_safetensors(&files, &config, max_context, &device, progress))?;
+                gpu_weights = bytes;
                 (Runner::Burn { cache: KvCache::new(&config, max_context, &device), model }, config)
             }
             Backend::Cpu => {

@@ -785,16 +785,9 @@ mod tests {
     use crate::gguf::quant::dequantize;
 
     /// Every quantised type the reader knows.
-    const TYPES: [GgmlType; 8] = [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-    ];
+    fn types() -> impl Iterator<Item = GgmlType> {
+        GgmlType::ALL.into_iter().filter(|&t| QFormat::of(t).is_some())
+    }
 
     /// Random blocks of `ty` for a `rows × cols` matrix: every byte random (quants, high bits,
     /// K-quant scales), then the f16 scales and offsets set to values of either sign.
@@ -830,7 +823,7 @@ mod tests {
     #[test]
     fn matmul_equals_dequantised_reference() {
         let dev = device();
-        for ty in TYPES {
+        for ty in types() {
             // One and nine super-blocks a row: 8 and 72 blocks for 64 units.
             for (rows, cols) in [(37, 256), (9, 9 * 256)] {
                 let w = dequantize(ty, &blocks(ty, rows, cols, 7), rows * cols).unwrap();
@@ -863,7 +856,7 @@ mod tests {
     #[test]
     fn rows_equal_reference_dequantisation() {
         let dev = device();
-        for ty in TYPES {
+        for ty in types() {
             let (rows, cols) = (11, 512);
             let bytes = blocks(ty, rows, cols, 3);
             let w = dequantize(ty, &bytes, rows * cols).unwrap();
@@ -899,7 +892,7 @@ mod tests {
     /// row of 256 weights, the others' of 32).
     #[test]
     fn held_bytes_near_the_file() {
-        for ty in TYPES {
+        for ty in types() {
             let f = QFormat::of(ty).unwrap();
             let n = 256u64;
             let (held, stored) = (f.held_bytes(n), n / ty.block_size() as u64 * ty.type_size() as u64);
