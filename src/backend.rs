@@ -1,8 +1,8 @@
 //! Choosing the compute device: burn's wgpu backend (WebGPU in browsers, Vulkan/Metal/DX12
 //! natively), or the CPU, where Ember runs its own kernels over the quantised weights
-//! (`model::cpu`; burn's NdArray backend would hold them as f32).
+//! (`model::cpu`; burn's CPU backends would hold them as f32). The device decides the executor
+//! the model description runs on, and nothing else does.
 
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// The CPU (wasm32 too, with SIMD128): `model::CpuDecoder` over the file's quantised blocks.
+    /// The CPU (wasm32 too, with SIMD128): `model::CpuExecutor` over the file's quantised blocks.
     Cpu,
     /// burn's wgpu backend: WebGPU in the browser, Vulkan (lavapipe included) natively.
     Wgpu,
@@ -36,16 +36,29 @@ impl Backend {
     }
 }
 
-/// burn's CPU device: what the burn decoder's tests run on (the engine's CPU backend needs no
-/// burn device; it is given this one).
-#[allow(deprecated)] // NdArray: the faster f32 CPU backend in wasm (see STACK-NOTES)
-pub fn cpu_device() -> Device {
-    Device::ndarray()
+/// Where a model runs.
+#[derive(Debug, Clone)]
+pub enum Device {
+    /// The CPU, with Ember's own kernels (no burn device).
+    Cpu,
+    /// A wgpu device (burn's dispatch device on its CubeCL runtime).
+    Wgpu(burn::tensor::Device),
+}
+
+impl Device {
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Device::Cpu => Backend::Cpu,
+            Device::Wgpu(_) => Backend::Wgpu,
+        }
+    }
 }
 
 /// Initialises the wgpu device once per process (the runtime cannot be initialised twice).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn wgpu_device() -> Result<Device> {
+pub fn wgpu_device() -> Result<burn::tensor::Device> {
+    use burn::tensor::Device;
     use std::sync::OnceLock;
     static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
     DEVICE
@@ -61,7 +74,8 @@ pub fn wgpu_device() -> Result<Device> {
 /// Initialises WebGPU in the browser, once per module instance (the runtime cannot be
 /// registered twice; the app starts a fresh worker for each model, a test module loads several).
 #[cfg(target_arch = "wasm32")]
-pub async fn wgpu_device() -> Result<Device> {
+pub async fn wgpu_device() -> Result<burn::tensor::Device> {
+    use burn::tensor::Device;
     thread_local! {
         static DEVICE: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
     }
@@ -77,7 +91,7 @@ pub async fn wgpu_device() -> Result<Device> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn device(backend: Backend) -> Result<Device> {
     match backend {
-        Backend::Cpu => Ok(cpu_device()),
-        Backend::Wgpu => wgpu_device(),
+        Backend::Cpu => Ok(Device::Cpu),
+        Backend::Wgpu => wgpu_device().map(Device::Wgpu),
     }
 }

@@ -5,19 +5,19 @@
 //! the engine reusable; a follow-up prompt reuses the KV cache for the tokens it shares with
 //! what is cached.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Device};
 use crate::chat::{ChatTemplate, Message};
 use crate::clock::now_s;
 use crate::error::{Error, Result};
+use crate::gguf::quant::GgmlType;
 use crate::gguf::Gguf;
 use crate::hf::HfFolder;
-use crate::gguf::quant::GgmlType;
+use crate::model::decoder::DeviceMemory;
 use crate::model::gpu::QFormat;
-use crate::model::{load_gguf, load_gguf_cpu, load_safetensors, load_safetensors_cpu, CpuDecoder, Decoder, DecoderConfig};
-use crate::model::decoder::KvCache;
+use crate::model::{BoxedRunner, CpuExecutor, DecoderConfig, Executor, GpuExecutor, KvCache, Loaded, Tensors};
+use crate::safetensors::Safetensors;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -158,6 +158,24 @@ pub struct ChatFit {
     pub limit: usize,
 }
 
+impl ChatFit {
+    /// The messages that stay in the prompt: the leading system messages, then `first` on.
+    pub fn kept(&self, messages: &[Message]) -> Vec<Message> {
+        kept(messages, self.first)
+    }
+}
+
+/// How many system messages lead the conversation (they always stay in the prompt).
+fn leading_system(messages: &[Message]) -> usize {
+    messages.iter().take_while(|m| m.role == "system").count()
+}
+
+/// The leading system messages and the messages from `first` on.
+fn kept(messages: &[Message], first: usize) -> Vec<Message> {
+    let sys = leading_system(messages);
+    messages[..sys].iter().chain(&messages[first.max(sys)..]).cloned().collect()
+}
+
 /// The sampler pipeline for the next token (see [`Engine::pipeline`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Pipeline {
@@ -210,11 +228,19 @@ pub struct Stats {
 impl Stats {
     /// Prompt tokens per second.
     pub fn prefill_tok_s(&self) -> f64 {
-        if self.prefill_s > 0.0 { self.prefill_tokens as f64 / self.prefill_s } else { 0.0 }
+        if self.prefill_s > 0.0 {
+            self.prefill_tokens as f64 / self.prefill_s
+        } else {
+            0.0
+        }
     }
     /// Generated tokens per second, after the first.
     pub fn decode_tok_s(&self) -> f64 {
-        if self.decode_s > 0.0 { self.decode_tokens as f64 / self.decode_s } else { 0.0 }
+        if self.decode_s > 0.0 {
+            self.decode_tokens as f64 / self.decode_s
+        } else {
+            0.0
+        }
     }
 }
 
@@ -239,35 +265,6 @@ struct Generation {
     finished: bool,
 }
 
-/// The decoder a backend runs, with its KV cache.
-enum Runner {
-    /// burn's decoder on the wgpu device (f32 weights).
-    Burn { model: Decoder, cache: KvCache },
-    /// The CPU decoder over the file's quantised blocks.
-    Cpu(Box<CpuDecoder>),
-}
-
-impl Runner {
-    fn capacity(&self) -> usize {
-        match self {
-            Runner::Burn { cache, .. } => cache.capacity(),
-            Runner::Cpu(m) => m.capacity(),
-        }
-    }
-    fn truncate(&mut self, len: usize) {
-        match self {
-            Runner::Burn { cache, .. } => cache.truncate(len),
-            Runner::Cpu(m) => m.truncate(len),
-        }
-    }
-    fn reset(&mut self) {
-        match self {
-            Runner::Burn { cache, .. } => cache.reset(),
-            Runner::Cpu(m) => m.reset(),
-        }
-    }
-}
-
 /// Bytes a tensor of `n` elements stored as `ty` takes on `backend`. wgpu keeps every quantised
 /// type in its blocks (`gpu::QFormat::held_bytes`); the CPU's `QMatrix` repacks Q4_0, Q4_1 and
 /// Q8_0 the same way and keeps the other block types as stored.
@@ -279,21 +276,11 @@ fn held_bytes(backend: Backend, ty: GgmlType, n: u64) -> u64 {
     }
 }
 
-/// Runs `load` and counts the GPU memory the device's allocator handed out meanwhile (`None`
-/// where the allocator does not report).
-fn counting_gpu_bytes<T>(device: &Device, load: impl FnOnce() -> Result<T>) -> Result<(T, Option<u64>)> {
-    let in_use = || device.memory_pool_usage().map(|u| u.bytes_in_use);
-    let before = in_use();
-    let loaded = load()?;
-    Ok((loaded, in_use().zip(before).map(|(after, before)| after.saturating_sub(before))))
-}
-
 /// A loaded model, ready to generate.
 pub struct Engine {
-    runner: Runner,
+    runner: BoxedRunner,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
-    device: Device,
     /// The tokens whose keys and values fill the cache, in order.
     cached: Vec<u32>,
     generation: Option<Generation>,
@@ -307,112 +294,140 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-impl Engine {
-    /// Loads a GGUF model from its bytes onto `device`.
-    pub fn load(bytes: &[u8], device: Device, backend: Backend, options: LoadOptions) -> Result<Self> {
-        Self::load_with_progress(bytes, device, backend, options, &mut |_, _| {})
-    }
+/// The model card's facts that come from the file rather than the weights.
+struct Card {
+    name: Option<String>,
+    format: &'static str,
+    license: Option<String>,
+    organization: Option<String>,
+    languages: Vec<String>,
+    datasets: Vec<String>,
+    file_size: usize,
+}
 
-    /// [`Engine::load`], calling `progress(done, total)` as each weight tensor reaches the device.
-    pub fn load_with_progress(bytes: &[u8], device: Device, backend: Backend, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
-        let gguf = Gguf::parse(bytes)?;
-        let held: Vec<u64> = gguf.tensors.iter().map(|t| held_bytes(backend, t.ty, t.n_elements() as u64)).collect();
-        check_size(&held, &options)?;
+/// A model's files as loading reads them before the weights: what a GGUF file or a Hugging
+/// Face folder gives, in one shape, so that one path turns either into an engine.
+struct ModelFiles<'a> {
+    config: DecoderConfig,
+    tensors: Tensors<'a>,
+    tokenizer: Tokenizer,
+    template: Option<String>,
+    card: Card,
+}
+
+impl<'a> ModelFiles<'a> {
+    fn gguf(gguf: &'a Gguf<'a>, options: &LoadOptions) -> Result<Self> {
         let meta = &gguf.metadata;
         let config = DecoderConfig::from_gguf(meta)?;
         let tokenizer = match &options.tokenizer_json {
             Some(json) => Tokenizer::from_json(json, Some(meta))?,
             None => Tokenizer::from_gguf(meta)?,
         };
-        let template = meta.opt::<String>("tokenizer.chat_template")?;
-        let max_context = options.max_context.clamp(1, config.context_length);
-        let template = check_tokens_and_template(&tokenizer, &config, template)?;
-        let mut gpu_weights = None;
-        let (runner, config) = match backend {
-            Backend::Wgpu => {
-                let ((model, config), bytes) = counting_gpu_bytes(&device, || load_gguf(&gguf, &config, max_context, &device, progress))?;
-                gpu_weights = bytes;
-                (Runner::Burn { cache: KvCache::new(&config, max_context, &device), model }, config)
-            }
-            Backend::Cpu => {
-                let (model, config) = load_gguf_cpu(&gguf, &config, max_context, progress)?;
-                (Runner::Cpu(Box::new(model)), config)
-            }
-        };
-        let info = ModelInfo {
-            name: meta.opt::<String>("general.name")?.or(options.name.clone()),
-            architecture: config.arch.name().to_string(),
-            format: "GGUF".into(),
-            n_params: config.n_params(),
-            weight_bytes: held.iter().sum(),
-            gpu_weight_bytes: gpu_weights,
-            config,
-            file_size: gguf.file_size(),
-            tensor_types: count_types(gguf.tensors.iter().map(|t| t.ty.name())),
+        let card = Card {
+            name: meta.opt("general.name")?,
+            format: "GGUF",
             license: meta.opt("general.license")?,
             organization: meta.opt("general.organization")?,
             languages: meta.opt("general.languages")?.unwrap_or_default(),
             datasets: datasets(meta)?,
-            max_context,
-            has_chat_template: template.is_some(),
-            backend,
+            file_size: gguf.file_size(),
         };
-        Ok(Self::assemble(runner, tokenizer, template, device, info))
+        Ok(ModelFiles { tensors: Tensors::gguf(gguf, &config), config, tokenizer, template: meta.opt("tokenizer.chat_template")?, card })
     }
 
-    /// Loads a Hugging Face model folder (`config.json`, safetensors weights, `tokenizer.json`
-    /// and the optional tokenizer and generation configs) onto `device`.
-    pub fn load_hf(folder: &HfFolder, device: Device, backend: Backend, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+    fn hf(folder: &'a HfFolder, shards: &'a [Safetensors<'a>]) -> Result<Self> {
         let hf = folder.config()?;
         let config = DecoderConfig::from_hf(&hf)?;
-        let shards = folder.weights()?;
-        let held: Vec<u64> = shards.iter().flat_map(|(_, s)| s.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64 * 4)).collect();
-        check_size(&held, &options)?;
-        let tokenizer = Tokenizer::from_hf(folder)?;
-        let max_context = options.max_context.clamp(1, config.context_length);
-        let template = check_tokens_and_template(&tokenizer, &config, folder.chat_template()?)?;
-        let files: Vec<_> = shards.into_iter().map(|(_, s)| s).collect();
-        let mut gpu_weights = None;
-        let (runner, config) = match backend {
-            Backend::Wgpu => {
-                let ((model, config), bytes) = counting_gpu_bytes(&device, || load_safetensors(&files, &config, max_context, &device, progress))?;
-                gpu_weights = bytes;
-                (Runner::Burn { cache: KvCache::new(&config, max_context, &device), model }, config)
-            }
-            Backend::Cpu => {
-                let (model, config) = load_safetensors_cpu(&files, &config, max_context, progress)?;
-                (Runner::Cpu(Box::new(model)), config)
-            }
-        };
-        let dtype = |t: &crate::safetensors::TensorInfo| match t.dtype {
-            crate::safetensors::Dtype::F32 => "F32",
-            crate::safetensors::Dtype::F16 => "F16",
-            crate::safetensors::Dtype::BF16 => "BF16",
-        };
-        let info = ModelInfo {
+        let card = Card {
             // transformers records where a model came from in `_name_or_path`.
-            name: hf.opt::<String>("_name_or_path")?.filter(|n| !n.is_empty()).or(options.name.clone()),
-            architecture: config.arch.name().to_string(),
-            format: "safetensors".into(),
-            n_params: config.n_params(),
-            weight_bytes: held.iter().sum(),
-            gpu_weight_bytes: gpu_weights,
-            config,
-            file_size: folder.size(),
-            tensor_types: count_types(files.iter().flat_map(|s| s.tensors.iter().map(dtype))),
+            name: hf.opt::<String>("_name_or_path")?.filter(|n| !n.is_empty()),
+            format: "safetensors",
             license: None,
             organization: None,
             languages: Vec::new(),
             datasets: Vec::new(),
+            file_size: folder.size(),
+        };
+        Ok(ModelFiles { tensors: Tensors::hf(shards, &config)?, tokenizer: Tokenizer::from_hf(folder)?, template: folder.chat_template()?, config, card })
+    }
+}
+
+/// Builds the decoder on `exec` and counts the memory its weights took on the device (`None`
+/// where the allocator does not report), before the KV cache is allocated.
+fn runner_on<E: Executor>(
+    exec: E,
+    tensors: Tensors<'_>,
+    config: &DecoderConfig,
+    capacity: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(BoxedRunner, Option<u64>)>
+where
+    Loaded<E>: crate::model::Runner + 'static,
+{
+    let before = exec.memory();
+    let decoder = crate::model::weights::build(&exec, tensors, config, capacity, progress)?;
+    let weights = exec.memory().zip(before).map(|(after, before)| after.bytes.saturating_sub(before.bytes));
+    let cache = KvCache::new(&exec, &decoder.config, capacity);
+    Ok((Box::new(Loaded { exec, decoder, cache }), weights))
+}
+
+impl Engine {
+    /// Loads a GGUF model from its bytes onto `device`.
+    pub fn load(bytes: &[u8], device: Device, options: LoadOptions) -> Result<Self> {
+        Self::load_with_progress(bytes, device, options, &mut |_, _| {})
+    }
+
+    /// [`Engine::load`], calling `progress(done, total)` as each weight tensor reaches the device.
+    pub fn load_with_progress(bytes: &[u8], device: Device, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let gguf = Gguf::parse(bytes)?;
+        let files = ModelFiles::gguf(&gguf, &options)?;
+        Self::load_files(files, device, options, progress)
+    }
+
+    /// Loads a Hugging Face model folder (`config.json`, safetensors weights, `tokenizer.json`
+    /// and the optional tokenizer and generation configs) onto `device`.
+    pub fn load_hf(folder: &HfFolder, device: Device, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let shards: Vec<Safetensors> = folder.weights()?.into_iter().map(|(_, s)| s).collect();
+        let files = ModelFiles::hf(folder, &shards)?;
+        Self::load_files(files, device, options, progress)
+    }
+
+    /// The one path from a model's files to an engine: the size checks before anything is
+    /// allocated, the tokenizer and template checks, the weights onto the device's executor,
+    /// and the model card.
+    fn load_files(files: ModelFiles<'_>, device: Device, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let backend = device.backend();
+        let entries = &files.tensors.entries;
+        let held: Vec<u64> = entries.iter().map(|e| held_bytes(backend, e.ty, e.shape.iter().product::<usize>() as u64)).collect();
+        check_size(&held, &options)?;
+        let tensor_types = count_types(entries.iter().map(|e| e.ty.name()));
+        let max_context = options.max_context.clamp(1, files.config.context_length);
+        let template = check_tokens_and_template(&files.tokenizer, &files.config, files.template)?;
+        let (runner, gpu_weight_bytes) = match device {
+            Device::Cpu => runner_on(CpuExecutor, files.tensors, &files.config, max_context, progress)?,
+            Device::Wgpu(d) => runner_on(GpuExecutor::new(d), files.tensors, &files.config, max_context, progress)?,
+        };
+        let config = runner.config().clone();
+        let card = files.card;
+        let info = ModelInfo {
+            name: card.name.or(options.name),
+            architecture: config.arch.name().to_string(),
+            format: card.format.into(),
+            n_params: config.n_params(),
+            weight_bytes: held.iter().sum(),
+            gpu_weight_bytes,
+            config,
+            file_size: card.file_size,
+            tensor_types,
+            license: card.license,
+            organization: card.organization,
+            languages: card.languages,
+            datasets: card.datasets,
             max_context,
             has_chat_template: template.is_some(),
             backend,
         };
-        Ok(Self::assemble(runner, tokenizer, template, device, info))
-    }
-
-    fn assemble(runner: Runner, tokenizer: Tokenizer, template: Option<ChatTemplate>, device: Device, info: ModelInfo) -> Self {
-        Engine { runner, tokenizer, template, device, cached: Vec::new(), generation: None, stats: Stats::default(), info }
+        Ok(Engine { runner, tokenizer: files.tokenizer, template, cached: Vec::new(), generation: None, stats: Stats::default(), info })
     }
 
     /// The model card.
@@ -459,11 +474,8 @@ impl Engine {
     pub fn fit_chat(&self, messages: &[Message], reserve: usize) -> Result<ChatFit> {
         let limit = self.runner.capacity();
         let reserve = reserve.min(limit / 4);
-        let sys = messages.iter().take_while(|m| m.role == "system").count();
-        let count_from = |first: usize| -> Result<usize> {
-            let kept: Vec<Message> = messages[..sys].iter().chain(&messages[first..]).cloned().collect();
-            self.count_chat(&kept)
-        };
+        let sys = leading_system(messages);
+        let count_from = |first: usize| self.count_chat(&kept(messages, first));
         let total_tokens = count_from(sys)?;
         let fits = |tokens: usize| tokens + reserve <= limit;
         if fits(total_tokens) || messages.len() == sys {
@@ -491,6 +503,14 @@ impl Engine {
             Some((first, tokens)) => Ok(ChatFit { first, dropped: first - sys, tokens, total_tokens, reserve, limit }),
             None => Err(Error::ContextFull { needed: count_from(messages.len() - 1)? + reserve, limit }),
         }
+    }
+
+    /// Prepares a generation from a conversation fitted to the context window ([`Engine::fit_chat`]
+    /// with `reserve` tokens for the answer): the oldest turns are left out if it outgrows it.
+    pub fn start_chat(&mut self, messages: &[Message], reserve: usize, options: GenerateOptions) -> Result<(StartInfo, ChatFit)> {
+        let fit = self.fit_chat(messages, reserve)?;
+        let start = self.start(&Prompt::Chat(fit.kept(messages)), options)?;
+        Ok((start, fit))
     }
 
     /// Prepares a generation. The next call to [`Engine::next`] runs the prompt.
@@ -564,7 +584,7 @@ impl Engine {
         }
         let t0 = now_s();
         let n = g.pending.len();
-        let logits = match forward_logits(&mut self.runner, &self.device, &g.pending).await {
+        let logits = match self.runner.forward(&g.pending).await {
             Ok(l) => l,
             Err(e) => {
                 g.finished = true;
@@ -691,7 +711,7 @@ impl Engine {
             let t0 = now_s();
             let chunk: Vec<u32> = g.pending[..run].to_vec();
             // The logits are not needed; reading them back waits for the work to finish.
-            if let Err(e) = forward_logits(&mut self.runner, &self.device, &chunk).await {
+            if let Err(e) = self.runner.forward(&chunk).await {
                 g.finished = true;
                 return Err(e);
             }
@@ -757,7 +777,7 @@ impl Engine {
     /// evaluation). Ends any generation; the cache then holds `ids`.
     pub async fn logits_async(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         self.reset();
-        let logits = forward_logits(&mut self.runner, &self.device, ids).await?;
+        let logits = self.runner.forward(ids).await?;
         self.cached = ids.to_vec();
         Ok(logits)
     }
@@ -768,28 +788,10 @@ impl Engine {
         pollster::block_on(self.logits_async(ids))
     }
 
-    /// The device the model lives on.
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// What the device's allocator holds (wgpu), for memory checks.
+    pub fn device_memory(&self) -> Option<DeviceMemory> {
+        self.runner.device_memory()
     }
-}
-
-/// Runs `ids` after the cached positions and reads back the last position's logits: the one
-/// GPU→CPU readback of a step, and an asynchronous one, as the web requires.
-async fn forward_logits(runner: &mut Runner, device: &Device, ids: &[u32]) -> Result<Vec<f32>> {
-    let logits = match runner {
-        Runner::Burn { model, cache } => {
-            let data = TensorData::new(ids.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, ids.len()]);
-            let logits = model.forward(Tensor::<2, Int>::from_data(data, device), cache)?; // [1, vocab]
-            let data = logits.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
-            data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?
-        }
-        Runner::Cpu(model) => model.forward(ids)?,
-    };
-    if logits.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Device("the model produced non-finite logits".into()));
-    }
-    Ok(logits)
 }
 
 /// The training data a file names: the older `general.datasets` list, or the newer numbered
@@ -807,15 +809,9 @@ fn datasets(meta: &crate::gguf::Metadata) -> Result<Vec<String>> {
 /// (a looping or failing one fails the load, not the first message).
 fn check_tokens_and_template(tokenizer: &Tokenizer, config: &DecoderConfig, template: Option<String>) -> Result<Option<ChatTemplate>> {
     if tokenizer.vocab_size() > config.vocab_size {
-        return Err(Error::Tokenizer(format!(
-            "the tokenizer has {} tokens but the model only {} embeddings",
-            tokenizer.vocab_size(),
-            config.vocab_size
-        )));
+        return Err(Error::Tokenizer(format!("the tokenizer has {} tokens but the model only {} embeddings", tokenizer.vocab_size(), config.vocab_size)));
     }
-    let template = template
-        .map(|t| ChatTemplate::new(&t, &tokenizer.token_text(tokenizer.bos()), &tokenizer.token_text(tokenizer.eos())))
-        .transpose()?;
+    let template = template.map(|t| ChatTemplate::new(&t, &tokenizer.token_text(tokenizer.bos()), &tokenizer.token_text(tokenizer.eos()))).transpose()?;
     if let Some(t) = &template {
         t.check()?;
     }
@@ -854,16 +850,7 @@ fn check_size(bytes: &[u64], options: &LoadOptions) -> Result<()> {
 
 /// Bytes at the end of `text` that could be the start of a stop string.
 fn held_back(text: &str, stops: &[String]) -> usize {
-    stops
-        .iter()
-        .map(|s| {
-            (1..s.len().min(text.len() + 1))
-                .rev()
-                .find(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k]))
-                .unwrap_or(0)
-        })
-        .max()
-        .unwrap_or(0)
+    stops.iter().map(|s| (1..s.len().min(text.len() + 1)).rev().find(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k])).unwrap_or(0)).max().unwrap_or(0)
 }
 
 /// Loads a model from disk (native): a GGUF file, or a Hugging Face model folder.
@@ -871,10 +858,8 @@ fn held_back(text: &str, stops: &[String]) -> usize {
 pub fn load_file(path: &std::path::Path, backend: Backend, options: LoadOptions) -> Result<Engine> {
     if path.is_dir() {
         let folder = HfFolder::read_dir(path)?;
-        let device = crate::backend::device(backend)?;
-        return Engine::load_hf(&folder, device, backend, options, &mut |_, _| {});
+        return Engine::load_hf(&folder, crate::backend::device(backend)?, options, &mut |_, _| {});
     }
     let bytes = std::fs::read(path).map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
-    let device = crate::backend::device(backend)?;
-    Engine::load(&bytes, device, backend, options)
+    Engine::load(&bytes, crate::backend::device(backend)?, options)
 }

@@ -80,6 +80,43 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// What went wrong, as a stable name the page translates (`context_full`, `too_large`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Gguf(_) => "bad_gguf",
+            Error::Format(_) => "bad_format",
+            Error::MissingKey(_) => "missing_key",
+            Error::BadKey { .. } => "bad_key",
+            Error::Unsupported(_) => "unsupported",
+            Error::Tensor { .. } => "bad_tensor",
+            Error::Tokenizer(_) => "tokenizer",
+            Error::Template(_) => "template",
+            Error::Sampling { .. } => "bad_setting",
+            Error::ContextFull { .. } => "context_full",
+            Error::TooLarge { .. } => "too_large",
+            Error::NotStarted => "not_started",
+            Error::Device(_) => "device",
+            Error::Io(_) => "io",
+        }
+    }
+
+    /// The error's arguments by name, for a translated message (`{needed, limit}` for a full
+    /// context); free text under `detail`.
+    pub fn vars(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Error::Gguf(m) | Error::Format(m) | Error::Unsupported(m) | Error::Tokenizer(m) | Error::Template(m) | Error::Device(m) => json!({ "detail": m }),
+            Error::MissingKey(key) => json!({ "key": key }),
+            Error::BadKey { key, msg } => json!({ "key": key, "detail": msg }),
+            Error::Tensor { name, msg } => json!({ "name": name, "detail": msg }),
+            Error::Sampling { name, msg } => json!({ "name": name, "detail": msg }),
+            Error::ContextFull { needed, limit } => json!({ "needed": needed, "limit": limit }),
+            Error::TooLarge { needed_mb, limit_mb, what } => json!({ "needed_mb": needed_mb, "limit_mb": limit_mb, "what": what }),
+            Error::NotStarted => json!({}),
+            Error::Io(e) => json!({ "detail": e.to_string() }),
+        }
+    }
+
     pub(crate) fn gguf(msg: impl Into<String>) -> Self {
         Error::Gguf(msg.into())
     }

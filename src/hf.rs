@@ -48,10 +48,7 @@ impl HfFolder {
     /// A folder from `(file name, bytes)` pairs. Paths are cut to their last component, so that
     /// a browser's folder pick (`repo/config.json`) gives the same names.
     pub fn new(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
-        let files = files
-            .into_iter()
-            .map(|(name, bytes)| (name.rsplit(['/', '\\']).next().unwrap_or_default().to_string(), bytes))
-            .collect();
+        let files = files.into_iter().map(|(name, bytes)| (name.rsplit(['/', '\\']).next().unwrap_or_default().to_string(), bytes)).collect();
         HfFolder { files }
     }
 
@@ -125,10 +122,9 @@ impl HfFolder {
         Ok(match self.tokenizer_config()?.get("chat_template") {
             None | Some(Value::Null) => None,
             Some(Value::String(t)) => Some(t.clone()),
-            Some(Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+            Some(Value::Array(list)) => {
+                list.iter().find(|t| t.get("name").and_then(Value::as_str) == Some("default")).and_then(|t| t.get("template")?.as_str().map(str::to_string))
+            }
             Some(_) => return Err(Error::bad_key("chat_template (tokenizer_config.json)", "expected a string or a list")),
         })
     }

@@ -61,9 +61,7 @@ impl Args {
         Ok(out)
     }
     fn parsed<T: std::str::FromStr>(&mut self, name: &str) -> Result<Option<T>, Fail> {
-        self.value(name)?
-            .map(|v| v.parse::<T>().map_err(|_| Fail::Usage(format!("{name}: `{v}` is not a valid value"))))
-            .transpose()
+        self.value(name)?.map(|v| v.parse::<T>().map_err(|_| Fail::Usage(format!("{name}: `{v}` is not a valid value")))).transpose()
     }
     fn flag(&mut self, name: &str) -> bool {
         let found = self.items.iter().position(|a| a == name);
@@ -81,10 +79,7 @@ fn model_path(args: &mut Args) -> Result<PathBuf, Fail> {
     let path = args.value("--model")?.or_else(|| std::env::var("EMBER_MODEL").ok()).unwrap_or_else(|| DEFAULT_MODEL.into());
     let path = PathBuf::from(path);
     if !path.exists() {
-        return Err(Fail::Run(format!(
-            "model file {} not found (run models/fetch.sh for the default model, or pass --model)",
-            path.display()
-        )));
+        return Err(Fail::Run(format!("model file {} not found (run models/fetch.sh for the default model, or pass --model)", path.display())));
     }
     Ok(path)
 }
@@ -193,13 +188,7 @@ fn generate_once(engine: &mut Engine, prompt: &str, options: GenerateOptions, js
 }
 
 fn stats_line(s: &Stats) -> String {
-    format!(
-        "[prefill {} tokens at {:.1} tok/s, decode {} tokens at {:.1} tok/s]",
-        s.prefill_tokens,
-        s.prefill_tok_s(),
-        s.decode_tokens,
-        s.decode_tok_s()
-    )
+    format!("[prefill {} tokens at {:.1} tok/s, decode {} tokens at {:.1} tok/s]", s.prefill_tokens, s.prefill_tok_s(), s.decode_tokens, s.decode_tok_s())
 }
 
 fn cmd_chat(mut args: Args) -> Result<(), Fail> {

@@ -1,12 +1,11 @@
 //! Hugging Face safetensors files and the `config.json` beside them: the readers, validated as
-//! strictly as the GGUF one (the loaders that build models from them come with the issue on
-//! more model formats). A safetensors file is an 8-byte little-endian header length, a JSON
+//! strictly as the GGUF one (`model::weights` builds models from them, `hf` reads the folder).
+//! A safetensors file is an 8-byte little-endian header length, a JSON
 //! header `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {..}}`, then the
 //! data, which the tensors must cover exactly, in order, without holes or overlaps.
 
 use std::collections::BTreeMap;
 
-use half::{bf16, f16};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -36,9 +35,15 @@ impl Dtype {
     }
     /// Bytes per element.
     pub fn size(self) -> usize {
+        self.ggml().type_size()
+    }
+    /// The same element type in GGML's terms.
+    pub fn ggml(self) -> crate::gguf::quant::GgmlType {
+        use crate::gguf::quant::GgmlType;
         match self {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F32 => GgmlType::F32,
+            Dtype::F16 => GgmlType::F16,
+            Dtype::BF16 => GgmlType::BF16,
         }
     }
 }
@@ -97,18 +102,12 @@ impl<'a> Safetensors<'a> {
                 metadata = serde_json::from_value(value).map_err(|_| bad("`__metadata__` must map strings to strings"))?;
                 continue;
             }
-            let raw: RawEntry = serde_json::from_value(value)
-                .map_err(|e| Error::tensor(&name, format!("has a malformed header entry: {e}")))?;
+            let raw: RawEntry = serde_json::from_value(value).map_err(|e| Error::tensor(&name, format!("has a malformed header entry: {e}")))?;
             let dtype = Dtype::parse(&raw.dtype, &name)?;
-            let shape: Vec<usize> = raw
-                .shape
-                .iter()
-                .map(|&d| usize::try_from(d).map_err(|_| Error::tensor(&name, format!("has an invalid dim {d}"))))
-                .collect::<Result<_>>()?;
-            let bytes_needed = shape
-                .iter()
-                .try_fold(dtype.size(), |a, &d| a.checked_mul(d))
-                .ok_or_else(|| Error::tensor(&name, format!("shape {shape:?} overflows")))?;
+            let shape: Vec<usize> =
+                raw.shape.iter().map(|&d| usize::try_from(d).map_err(|_| Error::tensor(&name, format!("has an invalid dim {d}")))).collect::<Result<_>>()?;
+            let bytes_needed =
+                shape.iter().try_fold(dtype.size(), |a, &d| a.checked_mul(d)).ok_or_else(|| Error::tensor(&name, format!("shape {shape:?} overflows")))?;
             let [begin, end] = raw.data_offsets;
             let (begin, end) = (usize::try_from(begin).unwrap_or(usize::MAX), usize::try_from(end).unwrap_or(usize::MAX));
             if begin > end || end > data.len() {
@@ -141,26 +140,15 @@ impl<'a> Safetensors<'a> {
     }
 
     /// A tensor's stored bytes and their element type, in GGML's terms.
-    pub fn raw(&self, name: &str) -> Result<(crate::gguf::quant::GgmlType, Vec<u8>)> {
-        use crate::gguf::quant::GgmlType;
+    pub fn raw(&self, name: &str) -> Result<(crate::gguf::quant::GgmlType, &'a [u8])> {
         let t = self.info(name).ok_or_else(|| Error::tensor(name, "is missing from the file"))?;
-        let ty = match t.dtype {
-            Dtype::F32 => GgmlType::F32,
-            Dtype::F16 => GgmlType::F16,
-            Dtype::BF16 => GgmlType::BF16,
-        };
-        Ok((ty, self.data[t.begin..t.end].to_vec()))
+        Ok((t.dtype.ggml(), &self.data[t.begin..t.end]))
     }
 
     /// A tensor's values as f32 (row-major).
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let t = self.info(name).ok_or_else(|| Error::tensor(name, "is missing from the file"))?;
-        let b = &self.data[t.begin..t.end];
-        Ok(match t.dtype {
-            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
-            Dtype::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        })
+        let (ty, bytes) = self.raw(name)?;
+        crate::gguf::quant::dequantize(ty, bytes, bytes.len() / ty.type_size())
     }
 }
 

@@ -1,7 +1,6 @@
 //! The tokenizer, built with HF `tokenizers` from GGUF metadata (or from a `tokenizer.json`),
 //! and a streaming detokeniser that never emits half a UTF-8 character.
 
-
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -48,27 +47,20 @@ impl Tokenizer {
     pub fn from_gguf(meta: &Metadata) -> Result<Self> {
         let model: String = meta.req("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(Error::Unsupported(format!(
-                "tokenizer model `{model}` (Ember reads byte-level BPE, `gpt2`; give a tokenizer.json for others)"
-            )));
+            return Err(Error::Unsupported(format!("tokenizer model `{model}` (Ember reads byte-level BPE, `gpt2`; give a tokenizer.json for others)")));
         }
         let tokens: Vec<String> = meta.req("tokenizer.ggml.tokens")?;
         let merges: Vec<String> = meta.req("tokenizer.ggml.merges")?;
         let types: Option<Vec<i128>> = match meta.get("tokenizer.ggml.token_type") {
             None => None,
-            Some(crate::gguf::Value::Array(a)) => Some(
-                a.iter()
-                    .map(|v| v.as_i128().ok_or_else(|| Error::bad_key("tokenizer.ggml.token_type", "expected integers")))
-                    .collect::<Result<_>>()?,
-            ),
+            Some(crate::gguf::Value::Array(a)) => {
+                Some(a.iter().map(|v| v.as_i128().ok_or_else(|| Error::bad_key("tokenizer.ggml.token_type", "expected integers"))).collect::<Result<_>>()?)
+            }
             Some(_) => return Err(Error::bad_key("tokenizer.ggml.token_type", "expected an array")),
         };
         if let Some(t) = &types {
             if t.len() != tokens.len() {
-                return Err(Error::bad_key(
-                    "tokenizer.ggml.token_type",
-                    format!("has {} entries for {} tokens", t.len(), tokens.len()),
-                ));
+                return Err(Error::bad_key("tokenizer.ggml.token_type", format!("has {} entries for {} tokens", t.len(), tokens.len())));
             }
         }
         let mut vocab = tokenizers::models::bpe::Vocab::default();
@@ -98,14 +90,9 @@ impl Tokenizer {
             // GPT-2's own split.
             "default" | "gpt2" | "gpt-2" => byte_level,
             // Each digit alone, then GPT-2's split (SmolLM, StarCoder).
-            "smollm" | "starcoder" | "refact" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                PreTokenizerWrapper::Digits(Digits::new(true)),
-                byte_level,
-            ])),
+            "smollm" | "starcoder" | "refact" => PreTokenizerWrapper::Sequence(Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level])),
             other => {
-                return Err(Error::Unsupported(format!(
-                    "pre-tokenizer `{other}` (supported: default, gpt2, smollm, starcoder); give a tokenizer.json instead"
-                )))
+                return Err(Error::Unsupported(format!("pre-tokenizer `{other}` (supported: default, gpt2, smollm, starcoder); give a tokenizer.json instead")))
             }
         };
         let mut inner = HfTokenizer::new(bpe);

@@ -12,7 +12,7 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::backend::{cpu_device, wgpu_device, Backend};
+use crate::backend::{wgpu_device, Backend, Device};
 use crate::chat::Message;
 use crate::engine::{Engine, GenerateOptions, LoadOptions, Prompt};
 use crate::error::Error;
@@ -23,19 +23,32 @@ fn start_module() {
     console_error_panic_hook::set_once();
 }
 
+/// A JS `Error` with the message, and the error's `kind` and `vars` as properties, so that the
+/// page tells errors apart (and translates them) without reading the English text.
 fn js_err(e: Error) -> JsValue {
-    JsError::new(&e.to_string()).into()
+    let error: JsValue = JsError::new(&e.to_string()).into();
+    let _ = js_sys::Reflect::set(&error, &"kind".into(), &e.kind().into());
+    if let Ok(vars) = to_js(&e.vars()) {
+        let _ = js_sys::Reflect::set(&error, &"vars".into(), &vars);
+    }
+    error
 }
 
 fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsError::new(&e.to_string()).into())
 }
 
+/// A JS argument as a Rust value; a wrong one is an error that names it.
+fn arg<T: serde::de::DeserializeOwned>(v: JsValue, what: &str) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value(v).map_err(|e| JsError::new(&format!("{what}: {e}")).into())
+}
+
+/// [`arg`], or the default when the argument is absent.
 fn from_js<T: serde::de::DeserializeOwned + Default>(v: JsValue, what: &str) -> Result<T, JsValue> {
     if v.is_undefined() || v.is_null() {
         return Ok(T::default());
     }
-    serde_wasm_bindgen::from_value(v).map_err(|e| JsError::new(&format!("{what}: {e}")).into())
+    arg(v, what)
 }
 
 /// A loaded model in the browser.
@@ -63,8 +76,8 @@ impl WasmEngine {
         let options: LoadOptions = from_js(options, "load options")?;
         let backend = Backend::parse(backend).ok_or_else(|| JsValue::from(JsError::new(&format!("unknown backend `{backend}`"))))?;
         let device = match backend {
-            Backend::Cpu => cpu_device(),
-            Backend::Wgpu => wgpu_device().await.map_err(js_err)?,
+            Backend::Cpu => Device::Cpu,
+            Backend::Wgpu => Device::Wgpu(wgpu_device().await.map_err(js_err)?),
         };
         let mut report = |done: usize, total: usize| {
             if let Some(f) = &progress {
@@ -72,8 +85,8 @@ impl WasmEngine {
             }
         };
         let engine = match &source {
-            Source::Gguf(bytes) => Engine::load_with_progress(bytes, device, backend, options, &mut report),
-            Source::Folder(folder) => Engine::load_hf(folder, device, backend, options, &mut report),
+            Source::Gguf(bytes) => Engine::load_with_progress(bytes, device, options, &mut report),
+            Source::Folder(folder) => Engine::load_hf(folder, device, options, &mut report),
         }
         .map_err(js_err)?;
         Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)) })
@@ -120,14 +133,14 @@ impl WasmEngine {
 
     /// The exact prompt text the model sees for `messages` (`[{role, content}, ...]`).
     pub fn render(&self, messages: JsValue) -> Result<String, JsValue> {
-        let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages).map_err(|e| JsValue::from(JsError::new(&format!("messages: {e}"))))?;
+        let messages: Vec<Message> = arg(messages, "messages")?;
         self.engine.try_borrow().map_err(|_| busy())?.render_chat(&messages).map_err(js_err)
     }
 
     /// How `messages` fit the context window with `reserve` tokens kept for the answer: a
     /// `ChatFit` (`{first, dropped, tokens, total_tokens, reserve, limit}`).
     pub fn fit(&self, messages: JsValue, reserve: usize) -> Result<JsValue, JsValue> {
-        let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages).map_err(|e| JsValue::from(JsError::new(&format!("messages: {e}"))))?;
+        let messages: Vec<Message> = arg(messages, "messages")?;
         to_js(&self.engine.try_borrow().map_err(|_| busy())?.fit_chat(&messages, reserve).map_err(js_err)?)
     }
 
@@ -155,10 +168,20 @@ impl WasmEngine {
     /// Starts a generation. `prompt` is `{text: "..."}` or `{chat: [{role, content}, ...]}`;
     /// `options` a `GenerateOptions` object or undefined. Returns `StartInfo`.
     pub fn start(&self, prompt: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
-        let prompt: Prompt = serde_wasm_bindgen::from_value(prompt).map_err(|e| JsValue::from(JsError::new(&format!("prompt: {e}"))))?;
+        let prompt: Prompt = arg(prompt, "prompt")?;
         let options: GenerateOptions = from_js(options, "generate options")?;
         let info = self.engine.try_borrow_mut().map_err(|_| busy())?.start(&prompt, options).map_err(js_err)?;
         to_js(&info)
+    }
+
+    /// Starts a generation from a conversation (`[{role, content}, ...]`), leaving out the
+    /// oldest turns if it outgrows the context window with `reserve` tokens kept for the answer.
+    /// Returns `{start: StartInfo, fit: ChatFit}`.
+    pub fn start_chat(&self, messages: JsValue, options: JsValue, reserve: usize) -> Result<JsValue, JsValue> {
+        let messages: Vec<Message> = arg(messages, "messages")?;
+        let options: GenerateOptions = from_js(options, "generate options")?;
+        let (start, fit) = self.engine.try_borrow_mut().map_err(|_| busy())?.start_chat(&messages, reserve, options).map_err(js_err)?;
+        to_js(&serde_json::json!({ "start": start, "fit": fit }))
     }
 
     /// Generates one token. Resolves to a `Step`, or `null` once the generation has ended.
@@ -200,17 +223,13 @@ impl WasmEngine {
     /// The sampler pipeline for the next token under `sampling` (a `SamplingConfig`, or null
     /// for the running settings), from the logits already computed: a `Pipeline`.
     pub fn pipeline(&self, sampling: JsValue, top_n: usize) -> Result<JsValue, JsValue> {
-        let cfg: Option<crate::sampling::SamplingConfig> = if sampling.is_null() || sampling.is_undefined() {
-            None
-        } else {
-            Some(serde_wasm_bindgen::from_value(sampling).map_err(|e| JsValue::from(JsError::new(&format!("sampling: {e}"))))?)
-        };
+        let cfg: Option<crate::sampling::SamplingConfig> = if sampling.is_null() || sampling.is_undefined() { None } else { Some(arg(sampling, "sampling")?) };
         to_js(&self.engine.try_borrow().map_err(|_| busy())?.pipeline(cfg.as_ref(), top_n).map_err(js_err)?)
     }
 
     /// New sampler settings for the rest of the running generation.
     pub fn set_sampling(&self, sampling: JsValue) -> Result<(), JsValue> {
-        let cfg = serde_wasm_bindgen::from_value(sampling).map_err(|e| JsValue::from(JsError::new(&format!("sampling: {e}"))))?;
+        let cfg = arg(sampling, "sampling")?;
         self.engine.try_borrow_mut().map_err(|_| busy())?.set_sampling(cfg).map_err(js_err)
     }
 

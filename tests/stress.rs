@@ -53,12 +53,8 @@ struct Memory {
 }
 
 fn memory(e: &Engine) -> Memory {
-    let pool = e.device().memory_pool_usage();
-    Memory {
-        heap: HELD.load(Ordering::Relaxed),
-        buffers: pool.as_ref().map_or(0, |p| p.number_allocs),
-        device_bytes: pool.as_ref().map_or(0, |p| p.bytes_in_use),
-    }
+    let pool = e.device_memory();
+    Memory { heap: HELD.load(Ordering::Relaxed), buffers: pool.map_or(0, |p| p.buffers), device_bytes: pool.map_or(0, |p| p.bytes) }
 }
 
 /// Growth from `a` to `b` must not scale with the cycles run: at most `heap_slack` heap bytes
@@ -72,7 +68,7 @@ fn assert_no_growth(what: &str, a: Memory, b: Memory, heap_slack: isize) {
 
 fn engine(backend: Backend, max_context: usize) -> Engine {
     let device = ember::backend::device(backend).unwrap();
-    Engine::load(&tiny_model_bytes(), device, backend, LoadOptions { max_context, ..LoadOptions::default() }).unwrap()
+    Engine::load(&tiny_model_bytes(), device, LoadOptions { max_context, ..LoadOptions::default() }).unwrap()
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
@@ -245,4 +241,3 @@ fn twenty_model_swaps_give_back_their_memory() {
         println!("stress: {backend:?}: 20 model loads and drops; memory with the 2nd and 20th loaded: {first:?} → {last:?}");
     }
 }
-

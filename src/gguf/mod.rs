@@ -132,11 +132,7 @@ impl FromValue for String {
 impl<T: FromValue> FromValue for Vec<T> {
     fn from_value(v: &Value) -> std::result::Result<Self, String> {
         match v {
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, x)| T::from_value(x).map_err(|e| format!("element {i}: {e}")))
-                .collect(),
+            Value::Array(items) => items.iter().enumerate().map(|(i, x)| T::from_value(x).map_err(|e| format!("element {i}: {e}"))).collect(),
             _ => Err(format!("expected an array, found {}", v.type_name())),
         }
     }
@@ -261,11 +257,7 @@ impl<'a> Cursor<'a> {
     }
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            return Err(Error::gguf(format!(
-                "truncated: {what} needs {n} bytes at offset {}, but only {} remain",
-                self.pos,
-                self.remaining()
-            )));
+            return Err(Error::gguf(format!("truncated: {what} needs {n} bytes at offset {}, but only {} remain", self.pos, self.remaining())));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -283,22 +275,15 @@ impl<'a> Cursor<'a> {
     /// A count that must be backed by at least `min_each` bytes per item in what remains.
     fn count(&mut self, what: &str, min_each: usize) -> Result<usize> {
         let n = self.u64(what)?;
-        let fits = usize::try_from(n)
-            .ok()
-            .and_then(|n| n.checked_mul(min_each.max(1)))
-            .is_some_and(|b| b <= self.remaining());
+        let fits = usize::try_from(n).ok().and_then(|n| n.checked_mul(min_each.max(1))).is_some_and(|b| b <= self.remaining());
         if !fits {
-            return Err(Error::gguf(format!(
-                "{what} is {n}, more than the {} bytes left in the file could hold",
-                self.remaining()
-            )));
+            return Err(Error::gguf(format!("{what} is {n}, more than the {} bytes left in the file could hold", self.remaining())));
         }
         Ok(n as usize)
     }
     fn charge(&mut self, bytes: usize, what: &str) -> Result<()> {
-        self.budget = self.budget.checked_sub(bytes).ok_or_else(|| {
-            Error::gguf(format!("{what} would take more memory than a file of this size can justify"))
-        })?;
+        self.budget =
+            self.budget.checked_sub(bytes).ok_or_else(|| Error::gguf(format!("{what} would take more memory than a file of this size can justify")))?;
         Ok(())
     }
     fn string(&mut self, what: &str) -> Result<String> {
@@ -329,8 +314,7 @@ impl<'a> Cursor<'a> {
                     return Err(Error::gguf(format!("{} nests arrays deeper than {MAX_ARRAY_DEPTH}", what())));
                 }
                 let elem_ty = self.u32(&what())?;
-                let min = min_value_size(elem_ty)
-                    .ok_or_else(|| Error::gguf(format!("{} is an array of unknown type {elem_ty}", what())))?;
+                let min = min_value_size(elem_ty).ok_or_else(|| Error::gguf(format!("{} is an array of unknown type {elem_ty}", what())))?;
                 let n = self.count(&format!("array length of `{key}`"), min)?;
                 self.charge(n * std::mem::size_of::<Value>(), &format!("array `{key}`"))?;
                 let mut items = Vec::with_capacity(n);
@@ -367,10 +351,7 @@ impl<'a> Gguf<'a> {
         let mut c = Cursor { buf: bytes, pos: 0, budget };
         let magic = c.u32("magic")?;
         if magic != MAGIC {
-            return Err(Error::gguf(format!(
-                "wrong magic {:?}: this is not a GGUF file",
-                String::from_utf8_lossy(&magic.to_le_bytes())
-            )));
+            return Err(Error::gguf(format!("wrong magic {:?}: this is not a GGUF file", String::from_utf8_lossy(&magic.to_le_bytes()))));
         }
         let version = c.u32("version")?;
         if !(2..=3).contains(&version) {
@@ -405,15 +386,11 @@ impl<'a> Gguf<'a> {
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
                 let d = c.u64("tensor dim")?;
-                let d = usize::try_from(d)
-                    .ok()
-                    .filter(|&d| d > 0)
-                    .ok_or_else(|| Error::tensor(&name, format!("has an invalid dim {d}")))?;
+                let d = usize::try_from(d).ok().filter(|&d| d > 0).ok_or_else(|| Error::tensor(&name, format!("has an invalid dim {d}")))?;
                 dims.push(d);
             }
             let ty_code = c.u32("tensor type")?;
-            let ty = GgmlType::from_code(ty_code)
-                .ok_or_else(|| Error::tensor(&name, format!("has unknown or unsupported type {ty_code}")))?;
+            let ty = GgmlType::from_code(ty_code).ok_or_else(|| Error::tensor(&name, format!("has unknown or unsupported type {ty_code}")))?;
             let offset = c.u64("tensor offset")?;
             let n = dims
                 .iter()
@@ -421,14 +398,9 @@ impl<'a> Gguf<'a> {
                 .filter(|&n| n <= i64::MAX as usize)
                 .ok_or_else(|| Error::tensor(&name, format!("element count of dims {dims:?} overflows")))?;
             if dims[0] % ty.block_size() != 0 {
-                return Err(Error::tensor(
-                    &name,
-                    format!("row length {} is not a multiple of the {} block size {}", dims[0], ty.name(), ty.block_size()),
-                ));
+                return Err(Error::tensor(&name, format!("row length {} is not a multiple of the {} block size {}", dims[0], ty.name(), ty.block_size())));
             }
-            let size = (n / ty.block_size())
-                .checked_mul(ty.type_size())
-                .ok_or_else(|| Error::tensor(&name, "byte size overflows"))?;
+            let size = (n / ty.block_size()).checked_mul(ty.type_size()).ok_or_else(|| Error::tensor(&name, "byte size overflows"))?;
             if offset % alignment != 0 {
                 return Err(Error::tensor(&name, format!("offset {offset} is not aligned to {alignment}")));
             }
@@ -447,10 +419,7 @@ impl<'a> Gguf<'a> {
             if end.is_none_or(|e| e > data_len) {
                 return Err(Error::tensor(
                     &t.name,
-                    format!(
-                        "its data ({} bytes at offset {}) runs past the end of the file (the data section holds {data_len} bytes)",
-                        t.size, t.offset
-                    ),
+                    format!("its data ({} bytes at offset {}) runs past the end of the file (the data section holds {data_len} bytes)", t.size, t.offset),
                 ));
             }
         }

@@ -1,6 +1,11 @@
 //! GGML block formats and their dequantisers.
 //!
-//! Each dequantiser does llama.cpp's reference arithmetic (`dequantize_row_*` in ggml-quants.c),
+//! One table ([`BlockLayout`], a row per quantised type) says where each block's scale,
+//! minimum, sub-block scales, high bits and quants sit and in which order its elements come;
+//! [`unpack`] reads a block through it into 32-element [`Sub`]s, which the dequantiser here, the
+//! CPU repacking (`model::qmatrix`) and the GPU packing (`model::gpu`) all start from.
+//!
+//! Dequantisation does llama.cpp's reference arithmetic (`dequantize_row_*` in ggml-quants.c),
 //! in the same order of f32 operations, so results are bit-identical to llama.cpp and to the
 //! PyPI `gguf` package (proven by `tests/it/gguf.rs` against fixtures from the latter).
 
@@ -85,31 +90,234 @@ impl GgmlType {
 
     /// Elements per block.
     pub fn block_size(self) -> usize {
-        match self {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => 32,
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
+        match self.layout() {
+            Some(l) => l.elements,
+            None => 1,
         }
     }
 
     /// Bytes per block.
     pub fn type_size(self) -> usize {
-        match self {
-            GgmlType::F32 => 4,
-            GgmlType::F16 | GgmlType::BF16 => 2,
-            GgmlType::Q4_0 => 18,
-            GgmlType::Q4_1 => 20,
-            GgmlType::Q5_0 => 22,
-            GgmlType::Q5_1 => 24,
-            GgmlType::Q8_0 => 34,
-            GgmlType::Q4_K => 144,
-            GgmlType::Q5_K => 176,
-            GgmlType::Q6_K => 210,
+        match (self, self.layout()) {
+            (_, Some(l)) => l.bytes,
+            (GgmlType::F32, None) => 4,
+            _ => 2, // F16, BF16
+        }
+    }
+
+    /// Where a quantised type's fields sit in its blocks; `None` for F32, F16 and BF16.
+    pub fn layout(self) -> Option<&'static BlockLayout> {
+        LAYOUTS.iter().find(|l| l.ty == self)
+    }
+}
+
+/// How a block's quants, scales and minimum make its values (`s` the scale of the element's
+/// half of its 32-element sub-block, `m` the sub-block's offset; see [`Sub`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// `s·(q − zero)`: Q4_0 (8), Q5_0 (16), Q6_K (32).
+    Centered(i32),
+    /// `s·q` with `q` a signed byte: Q8_0.
+    Signed,
+    /// `s·q + m`: Q4_1, Q5_1.
+    PlusMin,
+    /// `s·q − m`: Q4_K, Q5_K.
+    MinusMin,
+}
+
+/// The order of a block's elements in its bytes, and where their high bits come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// 32 bytes, element `j` in byte `j` (Q8_0).
+    Bytes,
+    /// 16 bytes of nibbles: element `j` in the low half of byte `j`, element `j + 16` in its
+    /// high half; the fifth bit of element `j` is bit `j` of the little-endian u32 at `qh`
+    /// (Q5_0, Q5_1).
+    Nibbles,
+    /// A 256-element super-block of eight 32-element sub-blocks: sub-block `2c` is the low
+    /// nibbles of `qs[32c..32c + 32]`, sub-block `2c + 1` their high nibbles; the fifth bit of
+    /// element `l` of sub-block `s` is bit `s` of `qh[l]` (Q5_K); sub-block `s`'s 6-bit scale and
+    /// minimum are [`scale_min_k4`]`(s)` of the 12 bytes at `scales`.
+    KQuant,
+    /// Q6_K's two halves of 128: element `128h + 32k + l` takes a nibble of
+    /// `ql[64h + l + 32·(k % 2)]` (the low one for k < 2) and the two bits `2k..2k+2` of
+    /// `qh[32h + l]`; its scale is the signed byte `scales[e / 16]`.
+    Q6K,
+}
+
+/// Where each field of a quantised block sits: the one description of each GGUF block format
+/// that the dequantiser, the CPU repacking (`model::qmatrix`) and the GPU packing (`model::gpu`)
+/// all read, through [`unpack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLayout {
+    /// The type.
+    pub ty: GgmlType,
+    /// Elements per block (32, or a K-quant's 256).
+    pub elements: usize,
+    /// Bytes per block.
+    pub bytes: usize,
+    /// Bits per quant.
+    pub bits: u32,
+    /// How quants, scales and minimum make values.
+    pub value: Value,
+    /// Offset of the f16 scale `d` (a K-quant's super-block scale).
+    pub d_at: usize,
+    /// Offset of the f16 minimum (Q4_1/Q5_1 `m`, a K-quant's `dmin`).
+    pub m_at: Option<usize>,
+    /// Offset of the sub-block scales (K-quants).
+    pub scales_at: Option<usize>,
+    /// Offset of the high bits.
+    pub qh_at: Option<usize>,
+    /// Offset of the quants (their low bits).
+    pub qs_at: usize,
+    /// The element order.
+    pub order: Order,
+}
+
+/// ggml-common.h's `block_*` structs, field by field.
+const LAYOUTS: [BlockLayout; 8] = {
+    use GgmlType as T;
+    #[allow(clippy::too_many_arguments)]
+    const fn l(
+        ty: T,
+        elements: usize,
+        bytes: usize,
+        bits: u32,
+        value: Value,
+        d_at: usize,
+        m_at: Option<usize>,
+        scales_at: Option<usize>,
+        qh_at: Option<usize>,
+        qs_at: usize,
+        order: Order,
+    ) -> BlockLayout {
+        BlockLayout { ty, elements, bytes, bits, value, d_at, m_at, scales_at, qh_at, qs_at, order }
+    }
+    [
+        // d, qs[16]
+        l(T::Q4_0, 32, 18, 4, Value::Centered(8), 0, None, None, None, 2, Order::Nibbles),
+        // d, m, qs[16]
+        l(T::Q4_1, 32, 20, 4, Value::PlusMin, 0, Some(2), None, None, 4, Order::Nibbles),
+        // d, qh[4], qs[16]
+        l(T::Q5_0, 32, 22, 5, Value::Centered(16), 0, None, None, Some(2), 6, Order::Nibbles),
+        // d, m, qh[4], qs[16]
+        l(T::Q5_1, 32, 24, 5, Value::PlusMin, 0, Some(2), None, Some(4), 8, Order::Nibbles),
+        // d, qs[32]
+        l(T::Q8_0, 32, 34, 8, Value::Signed, 0, None, None, None, 2, Order::Bytes),
+        // d, dmin, scales[12], qs[128]
+        l(T::Q4_K, QK_K, 144, 4, Value::MinusMin, 0, Some(2), Some(4), None, 16, Order::KQuant),
+        // d, dmin, scales[12], qh[32], qs[128]
+        l(T::Q5_K, QK_K, 176, 5, Value::MinusMin, 0, Some(2), Some(4), Some(16), 48, Order::KQuant),
+        // ql[128], qh[64], scales[16], d
+        l(T::Q6_K, QK_K, 210, 6, Value::Centered(32), 208, None, Some(192), Some(128), 0, Order::Q6K),
+    ]
+};
+
+/// 32 elements of a block, unpacked: the raw quants with the factors of their scale and offset.
+/// Element `j`'s scale is `d · sc[j / 16]` and the offset `dmin · mn`, each one f32 product as
+/// llama.cpp computes them (for the 32-element formats the factors are 1, which is exact).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sub {
+    /// Quants of `bits` bits, unsigned (Q8_0: the byte, whose value is signed).
+    pub q: [u8; 32],
+    /// The block's scale (a K-quant's super-block `d`).
+    pub d: f32,
+    /// The block's minimum (Q4_1/Q5_1 `m`, a K-quant's `dmin`); 0 otherwise.
+    pub dmin: f32,
+    /// Factors of `d` for elements 0..16 and 16..32: a K-quant's 6-bit scale, Q6_K's two
+    /// signed 8-bit scales; 1 otherwise.
+    pub sc: [i32; 2],
+    /// Factor of `dmin`: a K-quant's 6-bit minimum; 1 otherwise.
+    pub mn: i32,
+}
+
+impl Sub {
+    /// The scale of elements `16·half .. 16·half + 16`.
+    pub fn scale(&self, half: usize) -> f32 {
+        self.d * self.sc[half] as f32
+    }
+
+    /// The offset (added for `PlusMin`, subtracted for `MinusMin`).
+    pub fn offset(&self) -> f32 {
+        self.dmin * self.mn as f32
+    }
+
+    /// The 32 values, with llama.cpp's reference arithmetic operation for operation.
+    pub fn dequantize(&self, value: Value, out: &mut [f32]) {
+        let (lo, hi, m) = (self.scale(0), self.scale(1), self.offset());
+        for (j, (y, &q)) in out.iter_mut().zip(&self.q).enumerate() {
+            let s = if j < 16 { lo } else { hi };
+            *y = match value {
+                Value::Centered(zero) => s * (q as i32 - zero) as f32,
+                Value::Signed => s * (q as i8) as f32,
+                Value::PlusMin => s * q as f32 + m,
+                Value::MinusMin => s * q as f32 - m,
+            };
         }
     }
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
+/// Unpacks one block (`layout.bytes` bytes) into its `layout.elements / 32` sub-blocks.
+pub fn unpack(layout: &BlockLayout, b: &[u8], out: &mut [Sub]) {
+    debug_assert!(b.len() == layout.bytes && out.len() == layout.elements / 32);
+    let d = f16_at(b, layout.d_at);
+    let dmin = layout.m_at.map_or(0.0, |at| f16_at(b, at));
+    let qs = &b[layout.qs_at..];
+    let one = Sub { q: [0; 32], d, dmin, sc: [1, 1], mn: 1 };
+    match layout.order {
+        Order::Bytes => {
+            out[0] = one;
+            out[0].q.copy_from_slice(&qs[..32]);
+        }
+        Order::Nibbles => {
+            let qh = layout.qh_at.map_or(0, |at| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+            out[0] = one;
+            for j in 0..16 {
+                out[0].q[j] = (qs[j] & 0x0F) | (((qh >> j) & 1) << 4) as u8;
+                out[0].q[j + 16] = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+            }
+        }
+        Order::KQuant => {
+            let scales = &b[layout.scales_at.expect("K-quants have scales")..][..12];
+            for (s, sub) in out.iter_mut().enumerate() {
+                let (sc, mn) = scale_min_k4(s, scales);
+                *sub = Sub { q: [0; 32], d, dmin, sc: [sc as i32; 2], mn: mn as i32 };
+                let c = 32 * (s / 2);
+                for l in 0..32 {
+                    let v = qs[c + l];
+                    let low = if s % 2 == 1 { v >> 4 } else { v & 0x0F };
+                    let high = layout.qh_at.map_or(0, |at| ((b[at + l] >> s) & 1) << 4);
+                    sub.q[l] = low | high;
+                }
+            }
+        }
+        Order::Q6K => {
+            let (qh, scales) = (&b[layout.qh_at.expect("Q6_K has high bits")..], &b[layout.scales_at.expect("Q6_K has scales")..]);
+            for (s, sub) in out.iter_mut().enumerate() {
+                *sub = Sub { q: [0; 32], d, dmin, sc: [scales[2 * s] as i8 as i32, scales[2 * s + 1] as i8 as i32], mn: 1 };
+                let (h, k) = (s / 4, s % 4);
+                for l in 0..32 {
+                    let low = qs[64 * h + l + 32 * (k % 2)];
+                    let low = if k < 2 { low & 0x0F } else { low >> 4 };
+                    sub.q[l] = low | (((qh[32 * h + l] >> (2 * k)) & 3) << 4);
+                }
+            }
+        }
+    }
+}
+
+/// Every 32-element sub-block of `bytes` (whole blocks of `layout`), in element order.
+pub fn subs<'a>(layout: &'a BlockLayout, bytes: &'a [u8]) -> impl Iterator<Item = Sub> + 'a {
+    let mut buf = [Sub::default(); QK_K / 32];
+    bytes.chunks_exact(layout.bytes).flat_map(move |b| {
+        let n = layout.elements / 32;
+        unpack(layout, b, &mut buf[..n]);
+        buf.into_iter().take(n)
+    })
+}
+
+/// An f16 at byte `i` of `b`, as f32 (exact).
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
@@ -127,115 +335,27 @@ pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()>
     let bs = ty.block_size();
     let ts = ty.type_size();
     if n % bs != 0 || data.len() != n / bs * ts {
-        return Err(Error::gguf(format!(
-            "{} data of {} bytes does not hold {n} elements",
-            ty.name(),
-            data.len()
-        )));
+        return Err(Error::gguf(format!("{} data of {} bytes does not hold {n} elements", ty.name(), data.len())));
     }
     let blocks = data.chunks_exact(ts).zip(out.chunks_exact_mut(bs));
-    match ty {
-        GgmlType::F32 => blocks.for_each(|(b, y)| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        GgmlType::F16 => blocks.for_each(|(b, y)| y[0] = f16_at(b, 0)),
-        GgmlType::BF16 => blocks.for_each(|(b, y)| y[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        GgmlType::Q4_0 => blocks.for_each(|(b, y)| {
-            let d = f16_at(b, 0);
-            for j in 0..16 {
-                y[j] = d * ((b[2 + j] & 0x0F) as i32 - 8) as f32;
-                y[j + 16] = d * ((b[2 + j] >> 4) as i32 - 8) as f32;
-            }
-        }),
-        GgmlType::Q4_1 => blocks.for_each(|(b, y)| {
-            let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-            for j in 0..16 {
-                y[j] = d * (b[4 + j] & 0x0F) as f32 + m;
-                y[j + 16] = d * (b[4 + j] >> 4) as f32 + m;
-            }
-        }),
-        GgmlType::Q5_0 => blocks.for_each(|(b, y)| {
-            let d = f16_at(b, 0);
-            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-            for j in 0..16 {
-                // Bit e of qh is the fifth bit of element e.
-                let h0 = ((qh >> j) & 1) << 4;
-                let h1 = ((qh >> (j + 16)) & 1) << 4;
-                y[j] = d * (((b[6 + j] & 0x0F) as u32 | h0) as i32 - 16) as f32;
-                y[j + 16] = d * (((b[6 + j] >> 4) as u32 | h1) as i32 - 16) as f32;
-            }
-        }),
-        GgmlType::Q5_1 => blocks.for_each(|(b, y)| {
-            let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-            for j in 0..16 {
-                let h0 = ((qh >> j) & 1) << 4;
-                let h1 = ((qh >> (j + 16)) & 1) << 4;
-                y[j] = d * ((b[8 + j] & 0x0F) as u32 | h0) as f32 + m;
-                y[j + 16] = d * ((b[8 + j] >> 4) as u32 | h1) as f32 + m;
-            }
-        }),
-        GgmlType::Q8_0 => blocks.for_each(|(b, y)| {
-            let d = f16_at(b, 0);
-            for j in 0..32 {
-                y[j] = (b[2 + j] as i8) as f32 * d;
-            }
-        }),
-        GgmlType::Q4_K => blocks.for_each(|(b, y)| {
-            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-            let scales = &b[4..16];
-            let qs = &b[16..144];
-            for (c, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-                let [(d1, m1), (d2, m2)] = [2 * c, 2 * c + 1].map(|j| k_scale(j, scales, d, dmin));
-                for l in 0..32 {
-                    y[l] = d1 * (q[l] & 0x0F) as f32 - m1;
-                    y[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
+    match ty.layout() {
+        Some(layout) => {
+            let mut subs = [Sub::default(); QK_K / 32];
+            let subs = &mut subs[..bs / 32];
+            for (b, y) in blocks {
+                unpack(layout, b, subs);
+                for (s, y) in subs.iter().zip(y.chunks_exact_mut(32)) {
+                    s.dequantize(layout.value, y);
                 }
             }
-        }),
-        GgmlType::Q5_K => blocks.for_each(|(b, y)| {
-            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-            let scales = &b[4..16];
-            let qh = &b[16..48];
-            let qs = &b[48..176];
-            for (c, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-                let [(d1, m1), (d2, m2)] = [2 * c, 2 * c + 1].map(|j| k_scale(j, scales, d, dmin));
-                // Sub-block 2c takes bit 2c of qh[l], sub-block 2c+1 bit 2c+1.
-                for l in 0..32 {
-                    let h1 = ((qh[l] >> (2 * c)) & 1) << 4;
-                    let h2 = ((qh[l] >> (2 * c + 1)) & 1) << 4;
-                    y[l] = d1 * ((q[l] & 0x0F) | h1) as f32 - m1;
-                    y[l + 32] = d2 * ((q[l] >> 4) | h2) as f32 - m2;
-                }
-            }
-        }),
-        GgmlType::Q6_K => blocks.for_each(|(b, y)| {
-            let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
-            let d = f16_at(b, 208);
-            for h in 0..2 {
-                let (ql, qh) = (&ql[64 * h..], &qh[32 * h..]);
-                for l in 0..32 {
-                    let q = [
-                        (ql[l] & 0x0F) | ((qh[l] & 3) << 4),
-                        (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4),
-                        (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                        (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-                    ];
-                    for (k, &q) in q.iter().enumerate() {
-                        let e = 128 * h + 32 * k + l;
-                        let s = sc[e / 16] as i8;
-                        y[e] = d * s as f32 * (q as i32 - 32) as f32;
-                    }
-                }
-            }
-        }),
+        }
+        None => match ty {
+            GgmlType::F32 => blocks.for_each(|(b, y)| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            GgmlType::F16 => blocks.for_each(|(b, y)| y[0] = f16_at(b, 0)),
+            _ => blocks.for_each(|(b, y)| y[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        },
     }
     Ok(())
-}
-
-/// The scale and offset of 32-element sub-block `j` of a Q4_K/Q5_K super-block:
-/// `(d · scale_j, dmin · min_j)`, multiplied in that order as llama.cpp does.
-fn k_scale(j: usize, scales: &[u8], d: f32, dmin: f32) -> (f32, f32) {
-    let (sc, m) = scale_min_k4(j, scales);
-    (d * sc as f32, dmin * m as f32)
 }
 
 /// llama.cpp's `get_scale_min_k4`: 6-bit scale and min number `j` of a K-quant super-block.

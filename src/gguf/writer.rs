@@ -18,11 +18,7 @@ impl GgufWriter {
     /// A copy of a parsed file, to be edited (tests turn one model into a variant this way).
     pub fn from_gguf(g: &super::Gguf<'_>) -> Self {
         let metadata = g.metadata.entries().to_vec();
-        let tensors = g
-            .tensors
-            .iter()
-            .map(|t| (t.name.clone(), t.dims.clone(), t.ty, g.tensor(&t.name).expect("listed tensor").data.to_vec()))
-            .collect();
+        let tensors = g.tensors.iter().map(|t| (t.name.clone(), t.dims.clone(), t.ty, g.tensor(&t.name).expect("listed tensor").data.to_vec())).collect();
         GgufWriter { metadata, tensors }
     }
 

@@ -31,12 +31,11 @@ use burn_cubecl::ops::numeric::empty_device;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeBackend;
 use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
-use half::f16;
 
 use kernels::{q_matmul_kernel, q_rows_kernel};
 
 use crate::error::{Error, Result};
-use crate::gguf::quant::{scale_min_k4, GgmlType};
+use crate::gguf::quant::{subs, GgmlType};
 
 /// Elements per block.
 const QK: usize = 32;
@@ -165,12 +164,12 @@ struct Packed {
     sm: Vec<u32>,
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
-
 /// Packs 32 quants of `bits` bits (element order) into the kernels' words.
 fn pack_block(q: &[u8; 32], bits: u32, out: &mut Vec<u32>) {
+    if bits == 8 {
+        out.extend(q.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+        return;
+    }
     let byte = |i: usize| (q[i] & 0x0F) as u32 | ((q[i + 16] & 0x0F) as u32) << 4;
     for w in 0..4 {
         out.push((0..4).map(|k| byte(4 * w + k) << (8 * k)).fold(0, |a, b| a | b));
@@ -187,76 +186,30 @@ fn pack_block(q: &[u8; 32], bits: u32, out: &mut Vec<u32>) {
 }
 
 impl Packed {
+    /// The file's blocks, through the one block-layout table (`gguf::quant::unpack`).
     fn new(format: QFormat, ty: GgmlType, bytes: &[u8]) -> Self {
+        let layout = ty.layout().expect("QFormat::of admits quantised types only");
         let n_blocks = bytes.len() / ty.type_size() * (ty.block_size() / QK);
         let mut p = Packed { qs: Vec::with_capacity(n_blocks * format.words()), d: Vec::new(), m: Vec::new(), sm: Vec::new() };
-        let mut q = [0u8; 32];
-        for b in bytes.chunks_exact(ty.type_size()) {
+        let byte = |v: i32| (v as u8) as u32;
+        for (i, s) in subs(layout, bytes).enumerate() {
+            pack_block(&s.q, layout.bits, &mut p.qs);
             match format {
-                QFormat::Q8_0 => {
-                    p.d.push(f16_at(b, 0));
-                    p.qs.extend(b[2..34].chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+                // The super-block's f32 `d` (and `dmin`) once, each block's scale bytes in a word.
+                QFormat::Q4K | QFormat::Q5K | QFormat::Q6K => {
+                    if i % 8 == 0 {
+                        p.d.push(s.d);
+                        if format != QFormat::Q6K {
+                            p.m.push(s.dmin);
+                        }
+                    }
+                    let second = if format == QFormat::Q6K { s.sc[1] } else { s.mn };
+                    p.sm.push(byte(s.sc[0]) | byte(second) << 8);
                 }
-                // Layouts: Q4_0 `d, qs[16]`; Q4_1 `d, m, qs[16]`; Q5_0 `d, qh[4], qs[16]`;
-                // Q5_1 `d, m, qh[4], qs[16]` (fifth bit of element j: bit j of qh).
-                QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Q5_0 | QFormat::Q5_1 => {
-                    p.d.push(f16_at(b, 0));
-                    let mut at = 2;
+                _ => {
+                    p.d.push(s.d);
                     if format.has_offset() {
-                        p.m.push(f16_at(b, 2));
-                        at = 4;
-                    }
-                    let qh = if matches!(format, QFormat::Q5_0 | QFormat::Q5_1) {
-                        at += 4;
-                        u32::from_le_bytes([b[at - 4], b[at - 3], b[at - 2], b[at - 1]])
-                    } else {
-                        0
-                    };
-                    for i in 0..16 {
-                        q[i] = (b[at + i] & 0x0F) | (((qh >> i) & 1) << 4) as u8;
-                        q[i + 16] = (b[at + i] >> 4) | (((qh >> (i + 16)) & 1) << 4) as u8;
-                    }
-                    pack_block(&q, qbits(format.code()), &mut p.qs);
-                }
-                // `d, dmin, scales[12], (qh[32],) qs[128]`: sub-block 2c is the low nibbles of
-                // qs[32c..32c+32], 2c+1 the high ones; Q5_K's fifth bits are bit 2c / 2c+1 of qh[l].
-                QFormat::Q4K | QFormat::Q5K => {
-                    p.d.push(f16_at(b, 0));
-                    p.m.push(f16_at(b, 2));
-                    let scales = &b[4..16];
-                    let (qh, qs) = if format == QFormat::Q5K { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
-                    for sub in 0..8 {
-                        let (c, high) = (sub / 2, sub % 2 == 1);
-                        for l in 0..32 {
-                            let v = qs[32 * c + l];
-                            let lo = if high { v >> 4 } else { v & 0x0F };
-                            let h = if qh.is_empty() { 0 } else { ((qh[l] >> sub) & 1) << 4 };
-                            q[l] = lo | h;
-                        }
-                        pack_block(&q, qbits(format.code()), &mut p.qs);
-                        let (sc, m) = scale_min_k4(sub, scales);
-                        p.sm.push(sc as u32 | (m as u32) << 8);
-                    }
-                }
-                // `ql[128], qh[64], scales[16] (i8, one per 16 elements), d`: element
-                // 128h + 32k + l as llama.cpp's dequantize_row_q6_K unpacks it.
-                QFormat::Q6K => {
-                    let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
-                    p.d.push(f16_at(b, 208));
-                    let mut all = [0u8; 256];
-                    for h in 0..2 {
-                        let (ql, qh) = (&ql[64 * h..], &qh[32 * h..]);
-                        for l in 0..32 {
-                            all[128 * h + l] = (ql[l] & 0x0F) | ((qh[l] & 3) << 4);
-                            all[128 * h + 32 + l] = (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4);
-                            all[128 * h + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-                            all[128 * h + 96 + l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
-                        }
-                    }
-                    for sub in 0..8 {
-                        q.copy_from_slice(&all[32 * sub..32 * sub + 32]);
-                        pack_block(&q, 6, &mut p.qs);
-                        p.sm.push(sc[2 * sub] as u32 | (sc[2 * sub + 1] as u32) << 8);
+                        p.m.push(s.dmin);
                     }
                 }
             }
@@ -402,14 +355,8 @@ impl QWeight {
     }
 }
 
-/// Whether `device` runs CubeCL kernels (wgpu): the fused operations below apply there; other
-/// devices use burn's operations.
-pub fn is_cube(device: &Device) -> bool {
-    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_))
-}
-
 fn cube<const D: usize>(t: Tensor<D>) -> CubeTensor {
-    burn_cubecl::kernel::into_contiguous(t.try_into_primitive::<CubeBackend>().expect("callers check is_cube"))
+    burn_cubecl::kernel::into_contiguous(t.try_into_primitive::<CubeBackend>().expect("the GPU executor runs on a CubeCL device"))
 }
 
 /// Fused RMSNorm over the last axis, `x / sqrt(mean(x²) + ε) · γ`, in one launch where burn's
@@ -783,6 +730,7 @@ mod kernels {
 mod tests {
     use super::*;
     use crate::gguf::quant::dequantize;
+    use half::f16;
 
     /// Every quantised type the reader knows.
     fn types() -> impl Iterator<Item = GgmlType> {
@@ -900,4 +848,3 @@ mod tests {
         }
     }
 }
-

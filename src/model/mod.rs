@@ -1,12 +1,18 @@
-//! The decoder and its loading.
+//! The model: its shape and families (`config`), the one model description (`decoder`) over
+//! the operations each executor implements (`cpu`: Ember's quantised kernels of `qmatrix`;
+//! `wgpu`: burn with Ember's CubeCL kernels of `gpu`), and the one weights walk (`weights`).
 
+pub mod config;
 pub mod cpu;
-pub mod gpu;
 pub mod decoder;
+pub mod gpu;
 pub mod qmatrix;
 pub mod weights;
+pub mod wgpu;
 
-pub use cpu::CpuDecoder;
-pub use decoder::{Arch, Decoder, DecoderConfig};
+pub use config::{Activation, Arch, DecoderConfig, Family};
+pub use cpu::CpuExecutor;
+pub use decoder::{BoxedRunner, Decoder, Executor, Heads, KvCache, Loaded, Runner};
 pub use qmatrix::QMatrix;
-pub use weights::{load_gguf, load_gguf_cpu, load_safetensors, load_safetensors_cpu, rope_interleave};
+pub use weights::{rope_interleave, Tensors};
+pub use wgpu::GpuExecutor;

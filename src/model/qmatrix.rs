@@ -18,10 +18,8 @@
 //! block's products per lane); natively the f32 loops use SSE2 or AVX2, and the integer ones are
 //! portable Rust that sums each block exactly before scaling it.
 
-use half::f16;
-
 use crate::error::{Error, Result};
-use crate::gguf::quant::{dequantize_into, GgmlType};
+use crate::gguf::quant::{dequantize_into, subs, GgmlType, Sub};
 
 pub(crate) use kernels::dot;
 
@@ -40,44 +38,49 @@ pub struct QMatrix {
 enum QData {
     F32(Vec<f32>),
     /// `d` per block; `q` 32 signed bytes per block.
-    Q8_0 { d: Vec<f32>, q: Vec<i8> },
+    Q8_0 {
+        d: Vec<f32>,
+        q: Vec<i8>,
+    },
     /// `d` per block; 16 bytes per block, element `j` in the low nibble of byte `j` and
     /// element `j + 16` in its high nibble (the file's order); value `d·(q − 8)`.
-    Q4_0 { d: Vec<f32>, q: Vec<u8> },
+    Q4_0 {
+        d: Vec<f32>,
+        q: Vec<u8>,
+    },
     /// As Q4_0 with an offset `m` per block; value `d·q + m`.
-    Q4_1 { d: Vec<f32>, m: Vec<f32>, q: Vec<u8> },
+    Q4_1 {
+        d: Vec<f32>,
+        m: Vec<f32>,
+        q: Vec<u8>,
+    },
     /// The file's blocks, dequantised a row at a time.
-    Blocks { ty: GgmlType, bytes: Vec<u8> },
-}
-
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+    Blocks {
+        ty: GgmlType,
+        bytes: Vec<u8>,
+    },
 }
 
 impl QMatrix {
-    /// Takes `rows × cols` elements of type `ty` from `bytes` (whole blocks per row).
+    /// Takes `rows × cols` elements of type `ty` from `bytes` (whole blocks per row). The 4- and
+    /// 8-bit formats are repacked from their unpacked blocks (`gguf::quant::subs`).
     pub fn new(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
         let (bs, ts) = (ty.block_size(), ty.type_size());
         if cols % bs != 0 || bytes.len() != rows * cols / bs * ts {
             return Err(Error::gguf(format!("{} data of {} bytes is not {rows} rows of {cols}", ty.name(), bytes.len())));
         }
-        let blocks = bytes.chunks_exact(ts);
+        let subs = || ty.layout().map(|l| subs(l, bytes)).into_iter().flatten();
+        // Element j in the low nibble of byte j, j + 16 in the high one (the file's order).
+        let nibbles = |s: Sub| (0..16).map(move |j| s.q[j] | s.q[j + 16] << 4);
         let data = match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
                 let mut v = vec![0f32; rows * cols];
                 dequantize_into(ty, bytes, &mut v)?;
                 QData::F32(v)
             }
-            GgmlType::Q8_0 => QData::Q8_0 {
-                d: blocks.clone().map(|b| f16_at(b, 0)).collect(),
-                q: blocks.flat_map(|b| b[2..34].iter().map(|&v| v as i8)).collect(),
-            },
-            GgmlType::Q4_0 => QData::Q4_0 { d: blocks.clone().map(|b| f16_at(b, 0)).collect(), q: blocks.flat_map(|b| b[2..18].to_vec()).collect() },
-            GgmlType::Q4_1 => QData::Q4_1 {
-                d: blocks.clone().map(|b| f16_at(b, 0)).collect(),
-                m: blocks.clone().map(|b| f16_at(b, 2)).collect(),
-                q: blocks.flat_map(|b| b[4..20].to_vec()).collect(),
-            },
+            GgmlType::Q8_0 => QData::Q8_0 { d: subs().map(|s| s.d).collect(), q: subs().flat_map(|s| s.q.map(|v| v as i8)).collect() },
+            GgmlType::Q4_0 => QData::Q4_0 { d: subs().map(|s| s.d).collect(), q: subs().flat_map(nibbles).collect() },
+            GgmlType::Q4_1 => QData::Q4_1 { d: subs().map(|s| s.d).collect(), m: subs().map(|s| s.dmin).collect(), q: subs().flat_map(nibbles).collect() },
             _ => QData::Blocks { ty, bytes: bytes.to_vec() },
         };
         Ok(QMatrix { rows, cols, data })
@@ -582,6 +585,7 @@ mod kernels {
 mod tests {
     use super::*;
     use crate::gguf::quant::{dequantize, quantize_q4_1, quantize_q8_0};
+    use half::f16;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
@@ -627,10 +631,13 @@ mod tests {
                         let want: f64 = w.iter().zip(x).map(|(w, x)| *w as f64 * *x as f64).sum();
                         // Quantised products round x to 16 bits per block (X16).
                         let rounding: f64 = if quantised {
-                            w.chunks(QK).zip(x.chunks(QK)).map(|(w, x)| {
-                                let max = x.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
-                                w.iter().map(|v| v.abs() as f64).sum::<f64>() * max / 65534.0
-                            }).sum()
+                            w.chunks(QK)
+                                .zip(x.chunks(QK))
+                                .map(|(w, x)| {
+                                    let max = x.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                                    w.iter().map(|v| v.abs() as f64).sum::<f64>() * max / 65534.0
+                                })
+                                .sum()
                         } else {
                             0.0
                         };

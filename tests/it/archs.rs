@@ -84,7 +84,12 @@ fn tokenizers_match_python_tokenizers_and_templates_render() {
             None => {
                 // A base model: completion mode continues the turns' text, system prompt left out.
                 assert!(!e.info().has_chat_template, "{what}: a base model");
-                let turns = [Message::new("system", "Be brief."), Message::new("user", "Once upon"), Message::new("assistant", " a time"), Message::new("user", " there")];
+                let turns = [
+                    Message::new("system", "Be brief."),
+                    Message::new("user", "Once upon"),
+                    Message::new("assistant", " a time"),
+                    Message::new("user", " there"),
+                ];
                 assert_eq!(e.render_chat(&turns).unwrap(), "Once upon a time there", "{what}");
             }
         }
@@ -162,7 +167,17 @@ fn the_permutation_matters() {
     let bytes = std::fs::read(fixture("hf/llama.gguf")).unwrap();
     let mut w = ember::gguf::writer::GgufWriter::from_gguf(&ember::gguf::Gguf::parse(&bytes).unwrap());
     w.set_meta("general.architecture", ember::gguf::Value::String("qwen2".into()));
-    for k in ["block_count", "context_length", "embedding_length", "feed_forward_length", "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.dimension_count"] {
+    for k in [
+        "block_count",
+        "context_length",
+        "embedding_length",
+        "feed_forward_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "attention.layer_norm_rms_epsilon",
+        "rope.freq_base",
+        "rope.dimension_count",
+    ] {
         let v = w.get_meta(&format!("llama.{k}")).unwrap().clone();
         w.set_meta(&format!("qwen2.{k}"), v);
         w.remove_meta(&format!("llama.{k}"));
@@ -174,7 +189,7 @@ fn the_permutation_matters() {
             w.tensor_f32(&format!("blk.{l}.{t}.bias"), &[n], &vec![0.0; n]);
         }
     }
-    let mut e = Engine::load(&w.to_bytes(), ember::backend::cpu_device(), ember::Backend::Cpu, options()).unwrap();
+    let mut e = Engine::load(&w.to_bytes(), ember::backend::Device::Cpu, options()).unwrap();
     let got = e.logits(&ids).unwrap();
     let (d, _) = crate::max_diff(&got, &want);
     assert!(d > 100.0 * TOL, "permuting twice should change the logits (max |Δ| = {d})");
@@ -193,7 +208,7 @@ fn bad_folders_fail_with_the_file_or_tensor_named() {
         v.extend(extra.into_iter().map(|(n, b)| (n.to_string(), b)));
         HfFolder::new(v)
     };
-    let load = |f: HfFolder| Engine::load_hf(&f, ember::backend::cpu_device(), ember::Backend::Cpu, options(), &mut |_, _| {}).unwrap_err().to_string();
+    let load = |f: HfFolder| Engine::load_hf(&f, ember::backend::Device::Cpu, options(), &mut |_, _| {}).unwrap_err().to_string();
     assert!(load(files("config.json", vec![])).contains("config.json"));
     assert!(load(files("tokenizer.json", vec![])).contains("tokenizer.json"));
     assert!(load(files("model.safetensors", vec![])).contains("model.safetensors"));
@@ -226,7 +241,11 @@ fn bad_folders_fail_with_the_file_or_tensor_named() {
     assert!(e.contains("model.layers.2.") && e.contains("missing"), "{e}");
     // Llama weights with a Qwen2 config: q_proj.bias missing. And a GPT-2 config: unexpected names.
     let llama = fixture("hf/llama");
-    let mut f: Vec<(String, Vec<u8>)> = std::fs::read_dir(&llama).unwrap().map(|p| p.unwrap().path()).map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())).collect();
+    let mut f: Vec<(String, Vec<u8>)> = std::fs::read_dir(&llama)
+        .unwrap()
+        .map(|p| p.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
     let c = f.iter_mut().find(|(n, _)| n == "config.json").unwrap();
     let mut cj: serde_json::Map<String, Value> = serde_json::from_slice(&c.1).unwrap();
     cj.insert("model_type".into(), "qwen2".into());

@@ -11,13 +11,7 @@ fn ember(args: &[&str]) -> (i32, String, String) {
 fn ember_with_input(args: &[&str], input: &str) -> (i32, String, String) {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember")).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
@@ -46,8 +40,18 @@ fn generate_json_prints_the_reference_continuation_on_every_backend() {
     let model = real_model();
     for b in crate::backends() {
         let (code, out, err) = ember(&[
-            "generate", "--model", model.to_str().unwrap(), "--prompt", "The capital of France is",
-            "--temperature", "0", "--max-tokens", "8", "--json", "--backend", b.name(),
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "The capital of France is",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+            "--json",
+            "--backend",
+            b.name(),
         ]);
         assert_eq!(code, 0, "{err}");
         let lines: Vec<&str> = out.lines().collect();

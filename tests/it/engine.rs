@@ -2,13 +2,13 @@
 //! byte-level BPE tokenizer and a ChatML template): generation, stop conditions, seeds,
 //! cache reuse, stop and reset.
 
-pub use ember::testkit::tiny_model_bytes;
 use ember::sampling::SamplingConfig;
+pub use ember::testkit::tiny_model_bytes;
 use ember::{Backend, Engine, Error, GenerateOptions, LoadOptions, Message, Prompt, StopReason};
 
 pub fn tiny_engine() -> Engine {
-    let dev = ember::backend::cpu_device();
-    Engine::load(&tiny_model_bytes(), dev, Backend::Cpu, LoadOptions { max_context: 96, ..LoadOptions::default() }).unwrap()
+    let dev = ember::backend::Device::Cpu;
+    Engine::load(&tiny_model_bytes(), dev, LoadOptions { max_context: 96, ..LoadOptions::default() }).unwrap()
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
@@ -70,7 +70,13 @@ fn max_tokens_ends_a_generation_and_stop_strings_cut_it() {
 #[test]
 fn the_same_seed_gives_the_same_tokens() {
     let mut e = tiny_engine();
-    let o = |seed| GenerateOptions { sampling: SamplingConfig { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..SamplingConfig::default() }, max_tokens: 16, stop: vec![], top_n: 1, ignore_eos: false };
+    let o = |seed| GenerateOptions {
+        sampling: SamplingConfig { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..SamplingConfig::default() },
+        max_tokens: 16,
+        stop: vec![],
+        top_n: 1,
+        ignore_eos: false,
+    };
     let p = Prompt::Text("the".into());
     let a = run(&mut e, &p, o(1)).0;
     e.reset();
@@ -141,8 +147,8 @@ fn invalid_sampling_is_rejected_at_start() {
 
 #[test]
 fn model_file_errors_name_the_problem() {
-    let dev = ember::backend::cpu_device();
-    let load = |b: &[u8]| Engine::load(b, dev.clone(), Backend::Cpu, LoadOptions::default()).map(|_| ()).unwrap_err().to_string();
+    let dev = ember::backend::Device::Cpu;
+    let load = |b: &[u8]| Engine::load(b, dev.clone(), LoadOptions::default()).map(|_| ()).unwrap_err().to_string();
     // The Python-written fixture has no tokenizer.
     let no_tok = std::fs::read(crate::fixture("tiny-llama.gguf")).unwrap();
     assert!(load(&no_tok).contains("tokenizer.ggml.model"), "{}", load(&no_tok));
@@ -164,13 +170,13 @@ fn a_tokenizer_json_replaces_the_files_tokenizer() {
     assert_eq!(merges.len(), 3);
     merges.pop();
     let options = LoadOptions { max_context: 96, tokenizer_json: Some(serde_json::to_vec(&json).unwrap()), ..LoadOptions::default() };
-    let e2 = Engine::load(&tiny_model_bytes(), ember::backend::cpu_device(), Backend::Cpu, options).unwrap();
+    let e2 = Engine::load(&tiny_model_bytes(), ember::backend::Device::Cpu, options).unwrap();
     let ids = e2.tokenizer().encode(" the").unwrap();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(e2.tokenizer().decode(&ids).unwrap(), " the");
     assert_eq!(e2.tokenizer().eos(), Some(2), "BOS/EOS still come from the GGUF metadata");
     let bad = LoadOptions { tokenizer_json: Some(b"{not json".to_vec()), ..LoadOptions::default() };
-    let err = Engine::load(&tiny_model_bytes(), ember::backend::cpu_device(), Backend::Cpu, bad).unwrap_err();
+    let err = Engine::load(&tiny_model_bytes(), ember::backend::Device::Cpu, bad).unwrap_err();
     assert!(err.to_string().starts_with("tokenizer:"), "{err}");
 }
 
@@ -252,9 +258,9 @@ fn a_chunked_prefill_gives_the_same_tokens_and_can_be_stopped_part_way() {
 #[test]
 fn loading_reports_progress_and_refuses_a_model_too_large_for_the_device() {
     let bytes = tiny_model_bytes();
-    let dev = ember::backend::cpu_device();
+    let dev = ember::backend::Device::Cpu;
     let mut seen = Vec::new();
-    let e = Engine::load_with_progress(&bytes, dev.clone(), Backend::Cpu, LoadOptions::default(), &mut |d, t| seen.push((d, t))).unwrap();
+    let e = Engine::load_with_progress(&bytes, dev.clone(), LoadOptions::default(), &mut |d, t| seen.push((d, t))).unwrap();
     let n = ember::gguf::Gguf::parse(&bytes).unwrap().tensors.len();
     assert_eq!(seen, (1..=n).map(|d| (d, n)).collect::<Vec<_>>());
     // The CPU path holds the file's blocks (scales widened to f32): at most 1.2 × the file's
@@ -264,10 +270,10 @@ fn loading_reports_progress_and_refuses_a_model_too_large_for_the_device() {
     assert!(stored < weights && weights <= stored * 6 / 5, "{weights} bytes held for {stored} stored");
 
     let small = LoadOptions { memory_limit: Some(weights - 1), ..LoadOptions::default() };
-    let err = Engine::load(&bytes, dev.clone(), Backend::Cpu, small).unwrap_err();
+    let err = Engine::load(&bytes, dev.clone(), small).unwrap_err();
     assert!(matches!(err, Error::TooLarge { what: "this device's memory", .. }), "{err}");
     assert!(err.to_string().contains("too large"), "{err}");
-    assert!(Engine::load(&bytes, dev.clone(), Backend::Cpu, LoadOptions { memory_limit: Some(weights), ..LoadOptions::default() }).is_ok());
+    assert!(Engine::load(&bytes, dev.clone(), LoadOptions { memory_limit: Some(weights), ..LoadOptions::default() }).is_ok());
     // The f32 feed-forward matrices (64 × 128) are the largest tensors on the GPU: the Q8_0
     // embedding (64 × vocab) stays in its blocks there, 72 bytes a row. (The limit is checked
     // before anything reaches the device.)
@@ -275,9 +281,9 @@ fn loading_reports_progress_and_refuses_a_model_too_large_for_the_device() {
     assert!(vocab * 72 < 64 * 128 * 4);
     let gpu = ember::backend::device(Backend::Wgpu).unwrap();
     let fits = LoadOptions { tensor_limit: Some(64 * 128 * 4), ..LoadOptions::default() };
-    assert!(Engine::load(&bytes, gpu.clone(), Backend::Wgpu, fits).is_ok());
+    assert!(Engine::load(&bytes, gpu.clone(), fits).is_ok());
     let narrow = LoadOptions { tensor_limit: Some(64 * 128 * 4 - 1), ..LoadOptions::default() };
-    let err = Engine::load(&bytes, gpu, Backend::Wgpu, narrow).unwrap_err();
+    let err = Engine::load(&bytes, gpu, narrow).unwrap_err();
     assert!(matches!(err, Error::TooLarge { what: "its largest GPU buffer", .. }), "{err}");
 }
 
@@ -294,7 +300,7 @@ fn tiny_model_greedy_tokens_for_the_browser_tests() {
     let mut runs = Vec::new();
     for backend in crate::backends() {
         let dev = ember::backend::device(backend).unwrap();
-        let mut e = Engine::load(&bytes, dev, backend, LoadOptions::default()).unwrap();
+        let mut e = Engine::load(&bytes, dev, LoadOptions::default()).unwrap();
         let (tokens, text, _) = run(&mut e, &Prompt::Chat(messages.clone()), greedy(12));
         runs.push((backend, tokens, text));
     }
@@ -355,7 +361,8 @@ fn peek_then_commit_steps_like_next_and_a_forced_token_continues_like_a_fresh_st
 #[test]
 fn the_pipeline_redraws_under_new_settings_without_running_the_model() {
     let mut e = tiny_engine();
-    e.start(&Prompt::Text("he the".into()), GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 4, stop: vec![], top_n: 10, ignore_eos: false }).unwrap();
+    e.start(&Prompt::Text("he the".into()), GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 4, stop: vec![], top_n: 10, ignore_eos: false })
+        .unwrap();
     let cands = pollster::block_on(e.peek_async()).unwrap().unwrap();
     let cached = e.cached_tokens().to_vec();
     let p = e.pipeline(None, 10).unwrap();
@@ -388,14 +395,14 @@ fn the_model_card_names_the_maker_languages_and_training_data_when_the_file_does
         ("general.dataset.0.name", s("FineWeb-Edu")),
         ("general.dataset.1.name", s("The Stack")),
     ]);
-    let e = Engine::load(&bytes, ember::backend::cpu_device(), Backend::Cpu, LoadOptions::default()).unwrap();
+    let e = Engine::load(&bytes, ember::backend::Device::Cpu, LoadOptions::default()).unwrap();
     let i = e.info();
     assert_eq!(i.license.as_deref(), Some("apache-2.0"));
     assert_eq!(i.organization.as_deref(), Some("Test Org"));
     assert_eq!(i.languages, ["en", "zh"]);
     assert_eq!(i.datasets, ["FineWeb-Edu", "The Stack"]);
     let legacy = ember::testkit::tiny_model_with(&[("general.datasets", Value::Array(vec![s("a"), s("b")]))]);
-    let e = Engine::load(&legacy, ember::backend::cpu_device(), Backend::Cpu, LoadOptions::default()).unwrap();
+    let e = Engine::load(&legacy, ember::backend::Device::Cpu, LoadOptions::default()).unwrap();
     assert_eq!(e.info().datasets, ["a", "b"]);
 }
 

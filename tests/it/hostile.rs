@@ -7,7 +7,7 @@ use ember::gguf::writer::GgufWriter;
 use ember::gguf::{Gguf, Value};
 use ember::model::DecoderConfig;
 use ember::testkit::tiny_model_writer;
-use ember::{Backend, ChatTemplate, Engine, LoadOptions, Tokenizer};
+use ember::{ChatTemplate, Engine, LoadOptions, Tokenizer};
 
 use crate::alloc::peak_during;
 
@@ -91,38 +91,61 @@ pub fn corpus() -> Vec<Bad> {
         Bad { name: "absurd-metadata-count", bytes: Raw::header(3, 0, 1 << 40).data(64), expect: "metadata count is" },
         Bad {
             name: "absurd-key-length",
-            bytes: { let mut r = Raw::header(3, 0, 1); r.u64(u64::MAX).data(64) },
+            bytes: {
+                let mut r = Raw::header(3, 0, 1);
+                r.u64(u64::MAX).data(64)
+            },
             expect: "metadata key is 18446744073709551615",
         },
         Bad {
             name: "absurd-array-length",
-            bytes: { let mut r = Raw::header(3, 0, 1); r.str(b"general.tags").u32(9).u32(0).u64(1 << 50).data(64) },
+            bytes: {
+                let mut r = Raw::header(3, 0, 1);
+                r.str(b"general.tags").u32(9).u32(0).u64(1 << 50).data(64)
+            },
             expect: "array length of `general.tags`",
         },
         Bad {
             name: "array-memory-bomb",
             // 2 MB of one-byte elements would become 64 MB of parsed values.
-            bytes: { let mut r = Raw::header(3, 0, 1); r.str(b"general.tags").u32(9).u32(0).u64(2 << 20); r.data(2 << 20) },
+            bytes: {
+                let mut r = Raw::header(3, 0, 1);
+                r.str(b"general.tags").u32(9).u32(0).u64(2 << 20);
+                r.data(2 << 20)
+            },
             expect: "more memory than a file of this size can justify",
         },
         Bad {
             name: "unknown-value-type",
-            bytes: { let mut r = Raw::header(3, 0, 1); r.str(b"general.name").u32(99).data(64) },
+            bytes: {
+                let mut r = Raw::header(3, 0, 1);
+                r.str(b"general.name").u32(99).data(64)
+            },
             expect: "unknown value type 99",
         },
         Bad {
             name: "unknown-array-type",
-            bytes: { let mut r = Raw::header(3, 0, 1); r.str(b"general.tags").u32(9).u32(42).u64(1).data(64) },
+            bytes: {
+                let mut r = Raw::header(3, 0, 1);
+                r.str(b"general.tags").u32(9).u32(42).u64(1).data(64)
+            },
             expect: "array of unknown type 42",
         },
         Bad {
             name: "bad-bool",
-            bytes: { let mut r = Raw::header(3, 0, 1); r.str(b"tokenizer.ggml.add_bos_token").u32(7).0.push(7); r.data(64) },
+            bytes: {
+                let mut r = Raw::header(3, 0, 1);
+                r.str(b"tokenizer.ggml.add_bos_token").u32(7).0.push(7);
+                r.data(64)
+            },
             expect: "bool of value 7",
         },
         Bad {
             name: "non-utf8-key",
-            bytes: { let mut r = Raw::header(3, 0, 1); r.str(b"general.\xff\xfe").u32(4).u32(1).data(64) },
+            bytes: {
+                let mut r = Raw::header(3, 0, 1);
+                r.str(b"general.\xff\xfe").u32(4).u32(1).data(64)
+            },
             expect: "metadata key is not valid UTF-8",
         },
         Bad {
@@ -138,8 +161,20 @@ pub fn corpus() -> Vec<Bad> {
             },
             expect: "nests arrays deeper than",
         },
-        Bad { name: "duplicate-key", bytes: tiny(|w| { w.meta("general.name", s("again")); }), expect: "duplicate metadata key `general.name`" },
-        Bad { name: "alignment-3", bytes: tiny(|w| { w.meta("general.alignment", Value::U32(3)); }), expect: "general.alignment must be a power-of-two" },
+        Bad {
+            name: "duplicate-key",
+            bytes: tiny(|w| {
+                w.meta("general.name", s("again"));
+            }),
+            expect: "duplicate metadata key `general.name`",
+        },
+        Bad {
+            name: "alignment-3",
+            bytes: tiny(|w| {
+                w.meta("general.alignment", Value::U32(3));
+            }),
+            expect: "general.alignment must be a power-of-two",
+        },
         // ---- the tensor table
         Bad { name: "tensor-0-dims", bytes: Raw::header(3, 1, 0).tensor("t", &[], 0, 0).data(64), expect: "has 0 dims" },
         Bad { name: "tensor-5-dims", bytes: Raw::header(3, 1, 0).tensor("t", &[1, 1, 1, 1, 1], 0, 0).data(64), expect: "has 5 dims" },
@@ -164,55 +199,175 @@ pub fn corpus() -> Vec<Bad> {
             expect: "appears twice in the file",
         },
         // ---- the model's config
-        Bad { name: "no-block-count", bytes: tiny(|w| { w.remove_meta("llama.block_count"); }), expect: "lacks the metadata key `llama.block_count`" },
-        Bad { name: "block-count-string", bytes: tiny(|w| { w.set_meta("llama.block_count", s("2")); }), expect: "`llama.block_count`: expected an integer" },
-        Bad { name: "negative-head-count", bytes: tiny(|w| { w.set_meta("llama.attention.head_count", Value::I32(-4)); }), expect: "-4 is not a valid count" },
-        Bad { name: "arch-mamba", bytes: tiny(|w| { w.set_meta("general.architecture", s("mamba")); }), expect: "architecture `mamba`" },
-        Bad { name: "heads-do-not-divide", bytes: tiny(|w| { w.set_meta("llama.attention.head_count", Value::U32(5)); }), expect: "embedding width 64 is not divisible by 5 heads" },
-        Bad { name: "context-0", bytes: tiny(|w| { w.set_meta("llama.context_length", Value::U32(0)); }), expect: "context length 0 is outside" },
-        Bad { name: "kv-heads-do-not-group", bytes: tiny(|w| { w.set_meta("llama.attention.head_count_kv", Value::U32(3)); }), expect: "4 heads cannot be grouped over 3 KV heads" },
-        Bad { name: "epsilon-negative", bytes: tiny(|w| { w.set_meta("llama.attention.layer_norm_rms_epsilon", Value::F32(-1.0)); }), expect: "RMSNorm epsilon -1 must be positive" },
-        Bad { name: "rope-base-nan", bytes: tiny(|w| { w.set_meta("llama.rope.freq_base", Value::F32(f32::NAN)); }), expect: "RoPE base NaN" },
-        Bad { name: "partial-rope", bytes: tiny(|w| { w.set_meta("llama.rope.dimension_count", Value::U32(8)); }), expect: "partial RoPE" },
-        Bad { name: "rope-scaling", bytes: tiny(|w| { w.set_meta("llama.rope.scaling.type", s("yarn")); }), expect: "RoPE scaling `yarn`" },
+        Bad {
+            name: "no-block-count",
+            bytes: tiny(|w| {
+                w.remove_meta("llama.block_count");
+            }),
+            expect: "lacks the metadata key `llama.block_count`",
+        },
+        Bad {
+            name: "block-count-string",
+            bytes: tiny(|w| {
+                w.set_meta("llama.block_count", s("2"));
+            }),
+            expect: "`llama.block_count`: expected an integer",
+        },
+        Bad {
+            name: "negative-head-count",
+            bytes: tiny(|w| {
+                w.set_meta("llama.attention.head_count", Value::I32(-4));
+            }),
+            expect: "-4 is not a valid count",
+        },
+        Bad {
+            name: "arch-mamba",
+            bytes: tiny(|w| {
+                w.set_meta("general.architecture", s("mamba"));
+            }),
+            expect: "architecture `mamba`",
+        },
+        Bad {
+            name: "heads-do-not-divide",
+            bytes: tiny(|w| {
+                w.set_meta("llama.attention.head_count", Value::U32(5));
+            }),
+            expect: "embedding width 64 is not divisible by 5 heads",
+        },
+        Bad {
+            name: "context-0",
+            bytes: tiny(|w| {
+                w.set_meta("llama.context_length", Value::U32(0));
+            }),
+            expect: "context length 0 is outside",
+        },
+        Bad {
+            name: "kv-heads-do-not-group",
+            bytes: tiny(|w| {
+                w.set_meta("llama.attention.head_count_kv", Value::U32(3));
+            }),
+            expect: "4 heads cannot be grouped over 3 KV heads",
+        },
+        Bad {
+            name: "epsilon-negative",
+            bytes: tiny(|w| {
+                w.set_meta("llama.attention.layer_norm_rms_epsilon", Value::F32(-1.0));
+            }),
+            expect: "RMSNorm epsilon -1 must be positive",
+        },
+        Bad {
+            name: "rope-base-nan",
+            bytes: tiny(|w| {
+                w.set_meta("llama.rope.freq_base", Value::F32(f32::NAN));
+            }),
+            expect: "RoPE base NaN",
+        },
+        Bad {
+            name: "partial-rope",
+            bytes: tiny(|w| {
+                w.set_meta("llama.rope.dimension_count", Value::U32(8));
+            }),
+            expect: "partial RoPE",
+        },
+        Bad {
+            name: "rope-scaling",
+            bytes: tiny(|w| {
+                w.set_meta("llama.rope.scaling.type", s("yarn"));
+            }),
+            expect: "RoPE scaling `yarn`",
+        },
         // ---- tensors against the config
-        Bad { name: "width-disagrees", bytes: tiny(|w| { w.set_meta("llama.embedding_length", Value::U32(32)); }), expect: "expected [" },
-        Bad { name: "missing-tensor", bytes: tiny(|w| { w.remove_tensor("blk.1.ffn_down.weight"); }), expect: "`blk.1.ffn_down.weight`: is missing" },
+        Bad {
+            name: "width-disagrees",
+            bytes: tiny(|w| {
+                w.set_meta("llama.embedding_length", Value::U32(32));
+            }),
+            expect: "expected [",
+        },
+        Bad {
+            name: "missing-tensor",
+            bytes: tiny(|w| {
+                w.remove_tensor("blk.1.ffn_down.weight");
+            }),
+            expect: "`blk.1.ffn_down.weight`: is missing",
+        },
         Bad {
             name: "unexpected-tensor",
-            bytes: tiny(|w| { w.tensor_f32("blk.0.attn_q.bias", &[64], &[0.0; 64]); }),
+            bytes: tiny(|w| {
+                w.tensor_f32("blk.0.attn_q.bias", &[64], &[0.0; 64]);
+            }),
             expect: "unexpected tensor",
         },
         Bad {
             name: "block-past-end",
-            bytes: tiny(|w| { w.edit_tensor("blk.1.ffn_up.weight", |n, _, _, _| *n = "blk.7.ffn_up.weight".into()); }),
+            bytes: tiny(|w| {
+                w.edit_tensor("blk.1.ffn_up.weight", |n, _, _, _| *n = "blk.7.ffn_up.weight".into());
+            }),
             expect: "block index is past the 2 blocks",
         },
-        Bad { name: "nan-weight", bytes: tiny(|w| { w.edit_tensor("blk.0.attn_q.weight", |_, _, _, d| poison(d, f32::NAN)); }), expect: "non-finite value at element 1" },
-        Bad { name: "inf-weight", bytes: tiny(|w| { w.edit_tensor("blk.1.ffn_gate.weight", |_, _, _, d| poison(d, f32::INFINITY)); }), expect: "`blk.1.ffn_gate.weight`: holds a non-finite" },
+        Bad {
+            name: "nan-weight",
+            bytes: tiny(|w| {
+                w.edit_tensor("blk.0.attn_q.weight", |_, _, _, d| poison(d, f32::NAN));
+            }),
+            expect: "non-finite value at element 1",
+        },
+        Bad {
+            name: "inf-weight",
+            bytes: tiny(|w| {
+                w.edit_tensor("blk.1.ffn_gate.weight", |_, _, _, d| poison(d, f32::INFINITY));
+            }),
+            expect: "`blk.1.ffn_gate.weight`: holds a non-finite",
+        },
         Bad {
             name: "nan-in-q8-scale",
             // A Q8_0 block's f16 scale set to NaN.
-            bytes: tiny(|w| { w.edit_tensor("token_embd.weight", |_, _, _, d| d[0..2].copy_from_slice(&half::f16::NAN.to_le_bytes())); }),
+            bytes: tiny(|w| {
+                w.edit_tensor("token_embd.weight", |_, _, _, d| d[0..2].copy_from_slice(&half::f16::NAN.to_le_bytes()));
+            }),
             expect: "`token_embd.weight`: holds a non-finite",
         },
         // ---- the tokenizer
-        Bad { name: "no-tokens", bytes: tiny(|w| { w.remove_meta("tokenizer.ggml.tokens"); }), expect: "lacks the metadata key `tokenizer.ggml.tokens`" },
-        Bad { name: "sentencepiece", bytes: tiny(|w| { w.set_meta("tokenizer.ggml.model", s("llama")); }), expect: "tokenizer model `llama`" },
-        Bad { name: "unknown-pre-tokenizer", bytes: tiny(|w| { w.set_meta("tokenizer.ggml.pre", s("klingon")); }), expect: "pre-tokenizer `klingon`" },
+        Bad {
+            name: "no-tokens",
+            bytes: tiny(|w| {
+                w.remove_meta("tokenizer.ggml.tokens");
+            }),
+            expect: "lacks the metadata key `tokenizer.ggml.tokens`",
+        },
+        Bad {
+            name: "sentencepiece",
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.ggml.model", s("llama"));
+            }),
+            expect: "tokenizer model `llama`",
+        },
+        Bad {
+            name: "unknown-pre-tokenizer",
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.ggml.pre", s("klingon"));
+            }),
+            expect: "pre-tokenizer `klingon`",
+        },
         Bad {
             name: "merge-not-in-vocab",
-            bytes: tiny(|w| { w.set_meta("tokenizer.ggml.merges", Value::Array(vec![s("q z")])); }),
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.ggml.merges", Value::Array(vec![s("q z")]));
+            }),
             expect: "merge 0 `q z` uses tokens that are not in the vocabulary",
         },
         Bad {
             name: "merge-one-token",
-            bytes: tiny(|w| { w.set_meta("tokenizer.ggml.merges", Value::Array(vec![s("he")])); }),
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.ggml.merges", Value::Array(vec![s("he")]));
+            }),
             expect: "merge 0 `he` is not two tokens",
         },
         Bad {
             name: "token-types-short",
-            bytes: tiny(|w| { w.set_meta("tokenizer.ggml.token_type", Value::Array(vec![Value::I32(1); 5])); }),
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.ggml.token_type", Value::Array(vec![Value::I32(1); 5]));
+            }),
             expect: "has 5 entries for",
         },
         Bad {
@@ -224,45 +379,71 @@ pub fn corpus() -> Vec<Bad> {
             }),
             expect: "lists `t1` twice",
         },
-        Bad { name: "bos-past-vocab", bytes: tiny(|w| { w.set_meta("tokenizer.ggml.bos_token_id", Value::U32(1 << 20)); }), expect: "token id 1048576 is past the vocabulary" },
+        Bad {
+            name: "bos-past-vocab",
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.ggml.bos_token_id", Value::U32(1 << 20));
+            }),
+            expect: "token id 1048576 is past the vocabulary",
+        },
         Bad {
             name: "more-tokens-than-embeddings",
-            bytes: tiny(|w| { w.set_meta("llama.vocab_size", Value::U32(100)); }),
+            bytes: tiny(|w| {
+                w.set_meta("llama.vocab_size", Value::U32(100));
+            }),
             expect: "the tokenizer has 262 tokens but the model only 100 embeddings",
         },
         // ---- the chat template
-        Bad { name: "template-syntax", bytes: tiny(|w| { w.set_meta("tokenizer.chat_template", s("{% for m in messages %}")); }), expect: "syntax error" },
+        Bad {
+            name: "template-syntax",
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.chat_template", s("{% for m in messages %}"));
+            }),
+            expect: "syntax error",
+        },
         Bad {
             name: "template-endless",
-            bytes: tiny(|w| { w.set_meta("tokenizer.chat_template", s("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}")); }),
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.chat_template", s("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"));
+            }),
             expect: "runs too long",
         },
         Bad {
             name: "template-recursion",
-            bytes: tiny(|w| { w.set_meta("tokenizer.chat_template", s("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")); }),
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.chat_template", s("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"));
+            }),
             expect: "recursion",
         },
         Bad {
             name: "template-huge-output",
-            bytes: tiny(|w| { w.set_meta("tokenizer.chat_template", s("{% for i in range(99999) %}{{ messages | tojson }}{{ 'x' * 200 }}{% endfor %}")); }),
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.chat_template", s("{% for i in range(99999) %}{{ messages | tojson }}{{ 'x' * 200 }}{% endfor %}"));
+            }),
             expect: "bytes of prompt",
         },
         Bad {
             // Found by the template fuzzer: a lazily repeated sequence, printed, ran for days.
             name: "template-prints-repeated-sequence",
-            bytes: tiny(|w| { w.set_meta("tokenizer.chat_template", s("{{ messages * 2 * 111111111122221 }}")); }),
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.chat_template", s("{{ messages * 2 * 111111111122221 }}"));
+            }),
             expect: "the template prints a lazy sequence of 666666666733326 items",
         },
         Bad {
             // Found by the template fuzzer next: an empty sequence repeated 24 million times,
             // printed, walked 24 million empty repeats inside one step.
             name: "template-prints-empty-repetition",
-            bytes: tiny(|w| { w.set_meta("tokenizer.chat_template", s("{{ [] * 2 * 12200000 }}")); }),
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.chat_template", s("{{ [] * 2 * 12200000 }}"));
+            }),
             expect: "the template prints a lazy sequence of 0 items",
         },
         Bad {
             name: "template-raises",
-            bytes: tiny(|w| { w.set_meta("tokenizer.chat_template", s("{{ raise_exception('Conversation roles must alternate') }}")); }),
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.chat_template", s("{{ raise_exception('Conversation roles must alternate') }}"));
+            }),
             expect: "roles must alternate",
         },
     ];
@@ -271,7 +452,7 @@ pub fn corpus() -> Vec<Bad> {
 }
 
 fn load(bytes: &[u8]) -> ember::Result<Engine> {
-    Engine::load(bytes, ember::backend::cpu_device(), Backend::Cpu, LoadOptions { max_context: 64, ..LoadOptions::default() })
+    Engine::load(bytes, ember::backend::Device::Cpu, LoadOptions { max_context: 64, ..LoadOptions::default() })
 }
 
 /// What loading reads before any weight reaches the device: header, metadata, tensor table,

@@ -64,7 +64,11 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter().zip(b).enumerate().fold((0f32, 0), |(m, at), (i, (x, y))| {
         let d = (x - y).abs();
-        if d > m || d.is_nan() { (d, i) } else { (m, at) }
+        if d > m || d.is_nan() {
+            (d, i)
+        } else {
+            (m, at)
+        }
     })
 }
 
@@ -84,4 +88,24 @@ pub fn argmax(x: &[f32]) -> usize {
 /// says otherwise (e.g. `cpu`).
 pub fn backends() -> Vec<ember::Backend> {
     ember::testkit::test_backends()
+}
+
+/// Runs the body once per shipping executor of [`backends`], with `$b` the backend and `$exec`
+/// the executor (a different type each time, so the body is compiled for each).
+#[macro_export]
+macro_rules! for_each_executor {
+    (|$b:ident, $exec:ident| $body:block) => {
+        for $b in $crate::backends() {
+            match $b {
+                ember::Backend::Cpu => {
+                    let $exec = ember::model::CpuExecutor;
+                    $body
+                }
+                ember::Backend::Wgpu => {
+                    let $exec = ember::model::GpuExecutor::new(ember::backend::wgpu_device().unwrap());
+                    $body
+                }
+            }
+        }
+    };
 }

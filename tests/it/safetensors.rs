@@ -57,8 +57,24 @@ fn bad_safetensors_files_fail_with_their_own_errors() {
     let t = |dtype: &str, shape: &str, a: u64, b: u64| format!(r#""{dtype}{a}":{{"dtype":"{dtype}","shape":{shape},"data_offsets":[{a},{b}]}}"#);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("short", vec![1, 2, 3], "shorter than its 8-byte header length"),
-        ("header-too-long", { let mut f = file("{}", 0); f[..8].copy_from_slice(&1000u64.to_le_bytes()); f }, "its header claims 1000 bytes"),
-        ("huge-header-claim", { let mut f = file("{}", 0); f[..8].copy_from_slice(&u64::MAX.to_le_bytes()); f }, "claims 18446744073709551615 bytes"),
+        (
+            "header-too-long",
+            {
+                let mut f = file("{}", 0);
+                f[..8].copy_from_slice(&1000u64.to_le_bytes());
+                f
+            },
+            "its header claims 1000 bytes",
+        ),
+        (
+            "huge-header-claim",
+            {
+                let mut f = file("{}", 0);
+                f[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+                f
+            },
+            "claims 18446744073709551615 bytes",
+        ),
         ("not-json", file("{not json", 0), "its header is not a JSON object"),
         ("bad-dtype", file(&format!("{{{}}}", t("I64", "[1]", 0, 8)), 8), "has dtype I64"),
         ("bad-entry", file(r#"{"x":{"dtype":"F32"}}"#, 0), "`x`: has a malformed header entry"),

@@ -187,25 +187,25 @@ mod archs {
     }
 }
 
-/// Every GGUF block type on WebGPU: the tiny Llama with random weights in Q4_0, Q4_1, Q5_0,
-/// Q5_1, Q8_0, Q4_K, Q5_K and Q6_K (and f16, bf16, f32), which the GPU kernels read in their
-/// blocks, gives the numpy reference's logits (`tests/fixtures/tiny-llama.json`), as natively.
+/// Every GGUF block type on both executors as the browser runs them: the tiny Llama with random
+/// weights in Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K (and f16, bf16, f32) gives the
+/// numpy reference's logits (`tests/fixtures/tiny-llama.json`), as natively: on WebGPU, where the
+/// GPU kernels read every type in its blocks, and on the CPU, with the SIMD128 kernels.
 #[wasm_bindgen_test]
-async fn webgpu_every_block_type_gives_the_reference_logits() {
-    use burn::tensor::{Int, Tensor, TensorData};
-    use ember::model::decoder::KvCache;
-    let fx: serde_json::Value = serde_json::from_str(include_str!("../fixtures/tiny-llama.json")).unwrap();
-    let floats = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
-    let dev = ember::backend::wgpu_device().await.unwrap();
-    let g = ember::gguf::Gguf::parse(include_bytes!("../fixtures/tiny-llama.gguf")).unwrap();
-    let config = ember::model::DecoderConfig::from_gguf(&g.metadata).unwrap();
-    let (model, config) = ember::model::load_gguf(&g, &config, 64, &dev, &mut |_, _| {}).unwrap();
-    let mut cache = KvCache::new(&config, 64, &dev);
-    let prompt: Vec<i32> = fx["prompt"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect();
-    let n = prompt.len();
-    let tokens = Tensor::<2, Int>::from_data(TensorData::new(prompt, [1, n]), &dev);
-    let logits = model.forward(tokens, &mut cache).unwrap().into_data_async().await.unwrap().try_into_vec::<f32>().unwrap();
-    let want = floats(&fx["prefill_logits"]);
-    let worst = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(worst <= 1e-3, "max |Δ| {worst} against the reference");
+async fn every_block_type_gives_the_reference_logits() {
+    use ember::model::{CpuExecutor, Executor, GpuExecutor, Loaded, Tensors};
+    async fn check<E: Executor>(exec: E, what: &str) {
+        let fx: serde_json::Value = serde_json::from_str(include_str!("../fixtures/tiny-llama.json")).unwrap();
+        let floats = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
+        let g = ember::gguf::Gguf::parse(include_bytes!("../fixtures/tiny-llama.gguf")).unwrap();
+        let config = ember::model::DecoderConfig::from_gguf(&g.metadata).unwrap();
+        let mut m = Loaded::new(exec, Tensors::gguf(&g, &config), &config, 64, &mut |_, _| {}).unwrap();
+        let prompt: Vec<u32> = fx["prompt"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+        let logits = m.logits(&prompt).await.unwrap();
+        let want = floats(&fx["prefill_logits"]);
+        let worst = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-3, "{what}: max |Δ| {worst} against the reference");
+    }
+    check(GpuExecutor::new(ember::backend::wgpu_device().await.unwrap()), "webgpu").await;
+    check(CpuExecutor, "cpu").await;
 }

@@ -1,0 +1,211 @@
+//! The GPU executor: the model description's operations with burn on its wgpu device (WebGPU in
+//! the browser, Vulkan natively), through Ember's CubeCL kernels where they exist
+//! (`model::gpu`: GGUF blocks in GPU memory, fused RMSNorm, RoPE and SwiGLU) and burn's
+//! operations elsewhere. Nothing is read back but the logits, once a step ([`Executor::read`]).
+
+use std::future::Future;
+
+use burn::tensor::module::{embedding, layer_norm, linear};
+use burn::tensor::{activation, Device, Int, Tensor, TensorData};
+
+use super::config::Activation;
+use super::decoder::{DeviceMemory, Executor, Heads, Norm, Rope};
+use super::gpu::{self, QFormat, QWeight};
+use super::weights::Raw;
+use crate::error::{Error, Result};
+
+/// Runs the model on a wgpu device.
+#[derive(Debug, Clone)]
+pub struct GpuExecutor {
+    device: Device,
+}
+
+impl GpuExecutor {
+    /// An executor on `device`, a wgpu (CubeCL) device.
+    pub fn new(device: Device) -> Self {
+        GpuExecutor { device }
+    }
+
+    /// Its device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn ids(&self, ids: &[u32]) -> Tensor<1, Int> {
+        Tensor::from_data(TensorData::new(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), [ids.len()]), &self.device)
+    }
+}
+
+/// A weight matrix in GPU memory.
+#[derive(Debug, Clone)]
+pub enum GpuMatrix {
+    /// f32 projection weights stored transposed, `[in, out]`, as burn's `linear` reads them.
+    Projection(Tensor<2>),
+    /// An f32 table `[rows, cols]`: looked up by row, or multiplied by as a tied head.
+    Table(Tensor<2>),
+    /// GGUF blocks ([`QWeight`]).
+    Blocks(QWeight),
+}
+
+impl Executor for GpuExecutor {
+    type Act = Tensor<2>;
+    type Matrix = GpuMatrix;
+    type Vector = Tensor<1>;
+    /// `[1, kv_heads, capacity, head_dim]`.
+    type Kv = Tensor<4>;
+
+    /// Every quantised type stays in its blocks; f32, f16 and bf16 become f32, one tensor at a
+    /// time, so that the f32 copy of the whole model never sits in (wasm) memory beside the file.
+    fn matrix(&self, raw: Raw, table: bool) -> Result<GpuMatrix> {
+        let [rows, cols] = raw.shape[..] else {
+            return Err(Error::Unsupported(format!("a {}-D weight matrix", raw.shape.len())));
+        };
+        if QFormat::of(raw.ty).is_some() {
+            return Ok(GpuMatrix::Blocks(QWeight::new(raw.ty, &raw.bytes, rows, cols, &self.device)?));
+        }
+        let values = raw.to_f32()?;
+        Ok(if table {
+            GpuMatrix::Table(Tensor::from_data(TensorData::new(values, [rows, cols]), &self.device))
+        } else {
+            // Canonical (out, in) → burn's [in, out], transposed once here.
+            GpuMatrix::Projection(Tensor::from_data(TensorData::new(super::weights::transpose(&values, rows, cols), [cols, rows]), &self.device))
+        })
+    }
+
+    fn vector(&self, values: Vec<f32>) -> Result<Tensor<1>> {
+        let n = values.len();
+        Ok(Tensor::from_data(TensorData::new(values, [n]), &self.device))
+    }
+
+    fn kv(&self, capacity: usize, heads: Heads) -> Tensor<4> {
+        Tensor::zeros([1, heads.n_kv_head, capacity, heads.head_dim], &self.device)
+    }
+
+    fn input(&self, values: Vec<f32>, width: usize) -> Tensor<2> {
+        let t = values.len() / width;
+        Tensor::from_data(TensorData::new(values, [t, width]), &self.device)
+    }
+
+    fn embed(&self, table: &GpuMatrix, ids: &[u32]) -> Tensor<2> {
+        let t = ids.len();
+        match table {
+            GpuMatrix::Table(w) | GpuMatrix::Projection(w) => {
+                let w = if matches!(table, GpuMatrix::Projection(_)) { w.clone().transpose() } else { w.clone() };
+                let d = w.dims()[1];
+                embedding(w, self.ids(ids).reshape([1, t])).reshape([t, d]) // [t, cols]
+            }
+            GpuMatrix::Blocks(q) => q.rows_of(self.ids(ids)), // [t, cols]
+        }
+    }
+
+    fn matmul(&self, x: &Tensor<2>, w: &GpuMatrix) -> Tensor<2> {
+        match w {
+            GpuMatrix::Projection(w) => linear(x.clone(), w.clone(), None),
+            // Multiply the row-major [rows, cols] table by the column vectors, rather than the
+            // rows by the table's transposed view, which backends may copy on every token.
+            GpuMatrix::Table(w) => w.clone().matmul(x.clone().transpose()).transpose(), // [rows, t] → [t, rows]
+            GpuMatrix::Blocks(q) => q.matmul(x.clone()),
+        }
+    }
+
+    fn add(&self, x: Tensor<2>, y: &Tensor<2>) -> Tensor<2> {
+        x + y.clone()
+    }
+
+    fn add_bias(&self, x: Tensor<2>, b: &Tensor<1>) -> Tensor<2> {
+        x + b.clone().unsqueeze()
+    }
+
+    fn norm(&self, x: &Tensor<2>, n: &Norm<Self>) -> Tensor<2> {
+        match &n.beta {
+            None => gpu::rms_norm(x.clone(), &n.gamma, n.eps),
+            Some(beta) => layer_norm(x.clone(), n.gamma.clone(), Some(beta.clone()), n.eps),
+        }
+    }
+
+    fn rope(&self, x: Tensor<2>, rope: &Rope<Self>, heads: usize, pos0: usize) -> Tensor<2> {
+        let [t, width] = x.dims();
+        let (hd, half) = (rope.head_dim, rope.head_dim / 2);
+        let table = |v: &Tensor<1>| v.clone().reshape([rope.max_pos, half]); // [positions, head_dim/2]
+        let x = x.reshape([1, t, heads, hd]); // [batch, seq, heads, head_dim]
+        gpu::rope(x, &table(&rope.cos), &table(&rope.sin), pos0).reshape([t, width])
+    }
+
+    fn attend(&self, q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, (kc, vc): (&mut Tensor<4>, &mut Tensor<4>), heads: Heads, pos0: usize) -> Tensor<2> {
+        let Heads { n_head: nh, n_kv_head: nkv, head_dim: hd } = heads;
+        let [t, _] = q.dims();
+        let q = q.reshape([1, t, nh, hd]).swap_dims(1, 2); // [batch, heads, seq, head_dim]
+        let k = k.reshape([1, t, nkv, hd]).swap_dims(1, 2); // [batch, kv_heads, seq, head_dim]
+        let v = v.reshape([1, t, nkv, hd]).swap_dims(1, 2);
+        let end = pos0 + t;
+        kc.inplace(|c| c.slice_assign([0..1, 0..nkv, pos0..end, 0..hd], k));
+        vc.inplace(|c| c.slice_assign([0..1, 0..nkv, pos0..end, 0..hd], v));
+        let k = kc.clone().slice([0..1, 0..nkv, 0..end, 0..hd]); // [batch, kv_heads, past+seq, head_dim]
+        let v = vc.clone().slice([0..1, 0..nkv, 0..end, 0..hd]);
+        let mask = causal_mask(pos0, t, &self.device);
+        attend(q, k, v, mask.as_ref()).swap_dims(1, 2).reshape([t, nh * hd]) // [seq, heads·head_dim]
+    }
+
+    fn glu(&self, gate: Tensor<2>, up: Tensor<2>, act: Activation) -> Tensor<2> {
+        match act {
+            Activation::Silu => gpu::swiglu(gate, up),
+            Activation::GeluTanh => activation::gelu_approximate(gate) * up,
+        }
+    }
+
+    fn activate(&self, x: Tensor<2>, act: Activation) -> Tensor<2> {
+        match act {
+            Activation::Silu => activation::silu(x),
+            Activation::GeluTanh => activation::gelu_approximate(x),
+        }
+    }
+
+    fn last(&self, x: Tensor<2>, tokens: usize) -> Tensor<2> {
+        let [_, d] = x.dims();
+        x.slice([tokens - 1..tokens, 0..d])
+    }
+
+    fn read(&self, x: Tensor<2>) -> impl Future<Output = Result<Vec<f32>>> {
+        async move {
+            let data = x.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
+            data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+        }
+    }
+
+    fn memory(&self) -> Option<DeviceMemory> {
+        self.device.memory_pool_usage().map(|u| DeviceMemory { buffers: u.number_allocs, bytes: u.bytes_in_use })
+    }
+}
+
+/// Scaled dot-product attention of `q` over `k`/`v` with fewer key/value heads: consecutive
+/// query heads share one KV head (HF's `repeat_kv`, ggml's broadcast), so the query heads are
+/// grouped per KV head by a reshape and K/V are never copied.
+///
+/// `q`: `[batch, heads, seq, head_dim]`; `k`, `v`: `[batch, kv_heads, keys, head_dim]`;
+/// `mask`: additive, `[1, 1, 1, seq, keys]`. Returns `[batch, heads, seq, head_dim]`.
+fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<5>>) -> Tensor<4> {
+    let [b, nh, t, hd] = q.dims();
+    let [_, nkv, s, _] = k.dims();
+    let g = nh / nkv;
+    let q = q.reshape([b, nkv, g * t, hd]); // [batch, kv_heads, group·seq, head_dim]
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()); // [batch, kv_heads, group·seq, keys]
+    let scores = match mask {
+        Some(m) => (scores.reshape([b, nkv, g, t, s]) + m.clone()).reshape([b, nkv, g * t, s]),
+        None => scores,
+    };
+    let probs = activation::softmax(scores, 3);
+    probs.matmul(v).reshape([b, nh, t, hd])
+}
+
+/// The additive causal mask for `seq` new positions after `past` cached ones, or `None` when a
+/// single new token may see everything. // [1, 1, 1, seq, past+seq]
+fn causal_mask(past: usize, seq: usize, device: &Device) -> Option<Tensor<5>> {
+    if seq <= 1 {
+        return None;
+    }
+    let keys = past + seq;
+    // A large finite value rather than -inf: exp() gives exactly 0 either way, and no backend
+    // can turn inf - inf into NaN.
+    let data = (0..seq).flat_map(|i| (0..keys).map(move |j| if j <= past + i { 0.0f32 } else { -1e30 })).collect::<Vec<_>>();
+    Some(Tensor::from_data(TensorData::new(data, [1, 1, 1, seq, keys]), device))
+}
