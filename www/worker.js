@@ -1,21 +1,28 @@
-// The engine's worker: the page never freezes while the model loads or generates.
-// Page → worker: {type: "load", source: {url} | {file} | {files}, backend, limits}
-//                (a URL ending in "/" is a Hugging Face folder, e.g. https://huggingface.co/<repo>/resolve/main/;
-//                `files` are several picked files or a picked folder: a model folder's files, or one .gguf)
-//                {type: "generate", id, messages | text, options, reserve}  {type: "fit", id, messages, reserve}
-//                {type: "render", id, messages}  {type: "stop"}  {type: "reset"}
-//                classroom: {type: "cstart", id, messages | ids, options, reserve}  {type: "cstep", id, forced?, sampling}
-//                {type: "cpipeline", sampling, topN}  {type: "tokens", id, which, text | messages}
-// Worker → page: {type: "progress", stage, loaded, total}  {type: "ready", info, backend, load_s}
-//                {type: "start", id, fit, prompt_tokens, reused}  {type: "prefill", id, done, total}
-//                {type: "token", id, step}  {type: "done", id, reason, stats, wasm_bytes}  {type: "fit", id, fit, error}
-//                {type: "rendered", id, text}  {type: "notice", kind, vars}
-//                classroom: {type: "cpeek", id, candidates, pipeline}  {type: "ctoken", id, step, forced}
-//                {type: "cpipeline", id, pipeline}  {type: "cdone", id, stats, reason}  {type: "tokens", id, ids, texts}
-//                {type: "error", id?, message, kind}  {type: "fatal", message}
-// Errors are messages; a trap inside wasm (GPU lost, out of memory) is "fatal": the page
-// replaces this worker. A lost WebGPU device is "fatal" too, and the GPU running out of memory
-// while the model loads is the load error "errGpuMemory".
+// The engine's worker: the page never freezes while the model loads or generates. It speaks one
+// envelope, which www/js/engine-client.js is the one place to read and write:
+//   page → worker   {id, op, ...args}
+//   worker → page   {id, type: "event", event, ...}   zero or more, while the request runs
+//                   {id, type: "result", value}        the request's answer
+//                   {id, type: "error", error}         or its failure
+//                   {type: "fatal", error}             the engine is gone (a trap in wasm, the GPU lost)
+// An error is {kind, vars, message}: `kind` names it (the engine's own kinds, such as
+// context_full, or the loader's, such as errNotFound) and the page translates it from `vars`.
+// Ops (arguments → events → result):
+//   load      {source: {url, sha256?} | {file} | {files}, backend, limits}
+//             → progress {stage, loaded, total}, notice {kind, vars} → {info, backend, load_s}
+//             (a URL ending in "/" is a Hugging Face folder, e.g. https://huggingface.co/<repo>/resolve/main/;
+//             `files` are several picked files or a picked folder: a model folder's files, or one .gguf)
+//   generate  {messages | text, options, reserve} → start {fit, prompt_tokens, reused, prompt_ids, prompt_text},
+//             prefill {done, total}, token {step} → {reason, stats, wasm_bytes}
+//   stop  reset  → null (a running generation then ends with reason "stopped")
+//   fit {messages, reserve} → ChatFit      render {messages} → text      tokens {text | messages} → {ids, texts}
+//   classroom: cstart {messages | ids, options, reserve} → start, prefill → next
+//              cstep {forced?, sampling} → {step, forced, next}      cpipeline {sampling, topN} → pipeline
+//              where next is {candidates, pipeline} for the token to come, or {done, reason, stats}
+// A request that arrives while a step holds the engine (fit, render, tokens, cpipeline) waits for
+// the step; a newer one of the same op supersedes it (its error kind is "superseded").
+// A lost WebGPU device is "fatal" too, and the GPU running out of memory while the model loads is
+// the load error "errGpuMemory".
 // Faults for the tests (`?fault=` on the page, passed in `limits.fault`): `device-lost:N`
 // destroys the WebGPU device after N tokens; `gpu-oom` makes the load's out-of-memory error
 // scope report an error, as a GPU too small for the model would; `slow:MS` waits MS ms after
@@ -25,23 +32,30 @@ import * as modelCache from "./js/model-cache.js";
 
 let engine = null;
 let wasm = null; // the module's exports (its memory, for the benchmark's figures)
+let loadId = null; // the load request in flight
 let generating = false;
 let stopRequested = false;
-let queued = []; // fit/render requests that arrived while a step held the engine
+let queued = []; // requests that arrived while a step held the engine
 // On the CPU, prompt chunks are sized to about this much work, so that a stop lands within it.
 // On WebGPU each new chunk shape can cost a shader compilation (over a minute a chunk on
 // SwiftShader), so chunks there are large: a stop waits for the chunk on the GPU.
 const PREFILL_SLICE_MS = 300;
 let minChunk = 4;
 const post = (m) => self.postMessage(m);
-const errorText = (e) => (e && e.message) || String(e);
+const event = (id, name, fields) => post({ id, type: "event", event: name, ...fields });
+/** Any thrown value as the envelope's error: the engine's errors carry `kind` and `vars`. */
+const asError = (e) => ({ kind: e?.kind ?? null, vars: e?.vars ?? {}, message: e instanceof LoadError ? "" : (e && e.message) || String(e) });
+const fatal = (kind, message) => post({ type: "fatal", error: { kind, vars: { m: message }, message } });
 
 self.addEventListener("error", async (e) => {
+  // This worker reports its own death (the page's onerror would race it with less to say).
+  e.preventDefault();
   // A trap while loading on WebGPU may come from the GPU running out of memory.
   const oom = engine ? null : await gpuOomError();
-  post(oom ? { type: "error", kind: "errGpuMemory", vars: { m: oom.message } } : { type: "fatal", message: e.message || "the engine crashed" });
+  if (oom && loadId !== null) post({ id: loadId, type: "error", error: { kind: "errGpuMemory", vars: { m: oom.message }, message: oom.message } });
+  else fatal(null, e.message || "the engine crashed");
 });
-self.addEventListener("unhandledrejection", (e) => post({ type: "fatal", message: errorText(e.reason) }));
+self.addEventListener("unhandledrejection", (e) => fatal(null, asError(e.reason).message));
 
 // wgpu creates the WebGPU device inside wasm. Wrapping requestDevice lets the worker see it: an
 // out-of-memory error scope spans the load (wgpu's own handler would otherwise turn that error
@@ -55,7 +69,7 @@ if (self.GPUAdapter) {
     device.pushErrorScope("out-of-memory");
     gpu = { device, oomScope: true };
     device.lost.then((info) => {
-      if (engine) post({ type: "fatal", kind: "gpuLost", message: `the GPU device was lost (${info.reason || "unknown"}${info.message ? `: ${info.message}` : ""})` });
+      if (engine) fatal("gpuLost", `the GPU device was lost (${info.reason || "unknown"}${info.message ? `: ${info.message}` : ""})`);
     });
     return device;
   };
@@ -84,7 +98,7 @@ async function readAll(stream, total, stage) {
     if (done) break;
     chunks.push(value);
     loaded += value.length;
-    if (loaded - last > 1 << 20 || loaded === total) { post({ type: "progress", stage, loaded, total }); last = loaded; }
+    if (loaded - last > 1 << 20 || loaded === total) { event(loadId, "progress", { stage, loaded, total }); last = loaded; }
   }
   const bytes = new Uint8Array(loaded);
   let at = 0;
@@ -100,8 +114,8 @@ async function fetchModel({ url, sha256 }, limits) {
   try {
     return await modelCache.download(url, {
       sha256,
-      onProgress: (loaded, total) => post({ type: "progress", stage: "downloading", loaded, total }),
-      onNotice: (kind, vars) => post({ type: "notice", kind, vars }),
+      onProgress: (loaded, total) => event(loadId, "progress", { stage: "downloading", loaded, total }),
+      onNotice: (kind, vars) => event(loadId, "notice", { kind, vars }),
       quota: limits?.quota_mb ? limits.quota_mb * 2 ** 20 : null,
     });
   } catch (e) {
@@ -201,14 +215,14 @@ async function load({ source, backend, limits }) {
     const t = await gpuLimits();
     if (t) options.tensor_limit = t;
   }
-  post({ type: "progress", stage: "parsing", loaded: 0, total: 0 });
-  const progress = (done, total) => post({ type: "progress", stage: "uploading", loaded: done, total });
+  event(loadId, "progress", { stage: "parsing", loaded: 0, total: 0 });
+  const progress = (done, total) => event(loadId, "progress", { stage: "uploading", loaded: done, total });
   try {
     engine = bytes
       ? await WasmEngine.load(bytes, backend, options, progress)
       : await WasmEngine.load_folder([...folder.keys()], [...folder.values()], backend, options, progress);
     minChunk = backend === "webgpu" ? 256 : 4;
-    post({ type: "progress", stage: "warming", loaded: 0, total: 0 });
+    event(loadId, "progress", { stage: "warming", loaded: 0, total: 0 });
     await engine.warm_up();
   } catch (e) {
     const oom = await gpuOomError();
@@ -217,28 +231,30 @@ async function load({ source, backend, limits }) {
   }
   const oom = await gpuOomError();
   if (oom) { engine = null; throw new LoadError("errGpuMemory", { m: oom.message }); }
-  post({ type: "ready", info: engine.info(), backend, load_s: (performance.now() - t0) / 1000 });
+  return { info: engine.info(), backend, load_s: (performance.now() - t0) / 1000 };
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
+/** Runs the requests that waited for a step. */
 function answerQueued() {
   for (const q of queued.splice(0)) handle(q);
 }
 
-// Starts a generation from a conversation (the oldest turns left out if it outgrows the window)
-// or from token ids, and tells the page what the model will see.
-function startPrompt(id, { messages, ids, text }, options, reserve) {
-  if (ids || text !== undefined) {
-    const start = engine.start(ids ? { ids } : { text }, options);
-    post({ type: "start", id, fit: null, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids, prompt_text: start.prompt_text });
-    return start;
+/** Lets `data` wait for the running step; a newer request of the same op supersedes it. */
+function enqueue(data) {
+  for (const old of queued.filter((q) => q.op === data.op && data.op !== "render")) {
+    post({ id: old.id, type: "error", error: { kind: "superseded", vars: {}, message: "superseded by a newer request" } });
   }
-  const fit = engine.fit(messages, reserve);
-  const firstTurn = messages.findIndex((m) => m.role !== "system");
-  const system = messages.slice(0, firstTurn < 0 ? messages.length : firstTurn);
-  const start = engine.start({ chat: [...system, ...messages.slice(fit.first)] }, options);
-  post({ type: "start", id, fit, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids, prompt_text: start.prompt_text });
+  queued = queued.filter((q) => !(q.op === data.op && data.op !== "render"));
+  queued.push(data);
+}
+
+// Starts a generation from a conversation (the engine leaves out the oldest turns if it outgrows
+// the window) or from token ids or text, and tells the page what the model will see.
+function startPrompt(id, { messages, ids, text }, options, reserve) {
+  const { start, fit } = messages ? engine.start_chat(messages, options, reserve) : { start: engine.start(ids ? { ids } : { text }, options), fit: null };
+  event(id, "start", { fit, prompt_tokens: start.prompt_ids.length, reused: start.reused, prompt_ids: start.prompt_ids, prompt_text: start.prompt_text });
   return start;
 }
 
@@ -256,7 +272,7 @@ async function prefillPrompt(id, start) {
     left = await engine.prefill(chunk);
     const perToken = (performance.now() - t0) / Math.max(1, before - left);
     chunk = Math.max(minChunk, Math.min(512, Math.round(PREFILL_SLICE_MS / perToken)));
-    post({ type: "prefill", id, done: total - left - 1, total });
+    event(id, "prefill", { done: total - left - 1, total });
   }
   return true;
 }
@@ -269,10 +285,18 @@ async function injectFaults(tokens) {
   if (slow) await new Promise((r) => setTimeout(r, Number(slow[1])));
 }
 
-async function generate({ id, messages, text, options, reserve }) {
+/** Runs `work` as the one step that holds the engine; stop and queued requests wait for it. */
+async function holding(work) {
   stopRequested = false;
   generating = true;
-  try {
+  try { return await work(); } finally {
+    generating = false;
+    answerQueued();
+  }
+}
+
+function generate({ id, messages, text, options, reserve }) {
+  return holding(async () => {
     const start = startPrompt(id, { messages, text }, options, reserve);
     let reason = null;
     await prefillPrompt(id, start);
@@ -283,96 +307,83 @@ async function generate({ id, messages, text, options, reserve }) {
       if (stopRequested) { engine.stop(); reason = "stopped"; break; }
       const step = await engine.next();
       if (step === null) break;
-      post({ type: "token", id, step });
+      event(id, "token", { step });
       if (step.done) { reason = step.done; break; }
       if (fault) await injectFaults(++tokensPosted);
     }
-    post({ type: "done", id, reason, stats: engine.stats(), wasm_bytes: wasm?.memory.buffer.byteLength ?? null });
-  } finally {
-    generating = false;
-    answerQueued();
-  }
+    return { reason, stats: engine.stats(), wasm_bytes: wasm?.memory.buffer.byteLength ?? null };
+  });
 }
 
 // Classroom mode: one token per request, and the next token's distribution computed ahead
 // (peek), so that the page can show the candidates before the draw and force any of them.
-let classroom = null; // {id}
+let classroom = false; // a classroom answer is running between steps
 
-async function peekAndPost(id, topN) {
+/** The next token's candidates and pipeline, or how the answer ended. */
+async function peekNext(topN) {
   const candidates = await engine.peek();
-  if (candidates === null) { classroom = null; post({ type: "cdone", id, stats: engine.stats() }); return; }
-  post({ type: "cpeek", id, candidates, pipeline: engine.pipeline(null, topN) });
+  if (candidates === null) { classroom = false; return { done: true, reason: null, stats: engine.stats() }; }
+  return { candidates, pipeline: engine.pipeline(null, topN) };
 }
 
-async function classroomStart({ id, messages, ids, options, reserve }) {
-  stopRequested = false;
-  generating = true;
-  try {
+function classroomStart({ id, messages, ids, options, reserve }) {
+  return holding(async () => {
     const start = startPrompt(id, { messages, ids }, options, reserve);
-    if (!(await prefillPrompt(id, start))) { engine.stop(); post({ type: "cdone", id, stats: engine.stats(), reason: "stopped" }); return; }
-    classroom = { id };
-    await peekAndPost(id, options.top_n || 10);
-  } finally {
-    generating = false;
-    answerQueued();
-  }
+    if (!(await prefillPrompt(id, start))) { engine.stop(); return { done: true, reason: "stopped", stats: engine.stats() }; }
+    classroom = true;
+    return peekNext(options.top_n || 10);
+  });
 }
 
-async function classroomStep({ id, forced, sampling, topN }) {
-  if (!classroom || classroom.id !== id) throw new Error("no classroom answer is running: send a message first");
-  generating = true;
-  try {
+function classroomStep({ forced, sampling, topN }) {
+  if (!classroom) throw new Error("no classroom answer is running: send a message first");
+  return holding(async () => {
     if (sampling) engine.set_sampling(sampling);
     const step = engine.commit(forced ?? undefined);
-    if (step === null) { classroom = null; post({ type: "cdone", id, stats: engine.stats() }); return; }
-    post({ type: "ctoken", id, step, forced: forced ?? null });
-    if (step.done) { classroom = null; post({ type: "cdone", id, stats: engine.stats(), reason: step.done }); return; }
-    await peekAndPost(id, topN || 10);
-  } finally {
-    generating = false;
-    answerQueued();
-  }
+    if (step === null) { classroom = false; return { step: null, forced: null, next: { done: true, reason: null, stats: engine.stats() } }; }
+    if (step.done) { classroom = false; return { step, forced: forced ?? null, next: { done: true, reason: step.done, stats: engine.stats() } }; }
+    return { step, forced: forced ?? null, next: await peekNext(topN || 10) };
+  });
 }
 
-function tokens({ id, which, text, messages }) {
+function tokens({ text, messages }) {
   const prompt = messages ? engine.render(messages) : text;
   const ids = Array.from(engine.tokenize(prompt));
-  post({ type: "tokens", id, which, ids, texts: engine.token_texts(Uint32Array.from(ids)) });
+  return { ids, texts: engine.token_texts(Uint32Array.from(ids)) };
 }
 
+// What each op does. Ops that only read the engine wait while a step holds it.
+const OPS = {
+  load: (data) => { loadId = data.id; return load(data).finally(() => { loadId = null; }); },
+  generate,
+  stop: () => {
+    stopRequested = true;
+    if (classroom && !generating) { engine.stop(); classroom = false; }
+    return null;
+  },
+  reset: () => {
+    classroom = false;
+    if (engine && !generating) engine.reset(); else stopRequested = true;
+    return null;
+  },
+  cstart: classroomStart,
+  cstep: classroomStep,
+  cpipeline: (data) => (classroom ? engine.pipeline(data.sampling, data.topN || 10) : null),
+  tokens,
+  fit: (data) => engine.fit(data.messages, data.reserve),
+  render: (data) => engine.render(data.messages),
+};
+const WAIT_FOR_STEP = new Set(["cpipeline", "tokens", "fit", "render"]);
+
 async function handle(data) {
+  const op = OPS[data.op];
+  if (generating && WAIT_FOR_STEP.has(data.op)) { enqueue(data); return; }
   try {
-    switch (data.type) {
-      case "load": await load(data); break;
-      case "generate": await generate(data); break;
-      case "stop":
-        stopRequested = true;
-        if (classroom && !generating) { engine.stop(); post({ type: "cdone", id: classroom.id, stats: engine.stats(), reason: "stopped" }); classroom = null; }
-        break;
-      case "cstart": await classroomStart(data); break;
-      case "cstep": await classroomStep(data); break;
-      case "cpipeline":
-        if (generating) { queued = queued.filter((q) => q.type !== "cpipeline"); queued.push(data); break; }
-        if (classroom) post({ type: "cpipeline", id: classroom.id, pipeline: engine.pipeline(data.sampling, data.topN || 10) });
-        break;
-      case "tokens":
-        if (generating) { queued = queued.filter((q) => !(q.type === "tokens" && q.which === data.which)); queued.push(data); break; }
-        tokens(data);
-        break;
-      case "reset": classroom = null; if (engine && !generating) engine.reset(); else stopRequested = true; break;
-      case "fit":
-        if (generating) { queued = queued.filter((q) => q.type !== "fit"); queued.push(data); break; }
-        try { post({ type: "fit", id: data.id, fit: engine.fit(data.messages, data.reserve) }); }
-        catch (e) { post({ type: "fit", id: data.id, error: errorText(e) }); }
-        break;
-      case "render":
-        if (generating) { queued.push(data); break; }
-        post({ type: "rendered", id: data.id, text: engine.render(data.messages) });
-        break;
-    }
+    if (!op) throw new Error(`unknown op ${data.op}`);
+    if (!engine && data.op !== "load") throw new Error("no model is loaded");
+    post({ id: data.id, type: "result", value: await op(data) });
   } catch (e) {
-    const message = e instanceof LoadError ? null : errorText(e);
-    post({ type: "error", id: data.id, op: data.type, kind: e.kind || null, vars: e.vars || null, message });
+    post({ id: data.id, type: "error", error: asError(e) });
   }
 }
 

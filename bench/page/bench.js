@@ -1,5 +1,5 @@
 // One benchmark subject per page load (`?which=`): Ember on WebGPU or on the CPU through the web
-// app's own worker and message protocol (so the figures are the ones the app's UI shows), or
+// app's own engine client and worker (so the figures are the ones the app's UI shows), or
 // wllama (llama.cpp in wasm) with one or two threads. Each run loads the model (the first run
 // of a fresh profile is the cold load; later ones come from the browser's cache), runs an unmeasured
 // warm-up generation, then the measured one: the same prompt, greedy, a fixed number of tokens
@@ -18,59 +18,43 @@ async function memoryBytes() {
   try { return (await performance.measureUserAgentSpecificMemory()).bytes; } catch { return null; }
 }
 
-// ---------------------------------------------------------------- Ember, through the app's worker
-function emberRun(backend) {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker("/app/worker.js", { type: "module" });
-    const out = {};
-    const t0 = performance.now();
-    let step = "load";
-    const fail = (m) => { worker.terminate(); reject(new Error(`${which} ${step}: ${m}`)); };
-    const generate = (max_tokens, id) => worker.postMessage({
-      type: "generate", id, text: prompt, reserve: 0,
-      options: { sampling: { temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1 }, max_tokens, top_n: 1, ignore_eos: true },
-    });
-    worker.onerror = (e) => fail(e.message);
-    worker.onmessage = async ({ data }) => {
-      switch (data.type) {
-        case "ready":
-          out.load_s = data.load_s;
-          out.page_load_s = (performance.now() - t0) / 1000;
-          out.n_params = data.info.n_params;
-          out.weight_bytes = data.info.weight_bytes;
-          out.gpu_weight_bytes = data.info.gpu_weight_bytes ?? null;
-          out.backend = data.backend;
-          step = "warm-up";
-          generate(4, "warm");
-          break;
-        case "start":
-          if (data.id === "bench") out.prompt_tokens = data.prompt_tokens;
-          break;
-        case "done":
-          if (data.id === "warm") {
-            worker.postMessage({ type: "reset" }); // the measured run prefills the whole prompt again
-            step = "measured run";
-            out.t_gen = performance.now();
-            generate(nPredict, "bench");
-            break;
-          }
-          out.total_s = (performance.now() - out.t_gen) / 1000;
-          delete out.t_gen;
-          out.prefill_tok_s = data.stats.prefill_tok_s;
-          out.decode_tok_s = data.stats.decode_tok_s;
-          out.decode_tokens = data.stats.decode_tokens;
-          out.wasm_bytes = data.wasm_bytes;
-          out.memory_bytes = await memoryBytes();
-          worker.terminate();
-          resolve(out);
-          break;
-        case "error": case "fatal":
-          fail(data.message || data.kind);
-          break;
-      }
-    };
-    worker.postMessage({ type: "load", source: { url: model }, backend, limits: { max_context: 1024 } });
-  });
+// ---------------------------------------------------------------- Ember, through the app's engine client
+async function emberRun(backend) {
+  const { EngineClient } = await import("/app/js/engine-client.js");
+  const out = {};
+  const t0 = performance.now();
+  let step = "load";
+  let engine = null;
+  const generate = (max_tokens, on = {}) => engine.generate({
+    text: prompt, reserve: 0,
+    options: { sampling: { temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1 }, max_tokens, top_n: 0, ignore_eos: true },
+  }, on);
+  try {
+    engine = await EngineClient.load({ url: model }, { backend, limits: { max_context: 1024 } });
+    out.load_s = engine.loadS;
+    out.page_load_s = (performance.now() - t0) / 1000;
+    out.n_params = engine.info.n_params;
+    out.weight_bytes = engine.info.weight_bytes;
+    out.gpu_weight_bytes = engine.info.gpu_weight_bytes ?? null;
+    out.backend = engine.backend;
+    step = "warm-up";
+    await generate(4);
+    await engine.reset(); // the measured run prefills the whole prompt again
+    step = "measured run";
+    const t1 = performance.now();
+    const done = await generate(nPredict, { start: (e) => { out.prompt_tokens = e.prompt_tokens; } });
+    out.total_s = (performance.now() - t1) / 1000;
+    out.prefill_tok_s = done.stats.prefill_tok_s;
+    out.decode_tok_s = done.stats.decode_tok_s;
+    out.decode_tokens = done.stats.decode_tokens;
+    out.wasm_bytes = done.wasm_bytes;
+    out.memory_bytes = await memoryBytes();
+    return out;
+  } catch (e) {
+    throw new Error(`${which} ${step}: ${e.kind ? `${e.kind}: ` : ""}${e.message}`);
+  } finally {
+    engine?.terminate();
+  }
 }
 
 // ---------------------------------------------------------------- wllama

@@ -24,10 +24,11 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-/** `api`: {post, conv, saveConv, renderTranscript, settings, setSetting, info, setBusy, add, history, nextId, notice} */
+/** `api`: {engine() (the EngineClient), conv, path, historyBefore, add, saveConv, renderTranscript,
+ *  settings (settings.js), info, setBusy, notice, error(e), download, onToggle} */
 export function createClassroom(api) {
   let on = false;
-  let run = null; // {id, convId, nodeId, forceNext}
+  let run = null; // {convId, nodeId, seed}
   let current = null; // {pipeline} for the next token
   let playing = false;
   let playTimer = null;
@@ -50,27 +51,65 @@ export function createClassroom(api) {
     $("c-play").setAttribute("aria-pressed", String(playing));
   }
 
-  function options() {
-    const s = api.settings();
-    return { max_tokens: s.max_tokens, top_n: TOP_N, sampling: sampling() };
+  /** The sampler settings; one seed for the whole answer. */
+  function sampling() {
+    const s = api.settings.sampling(run?.seed ?? null);
+    if (run) run.seed = s.seed;
+    return s;
   }
 
-  function sampling() {
-    const s = api.settings();
-    const seed = s.seed === "" ? Math.floor(Math.random() * 2 ** 31) : Number(s.seed);
-    if (run && run.seed === undefined) run.seed = seed;
-    return { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p, repeat_penalty: s.repeat_penalty, repeat_window: 64, seed: run?.seed ?? seed };
+  function nodeOf(id) {
+    return api.conv().id === run?.convId ? api.conv().nodes[id] : null;
+  }
+
+  /** Runs `request` for the answer `r`; what it resolves to is taken only if `r` still runs. */
+  function follow(r, request, then) {
+    request.then((v) => { if (run === r) then(v); }, (e) => { if (run === r) api.error(e); });
   }
 
   /** Starts a classroom answer in `node` (an assistant node), from a conversation or from ids. */
   function begin(node, { messages, ids, forceFirst = null }) {
     const c = api.conv();
-    run = { id: api.nextId(), convId: c.id, nodeId: node.id, forceNext: forceFirst };
+    const r = { convId: c.id, nodeId: node.id };
+    run = r;
     current = null;
     renderNext();
     api.setBusy(true);
-    const o = options();
-    api.post({ type: "cstart", id: run.id, messages, ids, options: o, reserve: o.max_tokens });
+    const options = { max_tokens: api.settings.read().max_tokens, top_n: TOP_N, sampling: sampling() };
+    const started = api.engine().classroomStart({ messages, ids, options, reserve: options.max_tokens }, {
+      start: (e) => {
+        const n = nodeOf(r.nodeId);
+        if (run !== r) return;
+        if (n && e.prompt_ids && !n.prompt_ids) { n.prompt_ids = e.prompt_ids; api.saveConv(); }
+        if (e.fit?.dropped > 0) api.notice(t("trimmed", { n: e.fit.dropped }), "info");
+      },
+    });
+    follow(r, started, (next) => showNext(next, forceFirst));
+  }
+
+  /** What the engine said comes next: the candidates for the next token, or the end. */
+  function showNext(next, force = null) {
+    if (next.done) { finish(next.reason || "eos"); return; }
+    current = { pipeline: next.pipeline };
+    api.setBusy(false);
+    renderNext();
+    if (force !== null) step(force); else if (playing) schedule();
+    updateControls();
+  }
+
+  function finish(reason) {
+    const node = nodeOf(run.nodeId);
+    if (node) {
+      node.partial = false;
+      node.reason = reason;
+      api.saveConv();
+    }
+    run = null;
+    current = null;
+    pause();
+    api.setBusy(false);
+    api.renderTranscript();
+    renderNext();
   }
 
   function step(forced = null) {
@@ -79,7 +118,19 @@ export function createClassroom(api) {
     current = null;
     renderNext(); // the old candidates go: they belong to the token being drawn
     api.setBusy(true);
-    api.post({ type: "cstep", id: r.id, forced, sampling: sampling(), topN: TOP_N });
+    follow(r, api.engine().classroomStep({ forced, sampling: sampling(), topN: TOP_N }), ({ step: s, forced: f, next }) => {
+      const node = nodeOf(r.nodeId);
+      if (s && node) {
+        const chosen = s.top.find((c) => c.token === s.token);
+        node.trace = node.trace || [];
+        node.trace.push({ id: s.token, text: s.text, p: chosen ? chosen.prob : 0, forced: f !== null,
+                          top: s.top.map((c) => ({ id: c.token, text: c.text, p: c.prob })) });
+        node.content += s.text;
+        api.saveConv();
+        api.renderTranscript();
+      }
+      showNext(next);
+    });
   }
 
   function play() {
@@ -95,60 +146,6 @@ export function createClassroom(api) {
   function schedule() {
     clearTimeout(playTimer);
     playTimer = setTimeout(() => { if (playing) step(); }, Number($("c-speed").value));
-  }
-
-  function nodeOf(id) {
-    return api.conv().id === run?.convId ? api.conv().nodes[id] : null;
-  }
-
-  // ------------------------------------------------------------ worker messages
-  function onMessage(data) {
-    if (!run || data.id !== run.id) return ["cpeek", "ctoken", "cdone", "cpipeline"].includes(data.type) ? true : data.type === "tokens" ? onTokens(data) : false;
-    const node = nodeOf(run.nodeId);
-    switch (data.type) {
-      case "start":
-        if (node && data.prompt_ids && !node.prompt_ids) { node.prompt_ids = data.prompt_ids; api.saveConv(); }
-        if (data.fit?.dropped > 0) api.notice(t("trimmed", { n: data.fit.dropped }), "info");
-        return true;
-      case "cpeek":
-        current = { pipeline: data.pipeline };
-        api.setBusy(false);
-        renderNext();
-        if (run.forceNext !== null) { const f = run.forceNext; run.forceNext = null; step(f); } else if (playing) schedule();
-        updateControls();
-        return true;
-      case "cpipeline":
-        if (current) { current.pipeline = data.pipeline; renderNext(); }
-        return true;
-      case "ctoken": {
-        if (node) {
-          const s = data.step;
-          const chosen = s.top.find((c) => c.token === s.token);
-          node.trace = node.trace || [];
-          node.trace.push({ id: s.token, text: s.text, p: chosen ? chosen.prob : 0, forced: data.forced !== null,
-                            top: s.top.map((c) => ({ id: c.token, text: c.text, p: c.prob })) });
-          node.content += s.text;
-          api.saveConv();
-          api.renderTranscript();
-        }
-        return true;
-      }
-      case "cdone":
-        if (node) {
-          node.partial = false;
-          node.reason = data.reason || "eos";
-          api.saveConv();
-        }
-        run = null;
-        current = null;
-        pause();
-        api.setBusy(false);
-        api.renderTranscript();
-        renderNext();
-        return true;
-      default:
-        return data.type === "tokens" ? onTokens(data) : false;
-    }
   }
 
   // ------------------------------------------------------------ the next token and its pipeline
@@ -193,14 +190,18 @@ export function createClassroom(api) {
     const form = $("c-sliders");
     for (const k of ["temperature", "top_k", "top_p", "min_p"]) {
       const v = Number(form.elements[k].value);
-      api.setSetting(k, k === "top_k" ? Math.round(v) : v);
+      api.settings.set(k, k === "top_k" ? Math.round(v) : v);
       form.querySelector(`output[for="c-${k}"]`).textContent = k === "top_k" && v === 0 ? t("off") : String(v);
     }
-    if (current) api.post({ type: "cpipeline", sampling: sampling(), topN: TOP_N });
+    if (!current) return;
+    const r = run;
+    api.engine().pipeline(sampling(), TOP_N).then((pipeline) => {
+      if (run === r && current && pipeline) { current.pipeline = pipeline; renderNext(); }
+    }, () => { /* a newer slider move superseded it */ });
   }
 
   function fillSliders() {
-    const s = api.settings();
+    const s = api.settings.read();
     const form = $("c-sliders");
     for (const k of ["temperature", "top_k", "top_p", "min_p"]) {
       form.elements[k].value = s[k];
@@ -248,10 +249,10 @@ export function createClassroom(api) {
   function branch(node, i, tokenId) {
     if (!node.prompt_ids) return;
     if (run) {
-      // The running answer ends here, as it is; its worker-side end is for an old id.
+      // The running answer ends here, as it is.
       const old = nodeOf(run.nodeId);
       if (old) { old.partial = false; old.reason = "stopped"; }
-      api.post({ type: "stop" });
+      api.engine().stop();
     }
     const c = api.conv();
     const prefix = node.trace.slice(0, i);
@@ -267,20 +268,23 @@ export function createClassroom(api) {
     if (!on) return;
     clearTimeout(tokTimer);
     tokTimer = setTimeout(() => {
-      api.post({ type: "tokens", id: 0, which: "draft", text: draft });
-      api.post({ type: "tokens", id: 0, which: "prompt", messages });
+      const engine = api.engine();
+      if (!engine) return;
+      for (const [which, args] of [["draft", { text: draft }], ["prompt", { messages }]]) {
+        engine.tokens(args).then((r) => showTokens(which, r), () => { /* superseded, or the engine went */ });
+      }
     }, 250);
   }
 
-  function onTokens(data) {
-    const box = $(data.which === "draft" ? "c-draft-tokens" : "c-prompt-tokens");
+  function showTokens(which, data) {
+    const box = $(which === "draft" ? "c-draft-tokens" : "c-prompt-tokens");
     box.replaceChildren();
     data.ids.forEach((id, i) => {
       const text = data.texts[i];
       const special = /^<\|.*\|>$|^<\/?s>$/.test(text);
       box.append(el("span", { class: `chip c${i % 6}` + (special ? " special" : ""), title: `id ${id}` }, el("span", { text: visible(text) }), el("sub", { text: String(id) })));
     });
-    if (data.which === "prompt") {
+    if (which === "prompt") {
       const limit = api.info()?.max_context || 1;
       $("c-prompt-count").textContent = t("promptTokens", { n: data.ids.length, limit });
       $("c-prompt-meter").max = limit;
@@ -288,7 +292,6 @@ export function createClassroom(api) {
     } else {
       $("c-draft-count").textContent = t("draftTokens", { n: data.ids.length });
     }
-    return true;
   }
 
   // ------------------------------------------------------------ trace export
@@ -298,7 +301,7 @@ export function createClassroom(api) {
   }
 
   function traceJson(node) {
-    const s = api.settings();
+    const s = api.settings.read();
     return JSON.stringify({
       format: "ember-trace", version: 1, model: api.info()?.name || "", prompt_ids: node.prompt_ids || [],
       messages: api.historyBefore(node),
@@ -331,9 +334,10 @@ export function createClassroom(api) {
 
   wire();
   return {
-    setOn, isOn: () => on, begin, onMessage, decorate, refreshTokens, fillSliders, updateControls,
+    setOn, isOn: () => on, begin, decorate, refreshTokens, fillSliders, updateControls,
     running: (nodeId) => run?.nodeId === nodeId,
-    active: () => Boolean(run), stop: () => { pause(); if (run) api.post({ type: "stop" }); },
+    active: () => Boolean(run),
+    stop: () => { if (!run) return; api.engine()?.stop(); finish("stopped"); },
     reset: () => { run = null; current = null; pause(); renderNext(); },
     selected: () => selected,
   };

@@ -29,6 +29,8 @@ const STRINGS = {
     params: "{n} parameters", stopped: "stopped", interrupted: "interrupted: regenerate to finish",
     contextMeter: "Context: {n} / {limit} tokens", trimmed: "{n} earlier messages are left out of the prompt to fit the context window.",
     tooLong: "This message is too long for the context window ({n} tokens needed, {limit} available).",
+    err_context_full: "This is too long for the context window ({needed} tokens needed, {limit} available).",
+    err_too_large: "The model is too large for this device: its weights need about {needed_mb} MB, and {limit_mb} MB are allowed.",
     statsLine: "first token {ttft} s · prompt {pt} tok/s · {dt} tok/s · {n} tokens",
     engineRestarted: "The engine stopped ({m}); it was restarted on the CPU.",
     errTitle: "Error", errNotFound: "The model was not found (HTTP 404) at {url}.",
@@ -104,6 +106,8 @@ const STRINGS = {
     params: "{n} 参数", stopped: "已停止", interrupted: "已中断：重新生成以完成",
     contextMeter: "上下文：{n} / {limit} 个词元", trimmed: "为适应上下文窗口，提示中省略了较早的 {n} 条消息。",
     tooLong: "此消息超出上下文窗口（需要 {n} 个词元，可用 {limit} 个）。",
+    err_context_full: "内容超出上下文窗口（需要 {needed} 个词元，可用 {limit} 个）。",
+    err_too_large: "模型对此设备来说太大：其权重约需 {needed_mb} MB，而只允许 {limit_mb} MB。",
     statsLine: "首个词元 {ttft} 秒 · 提示 {pt} 词元/秒 · {dt} 词元/秒 · {n} 个词元",
     engineRestarted: "引擎已停止（{m}），已在 CPU 上重新启动。",
     errTitle: "错误", errNotFound: "找不到模型（HTTP 404）：{url}。",
@@ -165,6 +169,9 @@ export function pickLang(params, saved, navLangs) {
 
 let lang = "en";
 export const getLang = () => lang;
+
+/** Whether `key` has a translation. */
+export const has = (key) => key in STRINGS.en;
 
 export function t(key, vars = {}) {
   const s = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;

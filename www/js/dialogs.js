@@ -1,0 +1,133 @@
+// The Model dialog (the model card, a model from a URL, files or a folder, dropped files, the
+// stored models and conversations) and the classroom's table of GPT sizes.
+import { t } from "./i18n.js";
+import * as modelCache from "./model-cache.js";
+import { iconButton } from "./transcript.js";
+
+const $ = (id) => document.getElementById(id);
+
+/** 135M, 1.5B, 175B. */
+export const count = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)}B` : n >= 1e6 ? `${(n / 1e6).toFixed(0)}M` : `${(n / 1e3).toFixed(0)}K`);
+
+/** The loaded model's card; `engine` is the EngineClient (or null before a model is ready). */
+export function renderModelCard(engine) {
+  const dl = $("model-card");
+  dl.replaceChildren();
+  if (!engine) return;
+  const i = engine.info;
+  const c = i.config;
+  const rows = [
+    ["card_arch", i.architecture + (i.name ? ` · ${i.name}` : "")],
+    ["card_format", i.format],
+    ["card_mode", i.has_chat_template ? t("modeChat") : t("modeCompletion")],
+    ["card_positions", i.architecture === "gpt2" ? t("posLearned") : t("posRope", { theta: c.rope_theta.toLocaleString("en-US") })],
+    ["card_params", `${count(i.n_params)} (${i.n_params.toLocaleString("en-US")})`],
+    ["card_layers", c.n_layer], ["card_heads", `${c.n_head} / ${c.n_kv_head}`],
+    ["card_width", c.d_model], ["card_ffn", c.d_ff], ["card_vocab", c.vocab_size],
+    ["card_ctx", `${i.max_context} / ${c.context_length}`],
+    ["card_quant", i.tensor_types.map(([n, k]) => `${n} ×${k}`).join(", ")],
+    ["card_size", `${(i.file_size / 1e6).toFixed(1)} MB`],
+    // On WebGPU, what the GPU allocator counted while the weights loaded; else the computed size.
+    ["card_weights", `${((i.gpu_weight_bytes ?? i.weight_bytes) / 1e6).toFixed(1)} MB` + (i.gpu_weight_bytes != null ? ` (${t("gpuCounted")})` : "")],
+    ["card_license", i.license || "—"],
+    ["card_org", i.organization || "—"],
+    ["card_langs", i.languages.length ? i.languages.join(", ") : "—"],
+    ["card_data", i.datasets.length ? i.datasets.join(", ") : t("notStated")],
+    ["card_backend", engine.backend === "webgpu" ? "WebGPU" : "CPU (wasm)"],
+    ["card_load", `${engine.loadS.toFixed(1)} s`],
+  ];
+  for (const [k, v] of rows) {
+    const dt = document.createElement("dt");
+    dt.textContent = t(k);
+    const dd = document.createElement("dd");
+    dd.textContent = String(v ?? "—");
+    dl.append(dt, dd);
+  }
+}
+
+/** The stored models, each with its delete button, and the storage estimate. */
+export async function renderStorage() {
+  const ul = $("stored-models");
+  let models = [];
+  try { models = await modelCache.list(); } catch { /* no OPFS */ }
+  ul.replaceChildren();
+  if (!models.length) {
+    const li = document.createElement("li");
+    li.textContent = t("noModels");
+    ul.append(li);
+  }
+  for (const m of models) {
+    const li = document.createElement("li");
+    li.dataset.key = m.key;
+    const label = document.createElement("span");
+    label.textContent = `${m.name} · ${(m.size / 1e6).toFixed(1)} MB` + (m.complete ? (m.verified ? ` · ${t("verified")}` : "") : ` · ${t("partial")}`);
+    label.title = m.url;
+    li.append(label, iconButton("✕", `${t("deleteModel")}: ${m.name}`, async () => { await modelCache.remove(m.key); renderStorage(); }));
+    ul.append(li);
+  }
+  try {
+    const { usage = 0, quota = 0 } = await navigator.storage.estimate();
+    $("storage-used").textContent = t("storageUsed", { used: (usage / 1e6).toFixed(1), quota: (quota / 1e6).toFixed(0) });
+  } catch { $("storage-used").textContent = ""; }
+}
+
+/** GPT-1/2/3 next to the loaded model: the same recipe, at very different sizes. */
+export function renderHistoryTable(engine) {
+  const table = $("c-history");
+  const rows = [["GPT-1 (2018)", 12, 768, 12, 512, "117M"], ["GPT-2 (2019)", 48, 1600, 25, 1024, "1.5B"], ["GPT-3 (2020)", 96, 12288, 96, 2048, "175B"]];
+  if (engine) {
+    const c = engine.info.config;
+    rows.push([`${t("h_this")}: ${engine.info.name || engine.info.architecture}`, c.n_layer, c.d_model, `${c.n_head} (${c.n_kv_head} KV)`, c.context_length, count(engine.info.n_params)]);
+  }
+  const head = document.createElement("tr");
+  for (const k of ["h_model", "h_layers", "h_width", "h_heads", "h_ctx", "h_params"]) {
+    const th = document.createElement("th");
+    th.textContent = t(k);
+    head.append(th);
+  }
+  table.replaceChildren(head);
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    for (const v of r) { const td = document.createElement("td"); td.textContent = String(v); tr.append(td); }
+    table.append(tr);
+  }
+}
+
+/** Wires the Model dialog: `load(source, backend)` loads a model, `importFile(file)` a
+ *  conversation, `deleteAll()` removes every conversation, `engine()` the current engine. */
+export function wireModelDialog({ load, importFile, deleteAll, engine }) {
+  const params = new URLSearchParams(location.search);
+  $("open-model").addEventListener("click", () => { renderModelCard(engine()); renderStorage(); $("model-dialog").showModal(); });
+  $("delete-all").addEventListener("click", deleteAll);
+  $("backend-choice").value = params.get("backend") || "auto";
+  const pref = () => $("backend-choice").value;
+  $("load-url").addEventListener("click", () => {
+    const url = $("model-url").value.trim();
+    if (url) load({ url: new URL(url, location.href).href }, pref());
+  });
+  $("model-url").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("load-url").click(); } });
+  // One .gguf, or a model folder's files (picked together, or as a folder).
+  const pickFiles = (list) => {
+    const files = [...list];
+    if (files.length === 1 && !files[0].name.endsWith(".json")) load({ file: files[0] }, pref());
+    else if (files.length) load({ files }, pref());
+  };
+  $("model-file").addEventListener("change", (e) => pickFiles(e.target.files));
+  $("model-folder").addEventListener("change", (e) => pickFiles(e.target.files));
+
+  // Drag and drop a .gguf (or a conversation's JSON) anywhere on the page.
+  let depth = 0;
+  const overlay = $("drop-overlay");
+  const hasFiles = (e) => [...(e.dataTransfer?.types || [])].includes("Files");
+  addEventListener("dragenter", (e) => { if (hasFiles(e)) { depth += 1; overlay.hidden = false; } });
+  addEventListener("dragleave", () => { depth = Math.max(0, depth - 1); if (!depth) overlay.hidden = true; });
+  addEventListener("dragover", (e) => { if (hasFiles(e)) e.preventDefault(); });
+  addEventListener("drop", (e) => {
+    e.preventDefault();
+    depth = 0;
+    overlay.hidden = true;
+    const files = [...(e.dataTransfer?.files || [])];
+    if (!files.length) return;
+    if (files.length === 1 && files[0].name.endsWith(".json")) importFile(files[0]); else pickFiles(files);
+  });
+}
