@@ -591,7 +591,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        self.cached.extend(g.pending.drain(..));
+        self.cached.append(&mut g.pending);
         let dt = now_s() - t0;
         if g.produced.is_empty() {
             self.stats.prefill_tokens += n;
@@ -734,6 +734,7 @@ impl Engine {
 
     /// Native, blocking form of [`Engine::next_async`].
     #[cfg(not(target_arch = "wasm32"))]
+    #[allow(clippy::should_implement_trait)] // a fallible step that may block, not an iterator
     pub fn next(&mut self) -> Result<Option<Step>> {
         pollster::block_on(self.next_async())
     }

@@ -272,9 +272,9 @@ pub fn unpack(layout: &BlockLayout, b: &[u8], out: &mut [Sub]) {
         Order::Nibbles => {
             let qh = layout.qh_at.map_or(0, |at| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
             out[0] = one;
-            for j in 0..16 {
-                out[0].q[j] = (qs[j] & 0x0F) | (((qh >> j) & 1) << 4) as u8;
-                out[0].q[j + 16] = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+            for (j, &b) in qs[..16].iter().enumerate() {
+                out[0].q[j] = (b & 0x0F) | (((qh >> j) & 1) << 4) as u8;
+                out[0].q[j + 16] = (b >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
             }
         }
         Order::KQuant => {
@@ -334,7 +334,7 @@ pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()>
     let n = out.len();
     let bs = ty.block_size();
     let ts = ty.type_size();
-    if n % bs != 0 || data.len() != n / bs * ts {
+    if !n.is_multiple_of(bs) || data.len() != n / bs * ts {
         return Err(Error::gguf(format!("{} data of {} bytes does not hold {n} elements", ty.name(), data.len())));
     }
     let blocks = data.chunks_exact(ts).zip(out.chunks_exact_mut(bs));

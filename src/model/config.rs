@@ -133,10 +133,10 @@ impl DecoderConfig {
                 return bad(format!("{name} {v} is outside 1..={max}"));
             }
         }
-        if self.d_model % self.n_head != 0 {
+        if !self.d_model.is_multiple_of(self.n_head) {
             return bad(format!("embedding width {} is not divisible by {} heads", self.d_model, self.n_head));
         }
-        if self.n_head % self.n_kv_head != 0 {
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad(format!("{} heads cannot be grouped over {} KV heads", self.n_head, self.n_kv_head));
         }
         let f = self.arch.family();
@@ -144,7 +144,7 @@ impl DecoderConfig {
             return bad(format!("GPT-2 with {} KV heads for {} heads", self.n_kv_head, self.n_head));
         }
         if !f.learned_positions {
-            if self.head_dim() % 2 != 0 {
+            if !self.head_dim().is_multiple_of(2) {
                 return bad(format!("head width {} is odd; RoPE rotates pairs", self.head_dim()));
             }
             if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {

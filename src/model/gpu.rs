@@ -240,7 +240,7 @@ impl QWeight {
     pub fn new(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize, device: &Device) -> Result<Self> {
         let format = QFormat::of(ty).ok_or_else(|| Error::Unsupported(format!("{} blocks on the GPU", ty.name())))?;
         let (bs, ts) = (ty.block_size(), ty.type_size());
-        if cols % bs != 0 || bytes.len() != rows * cols / bs * ts {
+        if !cols.is_multiple_of(bs) || bytes.len() != rows * cols / bs * ts {
             return Err(Error::gguf(format!("{} data of {} bytes is not {rows} rows of {cols}", ty.name(), bytes.len())));
         }
         let p = Packed::new(format, ty, bytes);
@@ -637,7 +637,7 @@ mod kernels {
         sm: &Tensor<u32>,      // K-quant scale bytes
         out: &mut Tensor<f32>, // [n, cols]
         #[comptime] code: u32,
-        #[define(I)] _ids: ElemType,
+        #[define(I)] _id_type: ElemType,
     ) {
         let cols = out.shape(1);
         if ABSOLUTE_POS >= out.shape(0) * cols {

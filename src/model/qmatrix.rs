@@ -66,7 +66,7 @@ impl QMatrix {
     /// 8-bit formats are repacked from their unpacked blocks (`gguf::quant::subs`).
     pub fn new(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
         let (bs, ts) = (ty.block_size(), ty.type_size());
-        if cols % bs != 0 || bytes.len() != rows * cols / bs * ts {
+        if !cols.is_multiple_of(bs) || bytes.len() != rows * cols / bs * ts {
             return Err(Error::gguf(format!("{} data of {} bytes is not {rows} rows of {cols}", ty.name(), bytes.len())));
         }
         let subs = || ty.layout().map(|l| subs(l, bytes)).into_iter().flatten();

@@ -3,8 +3,6 @@
 //! (`model::gpu`: GGUF blocks in GPU memory, fused RMSNorm, RoPE and SwiGLU) and burn's
 //! operations elsewhere. Nothing is read back but the logits, once a step ([`Executor::read`]).
 
-use std::future::Future;
-
 use burn::tensor::module::{embedding, layer_norm, linear};
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
@@ -43,8 +41,8 @@ pub enum GpuMatrix {
     Projection(Tensor<2>),
     /// An f32 table `[rows, cols]`: looked up by row, or multiplied by as a tied head.
     Table(Tensor<2>),
-    /// GGUF blocks ([`QWeight`]).
-    Blocks(QWeight),
+    /// GGUF blocks ([`QWeight`]; boxed: it is four tensors).
+    Blocks(Box<QWeight>),
 }
 
 impl Executor for GpuExecutor {
@@ -61,7 +59,7 @@ impl Executor for GpuExecutor {
             return Err(Error::Unsupported(format!("a {}-D weight matrix", raw.shape.len())));
         };
         if QFormat::of(raw.ty).is_some() {
-            return Ok(GpuMatrix::Blocks(QWeight::new(raw.ty, &raw.bytes, rows, cols, &self.device)?));
+            return Ok(GpuMatrix::Blocks(Box::new(QWeight::new(raw.ty, &raw.bytes, rows, cols, &self.device)?)));
         }
         let values = raw.to_f32()?;
         Ok(if table {
@@ -165,11 +163,9 @@ impl Executor for GpuExecutor {
         x.slice([tokens - 1..tokens, 0..d])
     }
 
-    fn read(&self, x: Tensor<2>) -> impl Future<Output = Result<Vec<f32>>> {
-        async move {
-            let data = x.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
-            data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
-        }
+    async fn read(&self, x: Tensor<2>) -> Result<Vec<f32>> {
+        let data = x.into_data_async().await.map_err(|e| Error::Device(format!("reading logits back failed: {e:?}")))?;
+        data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
     }
 
     fn memory(&self) -> Option<DeviceMemory> {

@@ -42,7 +42,7 @@ fn generates_and_reports_the_distribution_of_each_step() {
         let sum: f32 = step.top.iter().map(|c| c.prob).sum();
         assert!(sum <= 1.0 + 1e-5 && step.top.len() == 5);
     }
-    assert!(n >= 1 && n <= 6);
+    assert!((1..=6).contains(&n));
     assert!(e.next().unwrap().is_none(), "a finished generation stays finished");
 }
 
@@ -90,7 +90,7 @@ fn follow_up_turns_reuse_the_cache_and_match_a_fresh_run() {
     let mut e = tiny_engine();
     let mut chat = vec![Message::new("user", "the he")];
     run(&mut e, &Prompt::Chat(chat.clone()), greedy(5));
-    chat.push(Message::new("assistant", &e.text().to_string()));
+    chat.push(Message::new("assistant", e.text()));
     chat.push(Message::new("user", "he"));
     let start = e.start(&Prompt::Chat(chat.clone()), greedy(5)).unwrap();
     assert!(start.reused >= 5, "reused only {} tokens", start.reused);
@@ -324,8 +324,7 @@ fn peek_then_commit_steps_like_next_and_a_forced_token_continues_like_a_fresh_st
     let mut e = tiny_engine();
     let start = e.start(&prompt, greedy(6)).unwrap();
     let mut got = Vec::new();
-    loop {
-        let Some(cands) = pollster::block_on(e.peek_async()).unwrap() else { break };
+    while let Some(cands) = pollster::block_on(e.peek_async()).unwrap() {
         // Peeking twice runs nothing again.
         let cached = e.cached_tokens().len();
         assert_eq!(pollster::block_on(e.peek_async()).unwrap().unwrap().len(), cands.len());
