@@ -241,12 +241,16 @@ function answerQueued() {
   for (const q of queued.splice(0)) handle(q);
 }
 
-/** Lets `data` wait for the running step; a newer request of the same op supersedes it. */
+/** Which waiting requests a newer one replaces: the same op on the same kind of input (a
+ *  text's tokens and a conversation's are different views). Renders all get their answer. */
+const supersedes = (a, b) => a.op === b.op && a.op !== "render" && (a.messages === undefined) === (b.messages === undefined);
+
+/** Lets `data` wait for the running step; a newer request of the same kind supersedes it. */
 function enqueue(data) {
-  for (const old of queued.filter((q) => q.op === data.op && data.op !== "render")) {
+  for (const old of queued.filter((q) => supersedes(q, data))) {
     post({ id: old.id, type: "error", error: { kind: "superseded", vars: {}, message: "superseded by a newer request" } });
   }
-  queued = queued.filter((q) => !(q.op === data.op && data.op !== "render"));
+  queued = queued.filter((q) => !supersedes(q, data));
   queued.push(data);
 }
 
