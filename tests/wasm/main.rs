@@ -4,7 +4,7 @@
 //! `engine::tiny_model_greedy_tokens_for_the_browser_tests`), a stop during prefill leaves
 //! the engine reusable, and the tiny Llama, Qwen2 and GPT-2 models, as folders and as GGUF, give
 //! `transformers`' greedy tokens, and a Llama with every GGUF block type gives the reference
-//! logits on WebGPU. Run by `scripts/test`.
+//! logits on both executors (WebGPU, and the CPU's SIMD128 kernels). Run by `scripts/test`.
 #![cfg(target_arch = "wasm32")]
 
 use ember::testkit::tiny_model_bytes;
