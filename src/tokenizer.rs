@@ -1,13 +1,22 @@
 //! The tokenizer, built with HF `tokenizers` from GGUF metadata (or from a `tokenizer.json`),
 //! and a streaming detokeniser that never emits half a UTF-8 character.
 
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::unicode::NFC;
+use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
+use tokenizers::{AddedToken, Model, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 
 use crate::error::{Error, Result};
 use crate::gguf::Metadata;
@@ -17,7 +26,7 @@ const TOKEN_TYPE_CONTROL: i128 = 3;
 const TOKEN_TYPE_USER_DEFINED: i128 = 4;
 
 /// Special tokens that end an assistant turn in the common chat formats, besides EOS.
-const END_OF_TURN: &[&str] = &["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>", "</s>"];
+const END_OF_TURN: &[&str] = &["<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|end|>", "<|endoftext|>", "<end_of_turn>", "</s>"];
 
 /// Text ↔ token ids for one model.
 #[derive(Clone)]
@@ -42,73 +51,35 @@ fn tk_err(e: impl std::fmt::Display) -> Error {
 
 impl Tokenizer {
     /// Builds the tokenizer that `tokenizer.ggml.*` describes: a byte-level BPE (`gpt2`
-    /// model) with the pre-tokenizer `tokenizer.ggml.pre` names, control and user-defined
-    /// tokens as added tokens, and the BOS/EOS ids and flags.
+    /// model) with the pre-tokenizer `tokenizer.ggml.pre` names, or a SentencePiece vocabulary
+    /// (`llama` model: a BPE whose merges the scores rank, with byte fallback), as transformers'
+    /// GGUF loader builds each; control tokens as special tokens, user-defined ones as added
+    /// tokens matched as written; the BOS/EOS ids and flags.
     pub fn from_gguf(meta: &Metadata) -> Result<Self> {
         let model: String = meta.req("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(Error::Unsupported(format!("tokenizer model `{model}` (Ember reads byte-level BPE, `gpt2`; give a tokenizer.json for others)")));
-        }
         let tokens: Vec<String> = meta.req("tokenizer.ggml.tokens")?;
-        let merges: Vec<String> = meta.req("tokenizer.ggml.merges")?;
-        let types: Option<Vec<i128>> = match meta.get("tokenizer.ggml.token_type") {
-            None => None,
-            Some(crate::gguf::Value::Array(a)) => {
-                Some(a.iter().map(|v| v.as_i128().ok_or_else(|| Error::bad_key("tokenizer.ggml.token_type", "expected integers"))).collect::<Result<_>>()?)
-            }
-            Some(_) => return Err(Error::bad_key("tokenizer.ggml.token_type", "expected an array")),
-        };
-        if let Some(t) = &types {
-            if t.len() != tokens.len() {
-                return Err(Error::bad_key("tokenizer.ggml.token_type", format!("has {} entries for {} tokens", t.len(), tokens.len())));
-            }
-        }
-        let mut vocab = tokenizers::models::bpe::Vocab::default();
-        vocab.reserve(tokens.len());
-        for (i, t) in tokens.iter().enumerate() {
-            if vocab.insert(t.clone(), i as u32).is_some() {
-                return Err(Error::Tokenizer(format!("the vocabulary lists `{t}` twice")));
-            }
-        }
-        let merges = merges
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let (a, b) = m.split_once(' ').ok_or_else(|| Error::Tokenizer(format!("merge {i} `{m}` is not two tokens")))?;
-                if !vocab.contains_key(a) || !vocab.contains_key(b) || !vocab.contains_key(&format!("{a}{b}")) {
-                    return Err(Error::Tokenizer(format!("merge {i} `{m}` uses tokens that are not in the vocabulary")));
-                }
-                Ok((a.to_string(), b.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(tk_err)?;
-
-        let pre: String = meta.opt("tokenizer.ggml.pre")?.unwrap_or_else(|| "default".into());
-        // llama.cpp's names for the pre-tokenizer regexes (llama-vocab.cpp).
-        let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
-        let pre_tokenizer = match pre.as_str() {
-            // GPT-2's own split.
-            "default" | "gpt2" | "gpt-2" => byte_level,
-            // Each digit alone, then GPT-2's split (SmolLM, StarCoder).
-            "smollm" | "starcoder" | "refact" => PreTokenizerWrapper::Sequence(Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level])),
+        let types = token_types(meta, tokens.len())?;
+        let (mut inner, sentencepiece) = match model.as_str() {
+            "gpt2" => (byte_level_bpe(meta, &tokens)?, false),
+            "llama" => (sentencepiece_bpe(meta, &tokens)?, true),
             other => {
-                return Err(Error::Unsupported(format!("pre-tokenizer `{other}` (supported: default, gpt2, smollm, starcoder); give a tokenizer.json instead")))
+                return Err(Error::Unsupported(format!(
+                    "tokenizer model `{other}` (Ember reads byte-level BPE, `gpt2`, and SentencePiece, `llama`; give a tokenizer.json for others)"
+                )))
             }
         };
-        let mut inner = HfTokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
         if let Some(types) = &types {
-            let added = |want: i128, special: bool| {
-                tokens
-                    .iter()
-                    .zip(types)
-                    .filter(move |(_, &t)| t == want)
-                    .map(move |(s, _)| AddedToken::from(s.clone(), special).normalized(false))
-                    .collect::<Vec<_>>()
-            };
-            inner.add_special_tokens(added(TOKEN_TYPE_CONTROL, true)).map_err(tk_err)?;
-            inner.add_tokens(added(TOKEN_TYPE_USER_DEFINED, false)).map_err(tk_err)?;
+            let of_type = |want: i128| tokens.iter().zip(types).filter(move |(_, &t)| t == want).map(|(s, _)| s);
+            let control: Vec<AddedToken> = of_type(TOKEN_TYPE_CONTROL).map(|s| AddedToken::from(s.clone(), true).normalized(false)).collect();
+            inner.add_special_tokens(control).map_err(tk_err)?;
+            // Only those the model's vocabulary spells as the file does (a Gemma file's runs of
+            // spaces are respelled for its BPE, and stay there).
+            let model = inner.get_model();
+            let user: Vec<AddedToken> = of_type(TOKEN_TYPE_USER_DEFINED)
+                .filter(|s| model.token_to_id(s).is_some())
+                .map(|s| AddedToken::from(s.clone(), false).normalized(false))
+                .collect();
+            inner.add_tokens(user).map_err(tk_err)?;
         }
 
         let id = |key: &str| -> Result<Option<u32>> {
@@ -120,7 +91,8 @@ impl Tokenizer {
         let bos = id("tokenizer.ggml.bos_token_id")?;
         let eos = id("tokenizer.ggml.eos_token_id")?;
         let eot = id("tokenizer.ggml.eot_token_id")?;
-        let add_bos = meta.opt("tokenizer.ggml.add_bos_token")?.unwrap_or(false) && bos.is_some();
+        // llama.cpp adds BOS to a SentencePiece vocabulary whose file does not say otherwise.
+        let add_bos = meta.opt("tokenizer.ggml.add_bos_token")?.unwrap_or(sentencepiece) && bos.is_some();
         Ok(Self::assemble(inner, bos, eos, add_bos, eot))
     }
 
@@ -156,11 +128,13 @@ impl Tokenizer {
     }
 
     /// Encodes raw text. Special tokens written in the text (`<|im_start|>`) become the
-    /// special token; BOS is prepended only when the model's metadata asks for it.
+    /// special token; BOS is prepended only when the model's metadata asks for it, and not
+    /// where the text already starts with it (a chat template that writes `bos_token`, as
+    /// Gemma's and Llama 3's do, while their files also ask for BOS: never two).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, false).map_err(tk_err)?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
-        if self.add_bos {
+        if self.add_bos && enc.get_ids().first() != self.bos.as_ref() {
             ids.extend(self.bos);
         }
         ids.extend_from_slice(enc.get_ids());
@@ -206,6 +180,165 @@ impl Tokenizer {
     pub fn token_text(&self, id: Option<u32>) -> String {
         id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default()
     }
+}
+
+/// `tokenizer.ggml.token_type`, one per token, where the file has it.
+fn token_types(meta: &Metadata, n: usize) -> Result<Option<Vec<i128>>> {
+    let types: Option<Vec<i128>> = match meta.get("tokenizer.ggml.token_type") {
+        None => None,
+        Some(crate::gguf::Value::Array(a)) => {
+            Some(a.iter().map(|v| v.as_i128().ok_or_else(|| Error::bad_key("tokenizer.ggml.token_type", "expected integers"))).collect::<Result<_>>()?)
+        }
+        Some(_) => return Err(Error::bad_key("tokenizer.ggml.token_type", "expected an array")),
+    };
+    if let Some(t) = types.as_ref().filter(|t| t.len() != n) {
+        return Err(Error::bad_key("tokenizer.ggml.token_type", format!("has {} entries for {n} tokens", t.len())));
+    }
+    Ok(types)
+}
+
+/// Llama 3's split (llama.cpp's `llama-bpe`; transformers' and the Llama 3 tokenizer.json's regex).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's: Llama 3's with single digits.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A byte-level BPE from the file's tokens and merges, with the pre-tokenizer
+/// `tokenizer.ggml.pre` names (llama.cpp's names for its regexes, llama-vocab.cpp).
+fn byte_level_bpe(meta: &Metadata, tokens: &[String]) -> Result<HfTokenizer> {
+    let merges: Vec<String> = meta.req("tokenizer.ggml.merges")?;
+    let mut vocab = tokenizers::models::bpe::Vocab::default();
+    vocab.reserve(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        if vocab.insert(t.clone(), i as u32).is_some() {
+            return Err(Error::Tokenizer(format!("the vocabulary lists `{t}` twice")));
+        }
+    }
+    let merges = merges
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (a, b) = m.split_once(' ').ok_or_else(|| Error::Tokenizer(format!("merge {i} `{m}` is not two tokens")))?;
+            if !vocab.contains_key(a) || !vocab.contains_key(b) || !vocab.contains_key(&format!("{a}{b}")) {
+                return Err(Error::Tokenizer(format!("merge {i} `{m}` uses tokens that are not in the vocabulary")));
+            }
+            Ok((a.to_string(), b.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let pre: String = meta.opt("tokenizer.ggml.pre")?.unwrap_or_else(|| "default".into());
+    let byte_level = |regex| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, regex));
+    let split = |re: &str| -> Result<PreTokenizerWrapper> {
+        Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Split(Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false).map_err(tk_err)?),
+            byte_level(false),
+        ])))
+    };
+    // (pre-tokenizer, NFC first, whole pre-tokens in the vocabulary skip the merges)
+    let (pre_tokenizer, nfc, ignore_merges) = match pre.as_str() {
+        // GPT-2's own split.
+        "default" | "gpt2" | "gpt-2" => (byte_level(true), false, false),
+        // Each digit alone, then GPT-2's split (SmolLM, StarCoder).
+        "smollm" | "starcoder" | "refact" => {
+            (PreTokenizerWrapper::Sequence(Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level(true)])), false, false)
+        }
+        // Llama 3 (its tokenizer.json sets `ignore_merges`; llama.cpp does the same).
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => (split(LLAMA3_SPLIT)?, false, true),
+        "dbrx" | "smaug-bpe" => (split(LLAMA3_SPLIT)?, false, false),
+        // Qwen2, Qwen2.5, Qwen3 (their tokenizer.json normalises to NFC first).
+        "qwen2" | "deepseek-r1-qwen" | "megrez" => (split(QWEN2_SPLIT)?, true, false),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "pre-tokenizer `{other}` (supported: default, gpt2, smollm, starcoder, llama-bpe, qwen2); give a tokenizer.json instead"
+            )))
+        }
+    };
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).ignore_merges(ignore_merges).build().map_err(tk_err)?;
+    let mut inner = HfTokenizer::new(bpe);
+    if nfc {
+        inner.with_normalizer(Some(NormalizerWrapper::NFC(NFC))).map_err(tk_err)?;
+    }
+    inner.with_pre_tokenizer(Some(pre_tokenizer));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(inner)
+}
+
+/// A SentencePiece vocabulary (`tokenizer.ggml.model = llama`) as the BPE it is: the merges
+/// are every split of a token into two tokens, ranked by the token's score (Gemma: by its
+/// place in the vocabulary, since its scores do not follow the merge order), bytes outside the
+/// vocabulary fall back to `<0xNN>` tokens. transformers' GGUF loader builds the same
+/// (`sentencepiece_tokenizer`, `gemma_tokenizer`, `generate_merges`), and the golden tests
+/// compare against it; llama.cpp merges by the same scores.
+fn sentencepiece_bpe(meta: &Metadata, tokens: &[String]) -> Result<HfTokenizer> {
+    let arch: String = meta.opt("general.architecture")?.unwrap_or_default();
+    let gemma = matches!(arch.as_str(), "gemma" | "gemma2" | "gemma3");
+    let n = tokens.len();
+    let (tokens, ranks): (Vec<String>, Vec<f32>) = if gemma {
+        // Gemma files write a run of spaces with spaces, where its BPE spells it with U+2581.
+        let spelled = tokens.iter().map(|t| if t.contains(' ') && t.trim().is_empty() { "\u{2581}".repeat(t.chars().count()) } else { t.clone() });
+        (spelled.collect(), (0..n).map(|i| -(i as f32)).collect())
+    } else {
+        let scores: Vec<f32> = meta.req("tokenizer.ggml.scores")?;
+        if scores.len() != n {
+            return Err(Error::bad_key("tokenizer.ggml.scores", format!("has {} entries for {n} tokens", scores.len())));
+        }
+        (tokens.to_vec(), scores)
+    };
+    // As a Python dict does: a token spelled twice keeps its last id.
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let merges = merges_from_ranks(&tokens, &ranks, &vocab);
+    let mut bpe = BPE::builder().vocab_and_merges(vocab.clone(), merges).fuse_unk(true).byte_fallback(true);
+    if gemma && vocab.contains_key("<unk>") {
+        bpe = bpe.unk_token("<unk>".into());
+    }
+    let mut inner = HfTokenizer::new(bpe.build().map_err(tk_err)?);
+    let space = || Replace::new(" ", "\u{2581}").map_err(tk_err);
+    let mut decoders = vec![
+        DecoderWrapper::Replace(Replace::new("\u{2581}", " ").map_err(tk_err)?),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ];
+    if gemma {
+        // GemmaTokenizer: spaces become U+2581, no prefix space.
+        inner.with_normalizer(Some(NormalizerWrapper::Replace(space()?))).map_err(tk_err)?;
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Split(
+            Split::new(SplitPattern::String(" ".into()), SplitDelimiterBehavior::MergedWithPrevious, false).map_err(tk_err)?,
+        )));
+    } else {
+        // LlamaTokenizer: a prefix space at the start of the text (not after a special token),
+        // unless the file says not to, taken off again when decoding.
+        let prefix = meta.opt::<bool>("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+        let scheme = if prefix { PrependScheme::First } else { PrependScheme::Never };
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(Metaspace::new('\u{2581}', scheme, false))));
+        if prefix {
+            decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+        }
+    }
+    inner.with_decoder(Some(DecoderWrapper::Sequence(tokenizers::decoders::sequence::Sequence::new(decoders))));
+    Ok(inner)
+}
+
+/// transformers' `generate_merges`: every split of every token into two tokens, the splits of one
+/// token in the order of their pieces' ids, then all of them by rank, best first (ties: the
+/// longer left piece, then the longer right one, then the order so far).
+fn merges_from_ranks(tokens: &[String], ranks: &[f32], vocab: &tokenizers::models::bpe::Vocab) -> Vec<(String, String)> {
+    let mut merges: Vec<(String, String, f32, usize, usize)> = Vec::new();
+    // A token spelled twice is one key: its rank is the last one's, and it is split once.
+    let mut rank_of: std::collections::HashMap<&str, f32> = std::collections::HashMap::with_capacity(tokens.len());
+    let mut order: Vec<&str> = Vec::with_capacity(tokens.len());
+    for (t, &r) in tokens.iter().zip(ranks) {
+        if rank_of.insert(t.as_str(), r).is_none() {
+            order.push(t.as_str());
+        }
+    }
+    for t in order {
+        let rank = rank_of[t];
+        let mut local: Vec<(&str, &str)> =
+            t.char_indices().skip(1).map(|(at, _)| t.split_at(at)).filter(|(l, r)| vocab.contains_key(*l) && vocab.contains_key(*r)).collect();
+        local.sort_by_key(|(l, r)| (vocab[*l], vocab[*r]));
+        merges.extend(local.into_iter().map(|(l, r)| (l.to_string(), r.to_string(), rank, l.chars().count(), r.chars().count())));
+    }
+    merges.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.3.cmp(&a.3)).then(b.4.cmp(&a.4)));
+    merges.into_iter().map(|(l, r, ..)| (l, r)).collect()
 }
 
 /// Turns a stream of token ids into text deltas, holding back bytes until they complete a

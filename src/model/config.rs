@@ -18,6 +18,13 @@ pub enum Arch {
     Qwen2,
     /// GPT-2: LayerNorm, learned absolute positions, biases everywhere, GELU (tanh) MLP.
     Gpt2,
+    /// Qwen3: Llama with a per-head RMSNorm on queries and keys (QK-norm) and a head width of
+    /// its own.
+    Qwen3,
+    /// Gemma 3 (text): embeddings scaled by √width, QK-norm, norms before and after attention
+    /// and the MLP, a GELU (tanh) gated MLP, and local sliding-window layers between global ones,
+    /// each kind with its own RoPE base.
+    Gemma3,
 }
 
 impl Arch {
@@ -27,6 +34,9 @@ impl Arch {
             "llama" => Some(Arch::Llama),
             "qwen2" => Some(Arch::Qwen2),
             "gpt2" => Some(Arch::Gpt2),
+            "qwen3" => Some(Arch::Qwen3),
+            // `gemma3_text` is the text-only model's `config.json` (270M, 1B).
+            "gemma3" | "gemma3_text" => Some(Arch::Gemma3),
             _ => None,
         }
     }
@@ -36,6 +46,8 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Gpt2 => "gpt2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
         }
     }
 }
@@ -69,6 +81,67 @@ pub struct DecoderConfig {
     /// Whether the output head reuses the token embedding.
     #[config(default = true)]
     pub tied_embeddings: bool,
+    /// Width of an attention head where it is not `d_model / n_head` (Qwen3, Gemma 3: GGUF
+    /// `attention.key_length`, HF `head_dim`).
+    #[config(default = "None")]
+    pub head_width: Option<usize>,
+    /// The attention scores' scale where it is not `1/√head_dim` (Gemma 3's
+    /// `query_pre_attn_scalar^-½`).
+    #[config(default = "None")]
+    pub attn_scale: Option<f64>,
+    /// Keys a local (sliding-window) layer sees: the query's own position and the
+    /// `sliding_window - 1` before it. `None`: every layer is global.
+    #[config(default = "None")]
+    pub sliding_window: Option<usize>,
+    /// With a window, every `swa_pattern`-th block is global and the others local (Gemma 3: 6,
+    /// so blocks 5, 11, 17, … are global).
+    #[config(default = 6)]
+    pub swa_pattern: usize,
+    /// RoPE base of the local layers (Gemma 3: 10000, where the global ones use `rope_theta`).
+    #[config(default = "None")]
+    pub rope_theta_local: Option<f64>,
+    /// Llama 3's RoPE scaling, as a Hugging Face `config.json` gives it (a GGUF file holds the
+    /// frequencies' divisors it implies as the tensor `rope_freqs.weight`).
+    #[config(default = "None")]
+    pub rope_llama3: Option<Llama3Rope>,
+}
+
+/// Llama 3's RoPE scaling (`rope_type: llama3`): low frequencies divided by `factor`, high ones
+/// kept, a smooth blend between.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Llama3Rope {
+    /// The divisor of the lowest frequencies.
+    pub factor: f64,
+    /// Wavelengths above `original_context / low_freq_factor` are divided by `factor`.
+    pub low_freq_factor: f64,
+    /// Wavelengths below `original_context / high_freq_factor` are kept.
+    pub high_freq_factor: f64,
+    /// The context the model was first trained with.
+    pub original_context: f64,
+}
+
+impl Llama3Rope {
+    /// Each frequency's divisor, `[head_dim/2]`: what llama.cpp's converter writes as
+    /// `rope_freqs.weight` (conversion/llama.py, `generate_extra_tensors`), and what
+    /// transformers' `_compute_llama3_parameters` divides by.
+    pub fn factors(&self, head_dim: usize, theta: f64) -> Vec<f32> {
+        let (low_wavelen, high_wavelen) = (self.original_context / self.low_freq_factor, self.original_context / self.high_freq_factor);
+        (0..head_dim / 2)
+            .map(|i| {
+                let freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                let f = if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    self.factor
+                } else {
+                    let smooth = (self.original_context / wavelen - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor);
+                    1.0 / ((1.0 - smooth) / self.factor + smooth)
+                };
+                f as f32
+            })
+            .collect()
+    }
 }
 
 /// 1e-5 as GGUF stores it (an f32), so presets equal what files give.
@@ -97,12 +170,20 @@ impl DecoderConfig {
 
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_head
+        self.head_width.unwrap_or(self.d_model / self.n_head.max(1))
     }
 
     /// The attention's head shape.
     pub fn heads(&self) -> super::decoder::Heads {
-        super::decoder::Heads { n_head: self.n_head, n_kv_head: self.n_kv_head, head_dim: self.head_dim() }
+        let head_dim = self.head_dim();
+        // In f32, as the CPU executor always computed it.
+        let scale = self.attn_scale.map_or(1.0 / (head_dim as f32).sqrt(), |s| s as f32);
+        super::decoder::Heads { n_head: self.n_head, n_kv_head: self.n_kv_head, head_dim, scale }
+    }
+
+    /// The window of block `l`: `Some` for a local (sliding-window) block.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| self.swa_pattern == 0 || l % self.swa_pattern < self.swa_pattern - 1)
     }
 
     /// Parameters of a model of this shape.
@@ -111,10 +192,12 @@ impl DecoderConfig {
         let f = self.arch.family();
         let norm = if f.layer_norm { 2 * d } else { d };
         let attn = d * q + 2 * d * kv + q * d + if f.qkv_bias { q + 2 * kv } else { 0 } + if f.out_bias { d } else { 0 };
+        let qk_norm = if f.qk_norm { 2 * self.head_dim() } else { 0 };
+        let norms = if f.sandwich_norms { 4 * norm } else { 2 * norm };
         let mlp = if f.gated { 3 * d * ff } else { 2 * d * ff } + if f.out_bias { ff + d } else { 0 };
         let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
         let positions = if f.learned_positions { self.context_length * d } else { 0 };
-        self.vocab_size * d + positions + self.n_layer * (2 * norm + attn + mlp) + norm + head
+        self.vocab_size * d + positions + self.n_layer * (norms + attn + qk_norm + mlp) + norm + head
     }
 
     /// Checks that the shape is one the decoder can run, so that no later step panics.
@@ -133,8 +216,19 @@ impl DecoderConfig {
                 return bad(format!("{name} {v} is outside 1..={max}"));
             }
         }
-        if !self.d_model.is_multiple_of(self.n_head) {
+        if self.head_width.is_none() && !self.d_model.is_multiple_of(self.n_head) {
             return bad(format!("embedding width {} is not divisible by {} heads", self.d_model, self.n_head));
+        }
+        if !(1..=1 << 12).contains(&self.head_dim()) {
+            return bad(format!("head width {} is outside 1..=4096", self.head_dim()));
+        }
+        if self.sliding_window == Some(0) {
+            return bad("a sliding window of 0 positions".into());
+        }
+        for (what, v) in [("attention scale", self.attn_scale), ("local RoPE base", self.rope_theta_local)] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return bad(format!("{what} {v:?} is not a positive number"));
+            }
         }
         if !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad(format!("{} heads cannot be grouped over {} KV heads", self.n_head, self.n_kv_head));
@@ -188,27 +282,68 @@ pub struct Family {
     pub act: Activation,
     /// Its files store q, k and v as one projection, split at load.
     pub fused_qkv: bool,
+    /// An RMSNorm over each head of the queries and the keys, before RoPE.
+    pub qk_norm: bool,
+    /// A norm after the attention and after the MLP too, before each residual add.
+    pub sandwich_norms: bool,
+    /// The token embeddings are multiplied by √d_model (not the tied head's).
+    pub scaled_embed: bool,
+    /// Its Hugging Face norms store `w` and scale by `1 + w` (Gemma); its GGUF files store
+    /// `1 + w` already, as llama.cpp's converter adds the one.
+    pub hf_norm_plus_one: bool,
+    /// Its GGUF files keep Hugging Face's half-split RoPE order (llama.cpp runs it as NeoX RoPE)
+    /// rather than the interleaved order the `llama` converter permutes Q and K into.
+    pub gguf_half_split: bool,
 }
 
 /// Llama: RMSNorm, RoPE, SwiGLU, no biases. The others are written as their differences from it.
-const LLAMA: Family =
-    Family { layer_norm: false, learned_positions: false, qkv_bias: false, out_bias: false, gated: true, act: Activation::Silu, fused_qkv: false };
+const LLAMA: Family = Family {
+    layer_norm: false,
+    learned_positions: false,
+    qkv_bias: false,
+    out_bias: false,
+    gated: true,
+    act: Activation::Silu,
+    fused_qkv: false,
+    qk_norm: false,
+    sandwich_norms: false,
+    scaled_embed: false,
+    hf_norm_plus_one: false,
+    gguf_half_split: false,
+};
 
 impl Arch {
     /// What this family's decoder is made of.
     pub const fn family(self) -> Family {
         match self {
             Arch::Llama => LLAMA,
-            Arch::Qwen2 => Family { qkv_bias: true, ..LLAMA },
-            Arch::Gpt2 => {
-                Family { layer_norm: true, learned_positions: true, qkv_bias: true, out_bias: true, gated: false, act: Activation::GeluTanh, fused_qkv: true }
-            }
+            Arch::Qwen2 => Family { qkv_bias: true, gguf_half_split: true, ..LLAMA },
+            Arch::Qwen3 => Family { qk_norm: true, gguf_half_split: true, ..LLAMA },
+            Arch::Gemma3 => Family {
+                act: Activation::GeluTanh,
+                qk_norm: true,
+                sandwich_norms: true,
+                scaled_embed: true,
+                hf_norm_plus_one: true,
+                gguf_half_split: true,
+                ..LLAMA
+            },
+            Arch::Gpt2 => Family {
+                layer_norm: true,
+                learned_positions: true,
+                qkv_bias: true,
+                out_bias: true,
+                gated: false,
+                act: Activation::GeluTanh,
+                fused_qkv: true,
+                ..LLAMA
+            },
         }
     }
 }
 
 fn unsupported_arch(name: &str) -> Error {
-    Error::Unsupported(format!("architecture `{name}` (Ember runs `llama` (SmolLM2, Llama), `qwen2` and `gpt2` models)"))
+    Error::Unsupported(format!("architecture `{name}` (Ember runs `llama` (SmolLM2, Llama), `qwen2`, `qwen3`, `gemma3` and `gpt2` models)"))
 }
 
 impl DecoderConfig {
@@ -239,6 +374,8 @@ impl DecoderConfig {
         .with_arch(arch)
         .with_rope_theta(meta.opt::<f32>(&key("rope.freq_base"))?.map_or(10000.0, f64::from))
         .with_norm_eps(f64::from(eps));
+        let config = config.with_gguf_heads(meta, &key)?;
+        let config = if arch == Arch::Gemma3 { config.with_gemma3_gguf(meta, &key)? } else { config };
         config.validate()?;
         if let Some(n_rot) = meta.opt::<usize>(&key("rope.dimension_count"))? {
             if arch != Arch::Gpt2 && n_rot != config.head_dim() {
@@ -251,6 +388,31 @@ impl DecoderConfig {
             }
         }
         Ok(config)
+    }
+
+    /// The head width from `attention.key_length` where it differs from `d_model / n_head`
+    /// (llama.cpp's rule); values must be as wide as keys.
+    fn with_gguf_heads(self, meta: &Metadata, key: &dyn Fn(&str) -> String) -> Result<Self> {
+        let Some(k) = meta.opt::<usize>(&key("attention.key_length"))? else {
+            return Ok(self);
+        };
+        if let Some(v) = meta.opt::<usize>(&key("attention.value_length"))?.filter(|&v| v != k) {
+            return Err(Error::Unsupported(format!("values {v} wide for keys {k} wide")));
+        }
+        let even = self.n_head > 0 && self.d_model.is_multiple_of(self.n_head) && self.d_model / self.n_head == k;
+        Ok(if even { self } else { self.with_head_width(Some(k)) })
+    }
+
+    /// Gemma 3's local layers, as llama.cpp reads them: a window from
+    /// `attention.sliding_window` (none when 0 or absent), every sixth block global, and the
+    /// local RoPE base from `rope.freq_base_swa` where the file has one, else 10000 (what
+    /// llama.cpp fixes for Gemma 3). The attention scale is 1/√head_dim but for the 62-block
+    /// 27B, whose `query_pre_attn_scalar` is d_model / n_head (llama.cpp, gemma_pytorch).
+    fn with_gemma3_gguf(self, meta: &Metadata, key: &dyn Fn(&str) -> String) -> Result<Self> {
+        let window = meta.opt::<usize>(&key("attention.sliding_window"))?.filter(|&w| w > 0);
+        let local = meta.opt::<f32>(&key("rope.freq_base_swa"))?.map_or(10000.0, f64::from);
+        let scale = (self.n_layer == 62).then(|| 1.0 / ((self.d_model / self.n_head) as f64).sqrt());
+        Ok(self.with_sliding_window(window).with_swa_pattern(6).with_rope_theta_local(window.map(|_| local)).with_attn_scale(scale))
     }
 
     /// Reads the decoder's shape from a Hugging Face `config.json` and checks it. Keys the
@@ -281,61 +443,139 @@ impl DecoderConfig {
                     .with_norm_eps(hf.opt("layer_norm_epsilon")?.unwrap_or(1e-5))
                     .with_tied_embeddings(hf.opt("tie_word_embeddings")?.unwrap_or(true))
             }
-            Arch::Llama | Arch::Qwen2 => {
-                let n_head: usize = hf.req("num_attention_heads")?;
-                let act = hf.opt::<String>("hidden_act")?.unwrap_or_else(|| "silu".into());
-                if act != "silu" {
-                    return refuse(format!("activation `{act}` (Ember runs SwiGLU, `silu`)"));
-                }
-                if let Some(scaling) = hf.opt::<serde_json::Value>("rope_scaling")? {
-                    return refuse(format!("RoPE scaling {scaling}"));
-                }
-                // transformers ≥ 5 writes `rope_parameters: {rope_theta, rope_type}`; older
-                // versions a top-level `rope_theta`.
-                let rope = hf.opt::<serde_json::Map<String, serde_json::Value>>("rope_parameters")?.unwrap_or_default();
-                if let Some(kind) = rope.get("rope_type").and_then(|t| t.as_str()).filter(|&t| t != "default") {
-                    return refuse(format!("RoPE scaling `{kind}`"));
-                }
-                let theta = match hf.opt::<f64>("rope_theta")? {
-                    Some(t) => t,
-                    None => rope
-                        .get("rope_theta")
-                        .map_or(Ok(10000.0), |t| t.as_f64().ok_or_else(|| Error::bad_key("rope_parameters.rope_theta (config.json)", "expected a number")))?,
-                };
-                let layer_types = hf.opt::<Vec<String>>("layer_types")?.unwrap_or_default();
-                if let Some(t) = layer_types.iter().find(|t| *t != "full_attention") {
-                    return refuse(format!("`{t}` layers (Ember runs full attention)"));
-                }
-                for flag in ["attention_bias", "mlp_bias"] {
-                    if hf.opt::<bool>(flag)?.unwrap_or(false) {
-                        return refuse(format!("{name} with `{flag}`"));
-                    }
-                }
-                if hf.opt::<bool>("use_sliding_window")?.unwrap_or(false) {
-                    return refuse("sliding-window attention".into());
-                }
-                let config = DecoderConfig::new(
-                    hf.req("num_hidden_layers")?,
-                    hf.req("hidden_size")?,
-                    n_head,
-                    hf.opt("num_key_value_heads")?.unwrap_or(n_head),
-                    hf.req("intermediate_size")?,
-                    hf.req("vocab_size")?,
-                    hf.req("max_position_embeddings")?,
-                )
-                .with_arch(arch)
-                .with_rope_theta(theta)
-                .with_norm_eps(hf.opt("rms_norm_eps")?.unwrap_or(1e-6))
-                .with_tied_embeddings(hf.opt("tie_word_embeddings")?.unwrap_or(false));
-                if let Some(hd) = hf.opt::<usize>("head_dim")? {
-                    if config.n_head > 0 && hd * config.n_head != config.d_model {
-                        return refuse(format!("head width {hd} × {n_head} heads ≠ hidden size {}", config.d_model));
-                    }
-                }
-                config
-            }
+            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => Self::llama_like_from_hf(hf, arch, &name)?,
         };
         config.validate()?;
         Ok(config)
     }
+
+    /// `config.json` of the RoPE families (Llama, Qwen2, Qwen3, Gemma 3).
+    fn llama_like_from_hf(hf: &HfConfig, arch: Arch, name: &str) -> Result<Self> {
+        let refuse = |what: String| Err(Error::Unsupported(what));
+        let gemma = arch == Arch::Gemma3;
+        let n_head: usize = hf.req("num_attention_heads")?;
+        let (act_key, want) = if gemma { ("hidden_activation", "gelu_pytorch_tanh") } else { ("hidden_act", "silu") };
+        let act = hf.opt::<String>(act_key)?.unwrap_or_else(|| want.into());
+        if act != want {
+            return refuse(format!("activation `{act}` (Ember runs `{want}` for {name})"));
+        }
+        let llama3 = if arch == Arch::Llama { hf_llama3_rope(hf)? } else { None };
+        if let Some(scaling) = hf.opt::<serde_json::Value>("rope_scaling")?.filter(|_| llama3.is_none()) {
+            return refuse(format!("RoPE scaling {scaling}"));
+        }
+        let (theta, theta_local) = hf_rope_bases(hf)?;
+        if arch != Arch::Llama && hf.opt::<serde_json::Value>("rope_parameters")?.is_some_and(|r| r.get("rope_type").and_then(|t| t.as_str()) == Some("llama3"))
+        {
+            return refuse(format!("RoPE scaling `llama3` in {name}"));
+        }
+        let layer_types = hf.opt::<Vec<String>>("layer_types")?.unwrap_or_default();
+        for flag in ["attention_bias", "mlp_bias", "use_sliding_window", "use_bidirectional_attention"] {
+            if hf.opt::<bool>(flag)?.unwrap_or(false) {
+                return refuse(format!("{name} with `{flag}`"));
+            }
+        }
+        for cap in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if let Some(v) = hf.opt::<f64>(cap)? {
+                return refuse(format!("{name} with `{cap}` {v}"));
+            }
+        }
+        let mut config = DecoderConfig::new(
+            hf.req("num_hidden_layers")?,
+            hf.req("hidden_size")?,
+            n_head,
+            hf.opt("num_key_value_heads")?.unwrap_or(n_head),
+            hf.req("intermediate_size")?,
+            hf.req("vocab_size")?,
+            hf.req("max_position_embeddings")?,
+        )
+        .with_arch(arch)
+        .with_rope_theta(theta)
+        .with_norm_eps(hf.opt("rms_norm_eps")?.unwrap_or(1e-6))
+        .with_tied_embeddings(hf.opt("tie_word_embeddings")?.unwrap_or(gemma))
+        .with_rope_llama3(llama3);
+        if let Some(hd) = hf.opt::<usize>("head_dim")? {
+            if n_head == 0 || hd * n_head != config.d_model {
+                config = config.with_head_width(Some(hd));
+            }
+        }
+        if !gemma {
+            if let Some(t) = layer_types.iter().find(|t| *t != "full_attention") {
+                return refuse(format!("`{t}` layers (Ember runs full attention in {name})"));
+            }
+            return Ok(config);
+        }
+        let pattern = gemma_pattern(hf, &layer_types, config.n_layer)?;
+        let window = hf.opt::<usize>("sliding_window")?.filter(|_| pattern != 1);
+        if let Some(s) = hf.opt::<f64>("query_pre_attn_scalar")? {
+            if s != config.head_dim() as f64 {
+                config = config.with_attn_scale(Some(1.0 / s.sqrt()));
+            }
+        }
+        Ok(config.with_sliding_window(window).with_swa_pattern(pattern).with_rope_theta_local(window.map(|_| theta_local)))
+    }
+}
+
+/// The global and local RoPE bases of a `config.json`. transformers ≥ 5 writes
+/// `rope_parameters: {rope_theta, rope_type}`, or for Gemma 3 one such map per layer kind
+/// (`full_attention`, `sliding_attention`); older versions a top-level `rope_theta` and Gemma's
+/// `rope_local_base_freq`. Only plain RoPE (`default`) is run.
+fn hf_rope_bases(hf: &HfConfig) -> Result<(f64, f64)> {
+    use serde_json::{Map, Value};
+    let rope = hf.opt::<Map<String, Value>>("rope_parameters")?.unwrap_or_default();
+    let theta_of = |m: &Map<String, Value>, what: &str| -> Result<Option<f64>> {
+        if let Some(kind) = m.get("rope_type").and_then(Value::as_str).filter(|&t| t != "default" && t != "llama3") {
+            return Err(Error::Unsupported(format!("RoPE scaling `{kind}`")));
+        }
+        m.get("rope_theta").map(|t| t.as_f64().ok_or_else(|| Error::bad_key(&format!("{what}.rope_theta (config.json)"), "expected a number"))).transpose()
+    };
+    let kind = |k: &str| rope.get(k).and_then(Value::as_object);
+    let global = match kind("full_attention") {
+        Some(m) => theta_of(m, "rope_parameters.full_attention")?,
+        None => theta_of(&rope, "rope_parameters")?,
+    };
+    let local = kind("sliding_attention").map(|m| theta_of(m, "rope_parameters.sliding_attention")).transpose()?.flatten();
+    let global = hf.opt::<f64>("rope_theta")?.or(global).unwrap_or(10000.0);
+    let local = hf.opt::<f64>("rope_local_base_freq")?.or(local).unwrap_or(10000.0);
+    Ok((global, local))
+}
+
+/// Llama 3's RoPE scaling, from `rope_parameters` (transformers ≥ 5) or `rope_scaling` (older),
+/// where its `rope_type` is `llama3`; with transformers' defaults for the keys it leaves out.
+fn hf_llama3_rope(hf: &HfConfig) -> Result<Option<Llama3Rope>> {
+    use serde_json::{Map, Value};
+    let Some(m) = hf.opt::<Map<String, Value>>("rope_parameters")?.or(hf.opt::<Map<String, Value>>("rope_scaling")?) else {
+        return Ok(None);
+    };
+    if m.get("rope_type").or(m.get("type")).and_then(Value::as_str) != Some("llama3") {
+        return Ok(None);
+    }
+    let num = |k: &str, default: f64| -> Result<f64> {
+        m.get(k).map_or(Ok(default), |v| v.as_f64().ok_or_else(|| Error::bad_key(&format!("rope_parameters.{k} (config.json)"), "expected a number")))
+    };
+    let r = Llama3Rope {
+        factor: num("factor", 8.0)?,
+        low_freq_factor: num("low_freq_factor", 1.0)?,
+        high_freq_factor: num("high_freq_factor", 4.0)?,
+        original_context: num("original_max_position_embeddings", 8192.0)?,
+    };
+    if !(r.factor > 0.0 && r.low_freq_factor > 0.0 && r.high_freq_factor > r.low_freq_factor && r.original_context > 0.0) {
+        return Err(Error::Unsupported(format!("Llama 3 RoPE scaling with {r:?}")));
+    }
+    Ok(Some(r))
+}
+
+/// Gemma 3's period of local and global blocks: `layer_types` (each `pattern`-th block
+/// `full_attention`, the others `sliding_attention`) or the older `sliding_window_pattern`.
+/// Other arrangements are refused: GGUF files cannot say them, and llama.cpp fixes 6.
+fn gemma_pattern(hf: &HfConfig, layer_types: &[String], n_layer: usize) -> Result<usize> {
+    let pattern = match layer_types.iter().position(|t| t == "full_attention") {
+        Some(i) => i + 1,
+        None if !layer_types.is_empty() => n_layer + 1, // all local
+        None => hf.opt("sliding_window_pattern")?.unwrap_or(6),
+    };
+    let expected = |l: usize| if pattern == 0 || l % pattern < pattern - 1 { "sliding_attention" } else { "full_attention" };
+    if let Some((l, t)) = layer_types.iter().enumerate().find(|&(l, t)| t != expected(l)) {
+        return Err(Error::Unsupported(format!("layer {l} of type `{t}` (Ember runs Gemma 3 with every {pattern}th layer global)")));
+    }
+    Ok(pattern)
 }

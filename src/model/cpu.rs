@@ -63,6 +63,11 @@ impl Executor for CpuExecutor {
         x
     }
 
+    fn scale(&self, mut x: Vec<f32>, s: f32) -> Vec<f32> {
+        x.iter_mut().for_each(|v| *v *= s);
+        x
+    }
+
     fn add_bias(&self, mut x: Vec<f32>, b: &Vec<f32>) -> Vec<f32> {
         for row in x.chunks_exact_mut(b.len()) {
             row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
@@ -112,27 +117,37 @@ impl Executor for CpuExecutor {
         x
     }
 
-    fn attend(&self, q: Vec<f32>, k: Vec<f32>, v: Vec<f32>, (kc, vc): (&mut Vec<f32>, &mut Vec<f32>), heads: Heads, pos0: usize) -> Vec<f32> {
-        let Heads { n_head: nh, n_kv_head: nkv, head_dim: hd } = heads;
+    fn attend(
+        &self,
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        (kc, vc): (&mut Vec<f32>, &mut Vec<f32>),
+        heads: Heads,
+        pos0: usize,
+        window: Option<usize>,
+    ) -> Vec<f32> {
+        let Heads { n_head: nh, n_kv_head: nkv, head_dim: hd, scale } = heads;
         let (qd, kvd, group) = (nh * hd, nkv * hd, nh / nkv);
         let t = q.len() / qd;
         let end = pos0 + t;
         kc[pos0 * kvd..end * kvd].copy_from_slice(&k);
         vc[pos0 * kvd..end * kvd].copy_from_slice(&v);
-        let scale = 1.0 / (hd as f32).sqrt();
         let mut scores = vec![0f32; end];
         let mut o = vec![0f32; t * qd]; // [t, heads·head_dim]
         for i in 0..t {
             let keys = pos0 + i + 1; // causal: itself and everything before
+            let first = window.map_or(0, |w| keys.saturating_sub(w)); // a local layer's window
+            let scores = &mut scores[first..keys];
             for head in 0..nh {
                 let kvh = head / group; // consecutive query heads share a KV head
                 let qv = &q[i * qd + head * hd..][..hd];
-                for (j, s) in scores[..keys].iter_mut().enumerate() {
+                for (j, s) in (first..).zip(scores.iter_mut()) {
                     *s = dot(qv, &kc[j * kvd + kvh * hd..][..hd]) * scale;
                 }
-                softmax(&mut scores[..keys]);
+                softmax(scores);
                 let out = &mut o[i * qd + head * hd..][..hd];
-                for (j, &p) in scores[..keys].iter().enumerate() {
+                for (j, &p) in (first..).zip(scores.iter()) {
                     let vv = &vc[j * kvd + kvh * hd..][..hd];
                     out.iter_mut().zip(vv).for_each(|(o, v)| *o += p * v);
                 }

@@ -44,16 +44,30 @@ pub trait Executor: Sized {
     fn matmul(&self, x: &Self::Act, w: &Self::Matrix) -> Self::Act;
     /// `x + y`, elementwise.
     fn add(&self, x: Self::Act, y: &Self::Act) -> Self::Act;
+    /// `x · s`, elementwise.
+    fn scale(&self, x: Self::Act, s: f32) -> Self::Act;
     /// `x + b` on every row.
     fn add_bias(&self, x: Self::Act, b: &Self::Vector) -> Self::Act;
-    /// RMSNorm (`beta` None) or LayerNorm over each row.
+    /// RMSNorm (`beta` None) or LayerNorm over each row, or over each `gamma`-wide piece of a
+    /// row where `gamma` is narrower than the row (QK-norm: each head of a query or key row).
     fn norm(&self, x: &Self::Act, norm: &Norm<Self>) -> Self::Act;
     /// RoPE on interleaved pairs of each of `heads` heads; row `i` is at position `pos0 + i`.
     fn rope(&self, x: Self::Act, rope: &Rope<Self>, heads: usize, pos0: usize) -> Self::Act;
     /// Writes `k` and `v` (`[t, kv_heads · head_dim]`) into the cache at `pos0..pos0 + t`, then
     /// attends from `q` (`[t, heads · head_dim]`) to every cached position up to each query's
-    /// own (causal), consecutive query heads sharing a KV head. Returns `[t, heads · head_dim]`.
-    fn attend(&self, q: Self::Act, k: Self::Act, v: Self::Act, cache: (&mut Self::Kv, &mut Self::Kv), heads: Heads, pos0: usize) -> Self::Act;
+    /// own (causal), consecutive query heads sharing a KV head; with a `window`, only the
+    /// `window` positions up to its own (the query's included). Scores are scaled by
+    /// `heads.scale`. Returns `[t, heads · head_dim]`.
+    fn attend(
+        &self,
+        q: Self::Act,
+        k: Self::Act,
+        v: Self::Act,
+        cache: (&mut Self::Kv, &mut Self::Kv),
+        heads: Heads,
+        pos0: usize,
+        window: Option<usize>,
+    ) -> Self::Act;
     /// `act(gate) · up`, elementwise.
     fn glu(&self, gate: Self::Act, up: Self::Act, act: Activation) -> Self::Act;
     /// `act(x)`, elementwise.
@@ -78,7 +92,7 @@ pub struct DeviceMemory {
 }
 
 /// The attention's head shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Heads {
     /// Query heads.
     pub n_head: usize,
@@ -86,6 +100,8 @@ pub struct Heads {
     pub n_kv_head: usize,
     /// Width of a head.
     pub head_dim: usize,
+    /// The scores' scale (`1/√head_dim` but where a family says otherwise).
+    pub scale: f32,
 }
 
 /// RMSNorm `x / rms(x) · γ`, or LayerNorm `(x − mean) / std · γ + β` when it has a `beta`.
@@ -138,20 +154,27 @@ pub struct Rope<E: Executor> {
 impl<E: Executor> Rope<E> {
     /// Tables for `max_pos` positions.
     pub fn new(exec: &E, head_dim: usize, max_pos: usize, theta: f64) -> Result<Self> {
-        let (cos, sin) = rope_tables(head_dim, max_pos, theta);
+        Self::scaled(exec, head_dim, max_pos, theta, None)
+    }
+
+    /// Tables whose frequencies are divided by `factors` (`[head_dim/2]`: Llama 3's RoPE
+    /// scaling, as GGUF's `rope_freqs.weight` holds it).
+    pub fn scaled(exec: &E, head_dim: usize, max_pos: usize, theta: f64, factors: Option<&[f32]>) -> Result<Self> {
+        let (cos, sin) = rope_tables(head_dim, max_pos, theta, factors);
         Ok(Rope { cos: exec.vector(cos)?, sin: exec.vector(sin)?, head_dim, max_pos })
     }
 }
 
-/// RoPE's cos and sin of `pos · θ^(-2i/head_dim)`, `[max_pos, head_dim/2]` each. Angles are
-/// computed in f64, then rounded, as the reference does.
-pub fn rope_tables(head_dim: usize, max_pos: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+/// RoPE's cos and sin of `pos · θ^(-2i/head_dim) / factors[i]`, `[max_pos, head_dim/2]` each.
+/// Angles are computed in f64, then rounded, as the reference does.
+pub fn rope_tables(head_dim: usize, max_pos: usize, theta: f64, factors: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let mut cos = Vec::with_capacity(max_pos * half);
     let mut sin = Vec::with_capacity(max_pos * half);
     for p in 0..max_pos {
         for i in 0..half {
-            let a = p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64);
+            let divisor = factors.map_or(1.0, |f| f64::from(f[i]));
+            let a = p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64) / divisor;
             cos.push(a.cos() as f32);
             sin.push(a.sin() as f32);
         }
@@ -204,10 +227,21 @@ impl<E: Executor> KvCache<E> {
 }
 
 /// One decoder block: a pre-norm attention and a pre-norm feed-forward network, each with a
-/// residual (the same order in every family).
+/// residual (the same order in every family), and where a family has them, norms of each
+/// head's query and key and norms after the attention and the network.
 pub struct Layer<E: Executor> {
     /// Norm before attention.
     pub attn_norm: Norm<E>,
+    /// QK-norm: RMSNorm of each query head, `[head_dim]`.
+    pub q_norm: Option<Norm<E>>,
+    /// QK-norm: RMSNorm of each key head, `[head_dim]`.
+    pub k_norm: Option<Norm<E>>,
+    /// Norm of the attention's output, before its residual add.
+    pub post_attn_norm: Option<Norm<E>>,
+    /// Norm of the network's output, before its residual add.
+    pub post_ffn_norm: Option<Norm<E>>,
+    /// Keys a local block sees (sliding-window attention); `None` for a global block.
+    pub window: Option<usize>,
     /// Query projection, `(heads · head_dim, d_model)`.
     pub q: Linear<E>,
     /// Key projection, `(kv_heads · head_dim, d_model)`.
@@ -242,6 +276,8 @@ pub struct Decoder<E: Executor> {
     pub output: Option<E::Matrix>,
     /// RoPE's tables; `None` with learned positions.
     pub rope: Option<Rope<E>>,
+    /// The local blocks' RoPE tables, where their base differs (Gemma 3).
+    pub rope_local: Option<Rope<E>>,
     /// Positions the model can take: the RoPE tables' or the position embedding's length.
     pub max_pos: usize,
 }
@@ -263,6 +299,9 @@ impl<E: Executor> Decoder<E> {
         }
         let heads = c.heads();
         let mut x = exec.embed(&self.embed, ids); // [t, d_model]
+        if f.scaled_embed {
+            x = exec.scale(x, (c.d_model as f32).sqrt());
+        }
         if let Some(p) = &self.positions {
             let at: Vec<u32> = (pos0..needed).map(|p| p as u32).collect();
             x = exec.add(x, &exec.embed(p, &at)); // [t, d_model]
@@ -272,12 +311,18 @@ impl<E: Executor> Decoder<E> {
             let mut q = layer.q.forward(exec, &h); // [t, heads·head_dim]
             let mut k = layer.k.forward(exec, &h); // [t, kv_heads·head_dim]
             let v = layer.v.forward(exec, &h); // [t, kv_heads·head_dim]
-            if let Some(rope) = &self.rope {
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                q = exec.norm(&q, qn); // each head over its head_dim
+                k = exec.norm(&k, kn);
+            }
+            let rope = if layer.window.is_some() { self.rope_local.as_ref().or(self.rope.as_ref()) } else { self.rope.as_ref() };
+            if let Some(rope) = rope {
                 q = exec.rope(q, rope, heads.n_head, pos0);
                 k = exec.rope(k, rope, heads.n_kv_head, pos0);
             }
-            let o = exec.attend(q, k, v, cache.layer(l), heads, pos0); // [t, heads·head_dim]
-            x = exec.add(x, &layer.o.forward(exec, &o)); // [t, d_model]
+            let o = exec.attend(q, k, v, cache.layer(l), heads, pos0, layer.window); // [t, heads·head_dim]
+            let o = layer.o.forward(exec, &o); // [t, d_model]
+            x = exec.add(x, &post_norm(exec, o, layer.post_attn_norm.as_ref()));
 
             let h = exec.norm(&x, &layer.ffn_norm);
             let up = layer.up.forward(exec, &h); // [t, d_ff]
@@ -285,12 +330,21 @@ impl<E: Executor> Decoder<E> {
                 Some(gate) => exec.glu(gate.forward(exec, &h), up, f.act),
                 None => exec.activate(up, f.act),
             };
-            x = exec.add(x, &layer.down.forward(exec, &m)); // [t, d_model]
+            let m = layer.down.forward(exec, &m); // [t, d_model]
+            x = exec.add(x, &post_norm(exec, m, layer.post_ffn_norm.as_ref()));
         }
         cache.len = needed;
         // The norm is per position, so only the last position needs it.
         let last = exec.norm(&exec.last(x, t), &self.norm); // [1, d_model]
         Ok(exec.matmul(&last, self.output.as_ref().unwrap_or(&self.embed))) // [1, vocab]
+    }
+}
+
+/// A sublayer's output through its post-norm, where the family has one (Gemma's sandwich).
+fn post_norm<E: Executor>(exec: &E, y: E::Act, norm: Option<&Norm<E>>) -> E::Act {
+    match norm {
+        Some(n) => exec.norm(&y, n),
+        None => y,
     }
 }
 

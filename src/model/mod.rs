@@ -10,7 +10,7 @@ pub mod qmatrix;
 pub mod weights;
 pub mod wgpu;
 
-pub use config::{Activation, Arch, DecoderConfig, Family};
+pub use config::{Activation, Arch, DecoderConfig, Family, Llama3Rope};
 pub use cpu::CpuExecutor;
 pub use decoder::{BoxedRunner, Decoder, Executor, Heads, KvCache, Loaded, Runner};
 pub use qmatrix::QMatrix;

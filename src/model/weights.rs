@@ -43,6 +43,12 @@ enum Slot {
     QkvBias,
     O,
     OBias,
+    /// QK-norm's weights, `[head_dim]`.
+    QNorm,
+    KNorm,
+    /// Gemma's norms after the attention and after the MLP.
+    PostAttnNorm,
+    PostFfnNorm,
     FfnNorm,
     FfnNormBias,
     Gate,
@@ -50,6 +56,8 @@ enum Slot {
     UpBias,
     Down,
     DownBias,
+    /// Llama 3's RoPE scaling as each frequency's divisor, `[head_dim/2]` (GGUF only).
+    RopeFreqs,
     /// A buffer some checkpoints save that is not a weight: skipped.
     Ignored,
 }
@@ -67,38 +75,48 @@ enum Layout {
 
 use Layout::{AsIs, Conv1D};
 
-/// GGUF tensor names, for all three families (llama.cpp's names). `N` is the block index.
-/// GGUF `llama` files hold Q and K already in interleaved RoPE order; `qwen2` files do not.
-const GGUF_NAMES: &[(&str, Slot, Layout)] = &[
-    ("token_embd.weight", Slot::Embed, AsIs),           // [vocab, d_model]
-    ("position_embd.weight", Slot::Positions, AsIs),    // GPT-2: [context, d_model]
-    ("output_norm.weight", Slot::FinalNorm, AsIs),      // [d_model]
-    ("output_norm.bias", Slot::FinalNormBias, AsIs),    // GPT-2: [d_model]
-    ("output.weight", Slot::Output, AsIs),              // (vocab, d_model); absent: tied
-    ("blk.N.attn_norm.weight", Slot::AttnNorm, AsIs),   // [d_model]
-    ("blk.N.attn_norm.bias", Slot::AttnNormBias, AsIs), // GPT-2: [d_model]
-    ("blk.N.attn_q.weight", Slot::Q, AsIs),             // (heads·head_dim, d_model)
-    ("blk.N.attn_q.bias", Slot::QBias, AsIs),           // Qwen2: [heads·head_dim]
-    ("blk.N.attn_k.weight", Slot::K, AsIs),             // (kv_heads·head_dim, d_model)
-    ("blk.N.attn_k.bias", Slot::KBias, AsIs),           // Qwen2: [kv_heads·head_dim]
-    ("blk.N.attn_v.weight", Slot::V, AsIs),             // (kv_heads·head_dim, d_model)
-    ("blk.N.attn_v.bias", Slot::VBias, AsIs),           // Qwen2: [kv_heads·head_dim]
-    ("blk.N.attn_qkv.weight", Slot::Qkv, AsIs),         // GPT-2: (3·d_model, d_model)
-    ("blk.N.attn_qkv.bias", Slot::QkvBias, AsIs),       // GPT-2: [3·d_model]
-    ("blk.N.attn_output.weight", Slot::O, AsIs),        // (d_model, heads·head_dim)
-    ("blk.N.attn_output.bias", Slot::OBias, AsIs),      // GPT-2: [d_model]
-    ("blk.N.ffn_norm.weight", Slot::FfnNorm, AsIs),     // [d_model]
-    ("blk.N.ffn_norm.bias", Slot::FfnNormBias, AsIs),   // GPT-2: [d_model]
-    ("blk.N.ffn_gate.weight", Slot::Gate, AsIs),        // (d_ff, d_model)
-    ("blk.N.ffn_up.weight", Slot::Up, AsIs),            // (d_ff, d_model)
-    ("blk.N.ffn_up.bias", Slot::UpBias, AsIs),          // GPT-2: [d_ff]
-    ("blk.N.ffn_down.weight", Slot::Down, AsIs),        // (d_model, d_ff)
-    ("blk.N.ffn_down.bias", Slot::DownBias, AsIs),      // GPT-2: [d_model]
+/// A format's names: the tensor name (`N` for the block index), its slot, and its layout.
+type NameTable = &'static [(&'static str, Slot, Layout)];
+
+/// GGUF tensor names, for every family (llama.cpp's names). `N` is the block index.
+/// GGUF `llama` files hold Q and K already in interleaved RoPE order; `qwen2`, `qwen3` and
+/// `gemma3` files do not (`Family::gguf_half_split`).
+const GGUF_NAMES: NameTable = &[
+    ("token_embd.weight", Slot::Embed, AsIs),                       // [vocab, d_model]
+    ("position_embd.weight", Slot::Positions, AsIs),                // GPT-2: [context, d_model]
+    ("output_norm.weight", Slot::FinalNorm, AsIs),                  // [d_model]
+    ("output_norm.bias", Slot::FinalNormBias, AsIs),                // GPT-2: [d_model]
+    ("output.weight", Slot::Output, AsIs),                          // (vocab, d_model); absent: tied
+    ("rope_freqs.weight", Slot::RopeFreqs, AsIs),                   // Llama 3: [head_dim/2]
+    ("blk.N.attn_norm.weight", Slot::AttnNorm, AsIs),               // [d_model]
+    ("blk.N.attn_norm.bias", Slot::AttnNormBias, AsIs),             // GPT-2: [d_model]
+    ("blk.N.attn_q.weight", Slot::Q, AsIs),                         // (heads·head_dim, d_model)
+    ("blk.N.attn_q.bias", Slot::QBias, AsIs),                       // Qwen2: [heads·head_dim]
+    ("blk.N.attn_k.weight", Slot::K, AsIs),                         // (kv_heads·head_dim, d_model)
+    ("blk.N.attn_k.bias", Slot::KBias, AsIs),                       // Qwen2: [kv_heads·head_dim]
+    ("blk.N.attn_v.weight", Slot::V, AsIs),                         // (kv_heads·head_dim, d_model)
+    ("blk.N.attn_v.bias", Slot::VBias, AsIs),                       // Qwen2: [kv_heads·head_dim]
+    ("blk.N.attn_qkv.weight", Slot::Qkv, AsIs),                     // GPT-2: (3·d_model, d_model)
+    ("blk.N.attn_qkv.bias", Slot::QkvBias, AsIs),                   // GPT-2: [3·d_model]
+    ("blk.N.attn_output.weight", Slot::O, AsIs),                    // (d_model, heads·head_dim)
+    ("blk.N.attn_output.bias", Slot::OBias, AsIs),                  // GPT-2: [d_model]
+    ("blk.N.attn_q_norm.weight", Slot::QNorm, AsIs),                // Qwen3, Gemma 3: [head_dim]
+    ("blk.N.attn_k_norm.weight", Slot::KNorm, AsIs),                // Qwen3, Gemma 3: [head_dim]
+    ("blk.N.post_attention_norm.weight", Slot::PostAttnNorm, AsIs), // Gemma 3: [d_model]
+    ("blk.N.post_ffw_norm.weight", Slot::PostFfnNorm, AsIs),        // Gemma 3: [d_model]
+    ("blk.N.ffn_norm.weight", Slot::FfnNorm, AsIs),                 // [d_model]
+    ("blk.N.ffn_norm.bias", Slot::FfnNormBias, AsIs),               // GPT-2: [d_model]
+    ("blk.N.ffn_gate.weight", Slot::Gate, AsIs),                    // (d_ff, d_model)
+    ("blk.N.ffn_up.weight", Slot::Up, AsIs),                        // (d_ff, d_model)
+    ("blk.N.ffn_up.bias", Slot::UpBias, AsIs),                      // GPT-2: [d_ff]
+    ("blk.N.ffn_down.weight", Slot::Down, AsIs),                    // (d_model, d_ff)
+    ("blk.N.ffn_down.bias", Slot::DownBias, AsIs),                  // GPT-2: [d_model]
 ];
 
-/// Hugging Face `LlamaForCausalLM` / `Qwen2ForCausalLM` names. Q and K rows are in HF's
-/// half-split RoPE order and are permuted at load.
-const HF_LLAMA_NAMES: &[(&str, Slot, Layout)] = &[
+/// Hugging Face `LlamaForCausalLM` / `Qwen2ForCausalLM` / `Qwen3ForCausalLM` names (and
+/// Gemma 3's, with [`HF_GEMMA3_NAMES`] first). Q and K rows are in HF's half-split RoPE order
+/// and are permuted at load.
+const HF_LLAMA_NAMES: NameTable = &[
     ("model.embed_tokens.weight", Slot::Embed, AsIs),                        // [vocab, d_model]
     ("model.norm.weight", Slot::FinalNorm, AsIs),                            // [d_model]
     ("lm_head.weight", Slot::Output, AsIs),                                  // (vocab, d_model); tied: unused
@@ -110,6 +128,8 @@ const HF_LLAMA_NAMES: &[(&str, Slot, Layout)] = &[
     ("model.layers.N.self_attn.v_proj.weight", Slot::V, AsIs),               // (kv_heads·head_dim, d_model)
     ("model.layers.N.self_attn.v_proj.bias", Slot::VBias, AsIs),             // Qwen2
     ("model.layers.N.self_attn.o_proj.weight", Slot::O, AsIs),               // (d_model, heads·head_dim)
+    ("model.layers.N.self_attn.q_norm.weight", Slot::QNorm, AsIs),           // Qwen3, Gemma 3: [head_dim]
+    ("model.layers.N.self_attn.k_norm.weight", Slot::KNorm, AsIs),           // Qwen3, Gemma 3: [head_dim]
     ("model.layers.N.post_attention_layernorm.weight", Slot::FfnNorm, AsIs), // [d_model]
     ("model.layers.N.mlp.gate_proj.weight", Slot::Gate, AsIs),               // (d_ff, d_model)
     ("model.layers.N.mlp.up_proj.weight", Slot::Up, AsIs),                   // (d_ff, d_model)
@@ -117,9 +137,18 @@ const HF_LLAMA_NAMES: &[(&str, Slot, Layout)] = &[
     ("model.layers.N.self_attn.rotary_emb.inv_freq", Slot::Ignored, AsIs),   // old checkpoints: RoPE's buffer
 ];
 
+/// Gemma 3's norms, whose names mean other things in Llama: its `post_attention_layernorm`
+/// follows the attention (Llama's precedes the MLP), and `pre_feedforward_layernorm` is the one
+/// before the MLP.
+const HF_GEMMA3_NAMES: NameTable = &[
+    ("model.layers.N.post_attention_layernorm.weight", Slot::PostAttnNorm, AsIs), // [d_model]
+    ("model.layers.N.pre_feedforward_layernorm.weight", Slot::FfnNorm, AsIs),     // [d_model]
+    ("model.layers.N.post_feedforward_layernorm.weight", Slot::PostFfnNorm, AsIs), // [d_model]
+];
+
 /// Hugging Face `GPT2LMHeadModel` names, after its `transformer.` prefix is dropped (the
 /// original `gpt2` checkpoint, a `GPT2Model`, has none). Projections are `Conv1D`, `(in, out)`.
-const HF_GPT2_NAMES: &[(&str, Slot, Layout)] = &[
+const HF_GPT2_NAMES: NameTable = &[
     ("wte.weight", Slot::Embed, AsIs),             // [vocab, d_model]
     ("wpe.weight", Slot::Positions, AsIs),         // [n_positions, d_model]
     ("ln_f.weight", Slot::FinalNorm, AsIs),        // [d_model]
@@ -154,12 +183,21 @@ impl Slot {
             Slot::Positions => f.learned_positions,
             Slot::FinalNormBias | Slot::AttnNormBias | Slot::FfnNormBias => f.layer_norm,
             Slot::OBias | Slot::UpBias | Slot::DownBias => f.out_bias,
+            Slot::QNorm | Slot::KNorm => f.qk_norm,
+            Slot::PostAttnNorm | Slot::PostFfnNorm => f.sandwich_norms,
+            Slot::RopeFreqs => !f.learned_positions,
         }
     }
 
-    /// Whether its rows are Q or K rows, which RoPE pairs.
-    fn rotated(self) -> bool {
-        matches!(self, Slot::Q | Slot::QBias | Slot::K | Slot::KBias)
+    /// How many heads of RoPE-paired rows it holds: Q and K rows, and QK-norm's weights, which
+    /// scale one head's dims before the rotation and so move with them.
+    fn rotated_heads(self, config: &DecoderConfig) -> Option<usize> {
+        match self {
+            Slot::Q | Slot::QBias => Some(config.n_head),
+            Slot::K | Slot::KBias => Some(config.n_kv_head),
+            Slot::QNorm | Slot::KNorm => Some(1),
+            _ => None,
+        }
     }
 }
 
@@ -170,9 +208,18 @@ impl DecoderConfig {
         match slot {
             Slot::Embed | Slot::Output => vec![self.vocab_size, d],
             Slot::Positions => vec![self.context_length, d],
-            Slot::FinalNorm | Slot::FinalNormBias | Slot::AttnNorm | Slot::AttnNormBias | Slot::FfnNorm | Slot::FfnNormBias | Slot::OBias | Slot::DownBias => {
-                vec![d]
-            }
+            Slot::FinalNorm
+            | Slot::FinalNormBias
+            | Slot::AttnNorm
+            | Slot::AttnNormBias
+            | Slot::FfnNorm
+            | Slot::FfnNormBias
+            | Slot::OBias
+            | Slot::DownBias
+            | Slot::PostAttnNorm
+            | Slot::PostFfnNorm => vec![d],
+            Slot::QNorm | Slot::KNorm => vec![self.head_dim()],
+            Slot::RopeFreqs => vec![self.head_dim() / 2],
             Slot::Q => vec![q, d],
             Slot::QBias => vec![q],
             Slot::K | Slot::V => vec![kv, d],
@@ -261,10 +308,13 @@ pub struct Entry<'a> {
 pub struct Tensors<'a> {
     /// Every tensor of the file (or of all its shards).
     pub entries: Vec<Entry<'a>>,
-    /// The format's name table.
-    table: &'static [(&'static str, Slot, Layout)],
+    /// The format's name tables, searched in order (the first that names a tensor wins).
+    tables: &'static [NameTable],
     /// Whether Q and K are stored in half-split RoPE order.
     half_split_rope: bool,
+    /// Added to every norm's weights: 1 where the format stores `w` for a norm that scales by
+    /// `1 + w` (Gemma's Hugging Face weights), so that every executor runs a plain RMSNorm.
+    norm_offset: f32,
     /// `Some(tied)` when the metadata says whether the head is tied (HF); `None` when the
     /// absence of an output tensor says so (GGUF).
     tied: Option<bool>,
@@ -283,8 +333,9 @@ impl<'a> Tensors<'a> {
                 Entry { ty: info.ty, shape: info.shape(), read: Box::new(move || Ok(gguf.tensor(&name).expect("listed tensor").data)), name: info.name.clone() }
             })
             .collect();
-        // llama.cpp runs `qwen2` with NeoX (half-split) RoPE on unpermuted weights.
-        Tensors { entries, table: GGUF_NAMES, half_split_rope: config.arch == super::Arch::Qwen2, tied: None, format: "GGUF" }
+        // llama.cpp runs `qwen2`, `qwen3` and `gemma3` with NeoX (half-split) RoPE on unpermuted weights.
+        let half_split_rope = config.arch.family().gguf_half_split;
+        Tensors { entries, tables: &[GGUF_NAMES], half_split_rope, norm_offset: 0.0, tied: None, format: "GGUF" }
     }
 
     /// Hugging Face safetensors shards (`config` from `config.json`). A tensor may be in any
@@ -309,8 +360,13 @@ impl<'a> Tensors<'a> {
                 });
             }
         }
-        let table = if gpt2 { HF_GPT2_NAMES } else { HF_LLAMA_NAMES };
-        Ok(Tensors { entries, table, half_split_rope: !gpt2, tied: Some(config.tied_embeddings), format: "Hugging Face" })
+        let tables: &'static [NameTable] = match config.arch {
+            super::Arch::Gpt2 => &[HF_GPT2_NAMES],
+            super::Arch::Gemma3 => &[HF_GEMMA3_NAMES, HF_LLAMA_NAMES],
+            _ => &[HF_LLAMA_NAMES],
+        };
+        let norm_offset = if config.arch.family().hf_norm_plus_one { 1.0 } else { 0.0 };
+        Ok(Tensors { entries, tables, half_split_rope: !gpt2, norm_offset, tied: Some(config.tied_embeddings), format: "Hugging Face" })
     }
 }
 
@@ -335,9 +391,9 @@ impl<'a, 'p> Walk<'a, 'p> {
         for entry in std::mem::take(&mut tensors.entries) {
             let (pattern, layer) = pattern_of(&entry.name);
             let &(_, slot, layout) = tensors
-                .table
+                .tables
                 .iter()
-                .find(|(p, _, _)| *p == pattern)
+                .find_map(|t| t.iter().find(|(p, _, _)| *p == pattern))
                 .filter(|(_, s, _)| s.in_family(f))
                 .ok_or_else(|| Error::tensor(&entry.name, format!("is not part of a {} {arch} model (unexpected tensor)", tensors.format)))?;
             if pattern.contains(".N.") && layer.is_none_or(|l| l >= config.n_layer) {
@@ -371,8 +427,7 @@ impl<'a, 'p> Walk<'a, 'p> {
             None if self.config.arch.family().fused_qkv && matches!(slot, Slot::Q | Slot::QBias) => self.split_qkv(slot, layer)?,
             None => self.read(slot, layer)?,
         };
-        if self.tensors.half_split_rope && slot.rotated() {
-            let heads = if matches!(slot, Slot::Q | Slot::QBias) { self.config.n_head } else { self.config.n_kv_head };
+        if let Some(heads) = slot.rotated_heads(self.config).filter(|_| self.tensors.half_split_rope) {
             if raw.cols() == 1 && raw.ty.block_size() != 1 {
                 return Err(Error::tensor(&self.name(slot, layer), "is a quantised vector; Ember cannot reorder it for RoPE"));
             }
@@ -429,7 +484,7 @@ impl<'a, 'p> Walk<'a, 'p> {
             Slot::QBias | Slot::KBias | Slot::VBias if self.config.arch.family().fused_qkv => Slot::QkvBias,
             s => s,
         };
-        let pattern = self.tensors.table.iter().find(|r| r.1 == named).map_or("?", |r| r.0);
+        let pattern = self.tensors.tables.iter().find_map(|t| t.iter().find(|r| r.1 == named)).map_or("?", |r| r.0);
         layer.map_or(pattern.to_string(), |l| pattern.replacen(".N.", &format!(".{l}."), 1))
     }
 
@@ -447,7 +502,16 @@ impl<'a, 'p> Walk<'a, 'p> {
 
     fn norm<E: Executor>(&mut self, exec: &E, w: Slot, b: Slot, layer: Option<usize>) -> Result<Norm<E>> {
         let layer_norm = self.config.arch.family().layer_norm;
-        Ok(Norm { gamma: self.vector(exec, w, layer)?, beta: layer_norm.then(|| self.vector(exec, b, layer)).transpose()?, eps: self.config.norm_eps })
+        let mut gamma = self.take(w, layer)?.to_f32()?;
+        if self.tensors.norm_offset != 0.0 {
+            gamma.iter_mut().for_each(|g| *g += self.tensors.norm_offset); // HF Gemma's 1 + w
+        }
+        Ok(Norm { gamma: exec.vector(gamma)?, beta: layer_norm.then(|| self.vector(exec, b, layer)).transpose()?, eps: self.config.norm_eps })
+    }
+
+    /// An RMSNorm of the family's optional kinds (QK-norm, post-norms), where it has them.
+    fn opt_norm<E: Executor>(&mut self, exec: &E, w: Slot, layer: Option<usize>) -> Result<Option<Norm<E>>> {
+        w.in_family(self.config.arch.family()).then(|| self.norm(exec, w, w, layer)).transpose()
     }
 
     fn layer<E: Executor>(&mut self, exec: &E, l: usize) -> Result<Layer<E>> {
@@ -455,6 +519,11 @@ impl<'a, 'p> Walk<'a, 'p> {
         let (l, qkv, out) = (Some(l), |s| f.qkv_bias.then_some(s), |s| f.out_bias.then_some(s));
         Ok(Layer {
             attn_norm: self.norm(exec, Slot::AttnNorm, Slot::AttnNormBias, l)?,
+            q_norm: self.opt_norm(exec, Slot::QNorm, l)?,
+            k_norm: self.opt_norm(exec, Slot::KNorm, l)?,
+            post_attn_norm: self.opt_norm(exec, Slot::PostAttnNorm, l)?,
+            post_ffn_norm: self.opt_norm(exec, Slot::PostFfnNorm, l)?,
+            window: self.config.window(l.expect("a block")),
             q: self.linear(exec, Slot::Q, qkv(Slot::QBias), l)?,
             k: self.linear(exec, Slot::K, qkv(Slot::KBias), l)?,
             v: self.linear(exec, Slot::V, qkv(Slot::VBias), l)?,
@@ -492,12 +561,27 @@ pub fn build<E: Executor>(
     let norm = walk.norm(exec, Slot::FinalNorm, Slot::FinalNormBias, None)?;
     let output = untied.then(|| walk.matrix(exec, Slot::Output, None)).transpose()?;
     let config = config.clone().with_tied_embeddings(output.is_none());
+    let factors = rope_factors(&mut walk, &config)?;
     let (rope, max_pos) = if f.learned_positions {
         (None, config.context_length.min(max_positions))
     } else {
-        (Some(Rope::new(exec, config.head_dim(), max_positions, config.rope_theta)?), max_positions)
+        (Some(Rope::scaled(exec, config.head_dim(), max_positions, config.rope_theta, factors.as_deref())?), max_positions)
     };
-    Ok(Decoder { config, embed, positions, layers, norm, output, rope, max_pos })
+    let rope_local = config.rope_theta_local.filter(|_| rope.is_some()).map(|theta| Rope::new(exec, config.head_dim(), max_positions, theta)).transpose()?;
+    Ok(Decoder { config, embed, positions, layers, norm, output, rope, rope_local, max_pos })
+}
+
+/// Llama 3's RoPE scaling as the frequencies' divisors: the file's `rope_freqs.weight` (GGUF),
+/// or computed from `config.json`'s parameters as llama.cpp's converter computes that tensor.
+fn rope_factors(walk: &mut Walk<'_, '_>, config: &DecoderConfig) -> Result<Option<Vec<f32>>> {
+    if !walk.has(Slot::RopeFreqs, None) {
+        return Ok(config.rope_llama3.map(|r| r.factors(config.head_dim(), config.rope_theta)));
+    }
+    let factors = walk.take(Slot::RopeFreqs, None)?.to_f32()?;
+    if let Some(bad) = factors.iter().find(|&&f| f <= 0.0) {
+        return Err(Error::tensor("rope_freqs.weight", format!("holds the divisor {bad}; RoPE divisors must be positive")));
+    }
+    Ok(Some(factors))
 }
 
 /// Splits `blk.12.attn_q.weight` into (`blk.N.attn_q.weight`, Some(12)): the first dotted

@@ -110,12 +110,19 @@ impl Executor for GpuExecutor {
         x + y.clone()
     }
 
+    fn scale(&self, x: Tensor<2>, s: f32) -> Tensor<2> {
+        x.mul_scalar(s)
+    }
+
     fn add_bias(&self, x: Tensor<2>, b: &Tensor<1>) -> Tensor<2> {
         x + b.clone().unsqueeze()
     }
 
     fn norm(&self, x: &Tensor<2>, n: &Norm<Self>) -> Tensor<2> {
+        let ([t, width], [d]) = (x.dims(), n.gamma.dims());
         match &n.beta {
+            // QK-norm: each head is a row of its own.
+            None if d != width => gpu::rms_norm(x.clone().reshape([t * width / d, d]), &n.gamma, n.eps).reshape([t, width]),
             None => gpu::rms_norm(x.clone(), &n.gamma, n.eps),
             Some(beta) => layer_norm(x.clone(), n.gamma.clone(), Some(beta.clone()), n.eps),
         }
@@ -129,8 +136,17 @@ impl Executor for GpuExecutor {
         gpu::rope(x, &table(&rope.cos), &table(&rope.sin), pos0).reshape([t, width])
     }
 
-    fn attend(&self, q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, (kc, vc): (&mut Tensor<4>, &mut Tensor<4>), heads: Heads, pos0: usize) -> Tensor<2> {
-        let Heads { n_head: nh, n_kv_head: nkv, head_dim: hd } = heads;
+    fn attend(
+        &self,
+        q: Tensor<2>,
+        k: Tensor<2>,
+        v: Tensor<2>,
+        (kc, vc): (&mut Tensor<4>, &mut Tensor<4>),
+        heads: Heads,
+        pos0: usize,
+        window: Option<usize>,
+    ) -> Tensor<2> {
+        let Heads { n_head: nh, n_kv_head: nkv, head_dim: hd, scale } = heads;
         let [t, _] = q.dims();
         let q = q.reshape([1, t, nh, hd]).swap_dims(1, 2); // [batch, heads, seq, head_dim]
         let k = k.reshape([1, t, nkv, hd]).swap_dims(1, 2); // [batch, kv_heads, seq, head_dim]
@@ -138,10 +154,14 @@ impl Executor for GpuExecutor {
         let end = pos0 + t;
         kc.inplace(|c| c.slice_assign([0..1, 0..nkv, pos0..end, 0..hd], k));
         vc.inplace(|c| c.slice_assign([0..1, 0..nkv, pos0..end, 0..hd], v));
-        let k = kc.clone().slice([0..1, 0..nkv, 0..end, 0..hd]); // [batch, kv_heads, past+seq, head_dim]
-        let v = vc.clone().slice([0..1, 0..nkv, 0..end, 0..hd]);
-        let mask = causal_mask(pos0, t, &self.device);
-        attend(q, k, v, mask.as_ref()).swap_dims(1, 2).reshape([t, nh * hd]) // [seq, heads·head_dim]
+        // Keys from the first query's window on (all of them in a global layer); the mask
+        // hides what the later queries' windows have left.
+        let first = window.map_or(0, |w| (pos0 + 1).saturating_sub(w));
+        let k = kc.clone().slice([0..1, 0..nkv, first..end, 0..hd]); // [batch, kv_heads, keys, head_dim]
+        let v = vc.clone().slice([0..1, 0..nkv, first..end, 0..hd]);
+        let mask = attention_mask(pos0, t, first, window, &self.device);
+        attend(q, k, v, scale, mask.as_ref()).swap_dims(1, 2).reshape([t, nh * hd])
+        // [seq, heads·head_dim]
     }
 
     fn glu(&self, gate: Tensor<2>, up: Tensor<2>, act: Activation) -> Tensor<2> {
@@ -179,12 +199,12 @@ impl Executor for GpuExecutor {
 ///
 /// `q`: `[batch, heads, seq, head_dim]`; `k`, `v`: `[batch, kv_heads, keys, head_dim]`;
 /// `mask`: additive, `[1, 1, 1, seq, keys]`. Returns `[batch, heads, seq, head_dim]`.
-fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<5>>) -> Tensor<4> {
+fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32, mask: Option<&Tensor<5>>) -> Tensor<4> {
     let [b, nh, t, hd] = q.dims();
     let [_, nkv, s, _] = k.dims();
     let g = nh / nkv;
     let q = q.reshape([b, nkv, g * t, hd]); // [batch, kv_heads, group·seq, head_dim]
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()); // [batch, kv_heads, group·seq, keys]
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [batch, kv_heads, group·seq, keys]
     let scores = match mask {
         Some(m) => (scores.reshape([b, nkv, g, t, s]) + m.clone()).reshape([b, nkv, g * t, s]),
         None => scores,
@@ -193,15 +213,17 @@ fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<5>>) ->
     probs.matmul(v).reshape([b, nh, t, hd])
 }
 
-/// The additive causal mask for `seq` new positions after `past` cached ones, or `None` when a
-/// single new token may see everything. // [1, 1, 1, seq, past+seq]
-fn causal_mask(past: usize, seq: usize, device: &Device) -> Option<Tensor<5>> {
+/// The additive mask for `seq` new positions after `past` cached ones, over the keys from
+/// position `first` on: causal, and with a `window`, each query sees only the `window` positions
+/// up to its own. `None` when a single new token may see every key given. // [1, 1, 1, seq, keys]
+fn attention_mask(past: usize, seq: usize, first: usize, window: Option<usize>, device: &Device) -> Option<Tensor<5>> {
     if seq <= 1 {
         return None;
     }
-    let keys = past + seq;
+    let keys = past + seq - first;
+    let visible = |i: usize, j: usize| j <= past + i && window.is_none_or(|w| past + i - j < w);
     // A large finite value rather than -inf: exp() gives exactly 0 either way, and no backend
     // can turn inf - inf into NaN.
-    let data = (0..seq).flat_map(|i| (0..keys).map(move |j| if j <= past + i { 0.0f32 } else { -1e30 })).collect::<Vec<_>>();
+    let data = (0..seq).flat_map(|i| (first..first + keys).map(move |j| if visible(i, j) { 0.0f32 } else { -1e30 })).collect::<Vec<_>>();
     Some(Tensor::from_data(TensorData::new(data, [1, 1, 1, seq, keys]), device))
 }

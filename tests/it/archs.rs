@@ -1,16 +1,17 @@
-//! Llama, Qwen2 and GPT-2, each as a Hugging Face folder and as GGUF, against `transformers`:
+//! Llama, Qwen2, Qwen3, Gemma 3 and GPT-2, each as a Hugging Face folder and as GGUF, against `transformers`:
 //! tiny random models and the logits, greedy continuations and token ids that `transformers`
 //! and `tokenizers` gave for them (`tests/fixtures/make_hf_models.py`).
 
 use ember::engine::load_file;
 use ember::hf::HfFolder;
-use ember::model::{rope_interleave, Arch, DecoderConfig};
+use ember::model::{rope_interleave, Arch, DecoderConfig, Llama3Rope};
 use ember::{Engine, GenerateOptions, LoadOptions, Message, Prompt, SamplingConfig};
 use serde_json::Value;
 
 use crate::{assert_close, backends, fixture, json, u32s};
 
-const ARCHS: [&str; 3] = ["llama", "qwen2", "gpt2"];
+/// The fixtures: `llama3` is a Llama with Llama 3's RoPE scaling and tokenizer.
+const ARCHS: [&str; 6] = ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3"];
 /// Logits are f32 on both sides; the models are tiny, so sums are short.
 const TOL: f32 = 2e-4;
 
@@ -67,9 +68,12 @@ fn greedy_continuations_match_transformers() {
 #[test]
 fn tokenizers_match_python_tokenizers_and_templates_render() {
     each(|_, what, e, fx| {
+        // A tokenizer that adds BOS (Gemma's) puts it before the text's own ids.
+        let bos: Vec<u32> = if fx["add_bos"].as_bool().unwrap_or(false) { e.tokenizer().bos().into_iter().collect() } else { vec![] };
+        assert_eq!(bos.len(), usize::from(fx["add_bos"].as_bool().unwrap_or(false)), "{what}: BOS");
         for enc in fx["encodings"].as_array().unwrap() {
             let text = enc["text"].as_str().unwrap();
-            assert_eq!(e.tokenizer().encode(text).unwrap(), u32s(&enc["ids"]), "{what}: ids of {text:?}");
+            assert_eq!(e.tokenizer().encode(text).unwrap(), [&bos[..], &u32s(&enc["ids"])].concat(), "{what}: ids of {text:?}");
             assert_eq!(e.tokenizer().decode(&u32s(&enc["ids"])).unwrap(), text, "{what}: decoding {text:?}");
         }
         let mut stops = e.tokenizer().stop_ids().to_vec();
@@ -106,6 +110,24 @@ fn the_model_card_shows_each_architecture() {
             DecoderConfig::new(u("n_layer"), u("n_embd"), u("n_head"), u("n_head"), u("n_inner"), u("vocab_size"), u("n_positions"))
                 .with_arch(Arch::Gpt2)
                 .with_norm_eps(c["layer_norm_epsilon"].as_f64().unwrap())
+        } else if arch == "gemma3" {
+            let rope = |kind: &str| c["rope_parameters"][kind]["rope_theta"].as_f64().unwrap();
+            DecoderConfig::new(
+                u("num_hidden_layers"),
+                u("hidden_size"),
+                u("num_attention_heads"),
+                u("num_key_value_heads"),
+                u("intermediate_size"),
+                u("vocab_size"),
+                u("max_position_embeddings"),
+            )
+            .with_arch(Arch::Gemma3)
+            .with_rope_theta(rope("full_attention"))
+            .with_norm_eps(c["rms_norm_eps"].as_f64().unwrap())
+            .with_head_width(Some(u("head_dim")))
+            .with_sliding_window(Some(u("sliding_window")))
+            .with_swa_pattern(6)
+            .with_rope_theta_local(Some(rope("sliding_attention")))
         } else {
             DecoderConfig::new(
                 u("num_hidden_layers"),
@@ -116,23 +138,31 @@ fn the_model_card_shows_each_architecture() {
                 u("vocab_size"),
                 u("max_position_embeddings"),
             )
-            .with_arch(Arch::parse(arch).unwrap())
-            .with_rope_theta(c["rope_theta"].as_f64().unwrap())
+            .with_arch(Arch::parse(fx["architecture"].as_str().unwrap()).unwrap())
+            .with_rope_theta(c["rope_theta"].as_f64().or(c["rope_parameters"]["rope_theta"].as_f64()).unwrap())
             .with_norm_eps(c["rms_norm_eps"].as_f64().unwrap())
+            .with_head_width(c["head_dim"].as_u64().map(|h| h as usize))
+            .with_rope_llama3(c["rope_parameters"].as_object().map(|r| Llama3Rope {
+                factor: r["factor"].as_f64().unwrap(),
+                low_freq_factor: r["low_freq_factor"].as_f64().unwrap(),
+                high_freq_factor: r["high_freq_factor"].as_f64().unwrap(),
+                original_context: r["original_max_position_embeddings"].as_f64().unwrap(),
+            }))
         };
         let gguf = what.contains("gguf");
         // GGUF stores epsilon as f32; llama.cpp's converter writes GPT-2's tied head out as a copy.
-        let want = if gguf { want.clone().with_norm_eps(want.norm_eps as f32 as f64) } else { want };
+        // A GGUF file holds Llama 3's RoPE scaling as a tensor, not as parameters.
+        let want = if gguf { want.clone().with_norm_eps(want.norm_eps as f32 as f64).with_rope_llama3(None) } else { want };
         let tied = !(arch == "llama" || (arch == "gpt2" && gguf));
         assert_eq!(info.config, want.with_tied_embeddings(tied), "{what}");
-        assert_eq!(info.architecture, arch, "{what}");
+        assert_eq!(info.architecture, fx["architecture"].as_str().unwrap(), "{what}");
         assert_eq!(info.format, if gguf { "GGUF" } else { "safetensors" }, "{what}");
         let extra_head = if arch == "gpt2" && gguf { u("vocab_size") * u("n_embd") } else { 0 };
         assert_eq!(info.n_params, fx["n_params"].as_u64().unwrap() as usize + extra_head, "{what}: parameters (transformers counts)");
         assert_eq!(info.n_params, info.config.n_params(), "{what}: the shape's own count");
         if !gguf {
             let dtype = match arch {
-                "llama" => "F32",
+                "llama" | "qwen3" | "llama3" | "gemma3" => "F32",
                 "qwen2" => "BF16",
                 _ => "F16",
             };

@@ -336,11 +336,26 @@ pub fn corpus() -> Vec<Bad> {
             expect: "lacks the metadata key `tokenizer.ggml.tokens`",
         },
         Bad {
-            name: "sentencepiece",
+            name: "sentencepiece-without-scores",
             bytes: tiny(|w| {
                 w.set_meta("tokenizer.ggml.model", s("llama"));
             }),
-            expect: "tokenizer model `llama`",
+            expect: "lacks the metadata key `tokenizer.ggml.scores`",
+        },
+        Bad {
+            name: "sentencepiece-short-scores",
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.ggml.model", s("llama"));
+                w.set_meta("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0)]));
+            }),
+            expect: "`tokenizer.ggml.scores`: has 1 entries for",
+        },
+        Bad {
+            name: "unigram-tokenizer",
+            bytes: tiny(|w| {
+                w.set_meta("tokenizer.ggml.model", s("t5"));
+            }),
+            expect: "tokenizer model `t5`",
         },
         Bad {
             name: "unknown-pre-tokenizer",

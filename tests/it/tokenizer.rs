@@ -60,3 +60,46 @@ fn streaming_never_emits_half_a_character() {
     out.push_str(&dec.flush(tk).unwrap());
     assert_eq!(out, text);
 }
+
+/// Each kind of tokenizer a GGUF file describes alone (SentencePiece as Llama 2 and as Gemma
+/// write it, Llama 3's and Qwen2's byte-level BPE), against its Python reference on a
+/// multilingual corpus with special and user-defined tokens (`make_gguf_tokenizers.py`).
+#[test]
+fn gguf_tokenizers_equal_their_python_references() {
+    let fx = json("tokenizers.json");
+    let mut failures = Vec::new();
+    for kind in ["spm", "gemma", "llama-bpe", "qwen2"] {
+        let k = &fx[kind];
+        let bytes = std::fs::read(crate::fixture(k["file"].as_str().unwrap())).unwrap();
+        let gguf = ember::gguf::Gguf::parse(&bytes).unwrap();
+        let tk = Tokenizer::from_gguf(&gguf.metadata).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(tk.bos(), k["bos"].as_u64().map(|b| b as u32), "{kind}: BOS");
+        for t in k["texts"].as_array().unwrap() {
+            let text = t["text"].as_str().unwrap();
+            let want = u32s(&t["ids"]);
+            // `encode` adds BOS where the file asks; the references were asked for the text alone.
+            let got = tk.encode(text).unwrap();
+            let got = if tk.bos().is_some() && got.first() == tk.bos().as_ref() && want.first() != tk.bos().as_ref() { got[1..].to_vec() } else { got };
+            if got != want {
+                failures.push(format!("{kind} {text:?}: got {got:?}, want {want:?}"));
+            }
+            assert_eq!(tk.decode(&want).unwrap(), t["decoded"].as_str().unwrap(), "{kind}: decoding {text:?}");
+        }
+    }
+    assert!(failures.is_empty(), "{} texts differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// SentencePiece files ask for BOS unless they say otherwise (llama.cpp's default); a text that
+/// starts with BOS (a template that writes it) does not get a second one.
+#[test]
+fn sentencepiece_adds_bos_once() {
+    let bytes = std::fs::read(crate::fixture("tokenizers/spm.gguf")).unwrap();
+    let gguf = ember::gguf::Gguf::parse(&bytes).unwrap();
+    let tk = Tokenizer::from_gguf(&gguf.metadata).unwrap();
+    let bos = tk.bos().unwrap();
+    let ids = tk.encode("Hello").unwrap();
+    assert_eq!(ids[0], bos);
+    let text = format!("{}Hello", tk.token_text(Some(bos)));
+    let again = tk.encode(&text).unwrap();
+    assert_eq!(again.iter().filter(|&&t| t == bos).count(), 1, "{again:?}");
+}

@@ -120,7 +120,7 @@ async fn classroom_calls_peek_commit_and_pipeline() {
     assert_eq!(rust(engine.commit(Some(second)).unwrap())["token"], second);
 }
 
-/// The tiny Llama, Qwen2 and GPT-2 models (`tests/fixtures/make_hf_models.py`), as Hugging Face
+/// The tiny Llama, Qwen2, GPT-2, Qwen3, Llama 3 and Gemma 3 models (`tests/fixtures/make_hf_models.py`), as Hugging Face
 /// folders and as GGUF: in the browser, their greedy tokens are `transformers`' own.
 mod archs {
     use super::*;
@@ -138,6 +138,9 @@ mod archs {
             return Source::Gguf(match arch {
                 "llama" => include_bytes!("../fixtures/hf/llama.gguf").to_vec(),
                 "qwen2" => include_bytes!("../fixtures/hf/qwen2.gguf").to_vec(),
+                "qwen3" => include_bytes!("../fixtures/hf/qwen3.gguf").to_vec(),
+                "llama3" => include_bytes!("../fixtures/hf/llama3.gguf").to_vec(),
+                "gemma3" => include_bytes!("../fixtures/hf/gemma3.gguf").to_vec(),
                 _ => include_bytes!("../fixtures/hf/gpt2.gguf").to_vec(),
             });
         }
@@ -146,6 +149,15 @@ mod archs {
                 "model.safetensors.index.json", "model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors",
                 "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors"),
             "qwen2" => files!("qwen2": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"),
+            "llama3" => {
+                files!("llama3": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "model.safetensors")
+            }
+            "qwen3" => {
+                files!("qwen3": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "model.safetensors")
+            }
+            "gemma3" => {
+                files!("gemma3": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "model.safetensors")
+            }
             _ => files!("gpt2": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"),
         };
         Source::Folder(HfFolder::new(files))
@@ -155,6 +167,9 @@ mod archs {
         serde_json::from_str(match arch {
             "llama" => include_str!("../fixtures/hf/llama.json"),
             "qwen2" => include_str!("../fixtures/hf/qwen2.json"),
+            "qwen3" => include_str!("../fixtures/hf/qwen3.json"),
+            "llama3" => include_str!("../fixtures/hf/llama3.json"),
+            "gemma3" => include_str!("../fixtures/hf/gemma3.json"),
             _ => include_str!("../fixtures/hf/gpt2.json"),
         })
         .unwrap()
@@ -164,7 +179,7 @@ mod archs {
         let fx = fixture(arch);
         let what = format!("{arch} {} on {backend}", if gguf { "gguf" } else { "folder" });
         let engine = WasmEngine::load_source(source(arch, gguf), backend, JsValue::UNDEFINED, None).await.unwrap_or_else(|e| panic!("{what}: {e:?}"));
-        assert_eq!(rust(engine.info().unwrap())["architecture"], arch, "{what}");
+        assert_eq!(rust(engine.info().unwrap())["architecture"], fx["architecture"], "{what}");
         let case = &fx["cases"][0];
         engine.start(js(&serde_json::json!({ "ids": case["ids"] })), greedy(case["greedy"].as_array().unwrap().len())).unwrap();
         assert_eq!(serde_json::json!(tokens(&engine).await), case["greedy"], "{what}");
@@ -172,7 +187,7 @@ mod archs {
 
     #[wasm_bindgen_test]
     async fn cpu_all_families_both_formats() {
-        for arch in ["llama", "qwen2", "gpt2"] {
+        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3"] {
             for gguf in [false, true] {
                 greedy_is_transformers(arch, gguf, "cpu").await;
             }
@@ -181,7 +196,7 @@ mod archs {
 
     #[wasm_bindgen_test]
     async fn webgpu_all_families() {
-        for arch in ["llama", "qwen2", "gpt2"] {
+        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3"] {
             greedy_is_transformers(arch, false, "webgpu").await;
         }
     }

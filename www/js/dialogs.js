@@ -21,6 +21,7 @@ export function renderModelCard(engine) {
     ["card_format", i.format],
     ["card_mode", i.has_chat_template ? t("modeChat") : t("modeCompletion")],
     ["card_positions", i.architecture === "gpt2" ? t("posLearned") : t("posRope", { theta: c.rope_theta.toLocaleString("en-US") })],
+    ["card_attention", attentionText(i.architecture, c)],
     ["card_params", `${count(i.n_params)} (${i.n_params.toLocaleString("en-US")})`],
     ["card_layers", c.n_layer], ["card_heads", `${c.n_head} / ${c.n_kv_head}`],
     ["card_width", c.d_model], ["card_ffn", c.d_ff], ["card_vocab", c.vocab_size],
@@ -43,6 +44,19 @@ export function renderModelCard(engine) {
     dd.textContent = String(v ?? "—");
     dl.append(dt, dd);
   }
+}
+
+/** How the model attends: head width, QK-norm, and local sliding-window layers with their RoPE base. */
+function attentionText(arch, c) {
+  const headDim = c.head_width ?? Math.floor(c.d_model / c.n_head);
+  const parts = [t("attnHeadWidth", { n: headDim })];
+  if (arch === "qwen3" || arch === "gemma3") parts.push(t("attnQkNorm"));
+  if (c.sliding_window != null) {
+    parts.push(t("attnWindow", { window: c.sliding_window, every: c.swa_pattern, theta: (c.rope_theta_local ?? c.rope_theta).toLocaleString("en-US") }));
+  } else {
+    parts.push(t("attnGlobal"));
+  }
+  return parts.join(" · ");
 }
 
 /** The stored models, each with its delete button, and the storage estimate. */
