@@ -35,6 +35,10 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
+    /// Whether the template takes `enable_thinking` (Qwen3, SmolLM3: reasoning models).
+    thinks: bool,
+    /// `enable_thinking` as the template sees it; `None` leaves it undefined (its default).
+    enable_thinking: Option<bool>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -74,7 +78,20 @@ impl ChatTemplate {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.add_template_owned("chat", source.to_string()).map_err(template_err)?;
-        Ok(ChatTemplate { env, bos: bos.to_string(), eos: eos.to_string() })
+        let thinks = source.contains("enable_thinking");
+        Ok(ChatTemplate { env, bos: bos.to_string(), eos: eos.to_string(), thinks, enable_thinking: None })
+    }
+
+    /// Whether the template has a thinking switch (`enable_thinking`).
+    pub fn thinks(&self) -> bool {
+        self.thinks
+    }
+
+    /// Sets the thinking switch the template sees: `Some(false)` asks a reasoning model to
+    /// answer without thinking (Qwen3's template then writes an empty `<think></think>`);
+    /// `None` leaves `enable_thinking` undefined, the template's own default.
+    pub fn set_thinking(&mut self, on: Option<bool>) {
+        self.enable_thinking = on;
     }
 
     /// Renders a short conversation, so that a template that loops, recurses or raises on
@@ -100,6 +117,7 @@ impl ChatTemplate {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos,
                 eos_token => &self.eos,
+                enable_thinking => self.enable_thinking.map_or(minijinja::Value::UNDEFINED, minijinja::Value::from),
             },
             &mut out,
         );

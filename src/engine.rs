@@ -80,6 +80,9 @@ pub struct ModelInfo {
     pub max_context: usize,
     /// Whether the file has a chat template.
     pub has_chat_template: bool,
+    /// Whether it is a reasoning model with a thinking switch (its template takes
+    /// `enable_thinking`: Qwen3, SmolLM3).
+    pub thinking: bool,
     /// The backend it runs on.
     pub backend: Backend,
 }
@@ -425,6 +428,7 @@ impl Engine {
             datasets: card.datasets,
             max_context,
             has_chat_template: template.is_some(),
+            thinking: template.as_ref().is_some_and(ChatTemplate::thinks),
             backend,
         };
         Ok(Engine { runner, tokenizer: files.tokenizer, template, cached: Vec::new(), generation: None, stats: Stats::default(), info })
@@ -452,6 +456,14 @@ impl Engine {
 
     /// The exact prompt text for a conversation, ready for the assistant's turn.
     ///
+    /// Turns a reasoning model's thinking on or off (`enable_thinking` in its template; `None`:
+    /// the template's default). Every later render, count and fit uses it.
+    pub fn set_thinking(&mut self, on: Option<bool>) {
+        if let Some(t) = &mut self.template {
+            t.set_thinking(on);
+        }
+    }
+
     /// A base model has no chat template and was never taught turns: it continues text. Its
     /// "conversation" is completion mode: the turns' texts joined as one document (the system
     /// prompt left out, since nothing marks it as one), so that each answer continues the text so far.

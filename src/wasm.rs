@@ -131,6 +131,12 @@ impl WasmEngine {
         })
     }
 
+    /// Turns a reasoning model's thinking on or off (`undefined`: its template's default).
+    pub fn set_thinking(&self, on: Option<bool>) -> Result<(), JsValue> {
+        self.engine.try_borrow_mut().map_err(|_| busy())?.set_thinking(on);
+        Ok(())
+    }
+
     /// The exact prompt text the model sees for `messages` (`[{role, content}, ...]`).
     pub fn render(&self, messages: JsValue) -> Result<String, JsValue> {
         let messages: Vec<Message> = arg(messages, "messages")?;

@@ -385,6 +385,7 @@ async function handle(data) {
   try {
     if (!op) throw new Error(`unknown op ${data.op}`);
     if (!engine && data.op !== "load") throw new Error("no model is loaded");
+    if (data.thinking !== undefined) engine.set_thinking(data.thinking);
     post({ id: data.id, type: "result", value: await op(data) });
   } catch (e) {
     post({ id: data.id, type: "error", error: asError(e) });

@@ -173,12 +173,12 @@ impl DecoderConfig {
         self.head_width.unwrap_or(self.d_model / self.n_head.max(1))
     }
 
-    /// The attention's head shape.
+    /// The attention's shape (a global layer's: [`Self::window`] gives a local one's window).
     pub fn heads(&self) -> super::decoder::Heads {
         let head_dim = self.head_dim();
         // In f32, as the CPU executor always computed it.
         let scale = self.attn_scale.map_or(1.0 / (head_dim as f32).sqrt(), |s| s as f32);
-        super::decoder::Heads { n_head: self.n_head, n_kv_head: self.n_kv_head, head_dim, scale }
+        super::decoder::Heads { n_head: self.n_head, n_kv_head: self.n_kv_head, head_dim, scale, window: None }
     }
 
     /// The window of block `l`: `Some` for a local (sliding-window) block.

@@ -117,17 +117,8 @@ impl Executor for CpuExecutor {
         x
     }
 
-    fn attend(
-        &self,
-        q: Vec<f32>,
-        k: Vec<f32>,
-        v: Vec<f32>,
-        (kc, vc): (&mut Vec<f32>, &mut Vec<f32>),
-        heads: Heads,
-        pos0: usize,
-        window: Option<usize>,
-    ) -> Vec<f32> {
-        let Heads { n_head: nh, n_kv_head: nkv, head_dim: hd, scale } = heads;
+    fn attend(&self, q: Vec<f32>, k: Vec<f32>, v: Vec<f32>, (kc, vc): (&mut Vec<f32>, &mut Vec<f32>), heads: Heads, pos0: usize) -> Vec<f32> {
+        let Heads { n_head: nh, n_kv_head: nkv, head_dim: hd, scale, window } = heads;
         let (qd, kvd, group) = (nh * hd, nkv * hd, nh / nkv);
         let t = q.len() / qd;
         let end = pos0 + t;

@@ -55,19 +55,10 @@ pub trait Executor: Sized {
     fn rope(&self, x: Self::Act, rope: &Rope<Self>, heads: usize, pos0: usize) -> Self::Act;
     /// Writes `k` and `v` (`[t, kv_heads · head_dim]`) into the cache at `pos0..pos0 + t`, then
     /// attends from `q` (`[t, heads · head_dim]`) to every cached position up to each query's
-    /// own (causal), consecutive query heads sharing a KV head; with a `window`, only the
-    /// `window` positions up to its own (the query's included). Scores are scaled by
-    /// `heads.scale`. Returns `[t, heads · head_dim]`.
-    fn attend(
-        &self,
-        q: Self::Act,
-        k: Self::Act,
-        v: Self::Act,
-        cache: (&mut Self::Kv, &mut Self::Kv),
-        heads: Heads,
-        pos0: usize,
-        window: Option<usize>,
-    ) -> Self::Act;
+    /// own (causal), consecutive query heads sharing a KV head; in a local layer
+    /// (`heads.window`), only the `window` positions up to its own (the query's included).
+    /// Scores are scaled by `heads.scale`. Returns `[t, heads · head_dim]`.
+    fn attend(&self, q: Self::Act, k: Self::Act, v: Self::Act, cache: (&mut Self::Kv, &mut Self::Kv), heads: Heads, pos0: usize) -> Self::Act;
     /// `act(gate) · up`, elementwise.
     fn glu(&self, gate: Self::Act, up: Self::Act, act: Activation) -> Self::Act;
     /// `act(x)`, elementwise.
@@ -91,7 +82,7 @@ pub struct DeviceMemory {
     pub bytes: u64,
 }
 
-/// The attention's head shape.
+/// The attention's shape: its heads, the scores' scale, and a local layer's window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Heads {
     /// Query heads.
@@ -102,6 +93,8 @@ pub struct Heads {
     pub head_dim: usize,
     /// The scores' scale (`1/√head_dim` but where a family says otherwise).
     pub scale: f32,
+    /// Keys a local (sliding-window) layer sees; `None` in a global layer.
+    pub window: Option<usize>,
 }
 
 /// RMSNorm `x / rms(x) · γ`, or LayerNorm `(x − mean) / std · γ + β` when it has a `beta`.
@@ -320,7 +313,7 @@ impl<E: Executor> Decoder<E> {
                 q = exec.rope(q, rope, heads.n_head, pos0);
                 k = exec.rope(k, rope, heads.n_kv_head, pos0);
             }
-            let o = exec.attend(q, k, v, cache.layer(l), heads, pos0, layer.window); // [t, heads·head_dim]
+            let o = exec.attend(q, k, v, cache.layer(l), Heads { window: layer.window, ..heads }, pos0); // [t, heads·head_dim]
             let o = layer.o.forward(exec, &o); // [t, d_model]
             x = exec.add(x, &post_norm(exec, o, layer.post_attn_norm.as_ref()));
 

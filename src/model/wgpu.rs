@@ -136,17 +136,8 @@ impl Executor for GpuExecutor {
         gpu::rope(x, &table(&rope.cos), &table(&rope.sin), pos0).reshape([t, width])
     }
 
-    fn attend(
-        &self,
-        q: Tensor<2>,
-        k: Tensor<2>,
-        v: Tensor<2>,
-        (kc, vc): (&mut Tensor<4>, &mut Tensor<4>),
-        heads: Heads,
-        pos0: usize,
-        window: Option<usize>,
-    ) -> Tensor<2> {
-        let Heads { n_head: nh, n_kv_head: nkv, head_dim: hd, scale } = heads;
+    fn attend(&self, q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, (kc, vc): (&mut Tensor<4>, &mut Tensor<4>), heads: Heads, pos0: usize) -> Tensor<2> {
+        let Heads { n_head: nh, n_kv_head: nkv, head_dim: hd, scale, window } = heads;
         let [t, _] = q.dims();
         let q = q.reshape([1, t, nh, hd]).swap_dims(1, 2); // [batch, heads, seq, head_dim]
         let k = k.reshape([1, t, nkv, hd]).swap_dims(1, 2); // [batch, kv_heads, seq, head_dim]

@@ -84,6 +84,20 @@ fn tokenizers_match_python_tokenizers_and_templates_render() {
                 let messages: Vec<Message> = serde_json::from_value(chat["messages"].clone()).unwrap();
                 assert_eq!(e.render_chat(&messages).unwrap(), chat["text"].as_str().unwrap(), "{what}: rendered chat");
                 assert!(e.info().has_chat_template);
+                // A reasoning model's thinking switch, and its earlier turns' reasoning, as jinja2 renders them.
+                let variants = fx["chat_variants"].as_array().unwrap();
+                assert_eq!(e.info().thinking, !variants.is_empty(), "{what}: a thinking switch");
+                for v in variants {
+                    let messages: Vec<Message> = serde_json::from_value(v["messages"].clone()).unwrap();
+                    e.set_thinking(v["enable_thinking"].as_bool());
+                    assert_eq!(e.render_chat(&messages).unwrap(), v["text"].as_str().unwrap(), "{what}: thinking {}", v["enable_thinking"]);
+                    let want = u32s(&v["greedy"]);
+                    let options = GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens: want.len(), ..GenerateOptions::default() };
+                    e.generate(&Prompt::Chat(messages), options, |_| {}).unwrap();
+                    assert_eq!(e.produced(), want, "{what}: greedy answer with thinking {}", v["enable_thinking"]);
+                    e.reset();
+                }
+                e.set_thinking(None);
             }
             None => {
                 // A base model: completion mode continues the turns' text, system prompt left out.

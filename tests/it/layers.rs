@@ -57,7 +57,7 @@ fn rope_half_split_pairing_would_differ() {
 #[test]
 fn attention_with_gqa_cache_and_causal_mask() {
     let fx = &json("layers.json")["attention"];
-    let heads = Heads { n_head: 4, n_kv_head: 2, head_dim: 8, scale: 1.0 / 8f32.sqrt() };
+    let heads = Heads { n_head: 4, n_kv_head: 2, head_dim: 8, scale: 1.0 / 8f32.sqrt(), window: None };
     let (t, past) = (3, 2);
     assert_eq!(fx["n_head"], heads.n_head);
     let (qd, kvd) = (heads.n_head * heads.head_dim, heads.n_kv_head * heads.head_dim);
@@ -65,10 +65,9 @@ fn attention_with_gqa_cache_and_causal_mask() {
     for_each_executor!(|b, exec| {
         let (mut kc, mut vc) = (exec.kv(past + t, heads), exec.kv(past + t, heads));
         let input = |x: &[f32], w| exec.input(x.to_vec(), w);
-        let first =
-            exec.attend(input(&vec![0.0; past * qd], qd), input(&k[..past * kvd], kvd), input(&v[..past * kvd], kvd), (&mut kc, &mut vc), heads, 0, None);
+        let first = exec.attend(input(&vec![0.0; past * qd], qd), input(&k[..past * kvd], kvd), input(&v[..past * kvd], kvd), (&mut kc, &mut vc), heads, 0);
         read(&exec, first);
-        let out = exec.attend(input(&f32s(&fx["q"]), qd), input(&k[past * kvd..], kvd), input(&v[past * kvd..], kvd), (&mut kc, &mut vc), heads, past, None);
+        let out = exec.attend(input(&f32s(&fx["q"]), qd), input(&k[past * kvd..], kvd), input(&v[past * kvd..], kvd), (&mut kc, &mut vc), heads, past);
         assert_close(&read(&exec, out), &f32s(&fx["out"]), 1e-5, &format!("attention on {b:?}"));
     });
 }
@@ -100,25 +99,23 @@ fn qk_norm_normalises_each_head() {
 fn windowed_attention_with_its_own_scale() {
     let fx = &json("layers-families.json")["windowed_attention"];
     let u = |k: &str| fx[k].as_u64().unwrap() as usize;
-    let heads = Heads { n_head: u("n_head"), n_kv_head: u("n_kv"), head_dim: u("head_dim"), scale: fx["scale"].as_f64().unwrap() as f32 };
-    let (t, past, window) = (u("seq"), u("past"), Some(u("window")));
+    let heads =
+        Heads { n_head: u("n_head"), n_kv_head: u("n_kv"), head_dim: u("head_dim"), scale: fx["scale"].as_f64().unwrap() as f32, window: Some(u("window")) };
+    let (t, past) = (u("seq"), u("past"));
     let (qd, kvd) = (heads.n_head * heads.head_dim, heads.n_kv_head * heads.head_dim);
     let (q, k, v, want) = (f32s(&fx["q"]), f32s(&fx["k"]), f32s(&fx["v"]), f32s(&fx["out"]));
     for_each_executor!(|b, exec| {
         let input = |x: &[f32], w| exec.input(x.to_vec(), w);
         // All new positions in one pass.
         let (mut kc, mut vc) = (exec.kv(past + t, heads), exec.kv(past + t, heads));
-        read(
-            &exec,
-            exec.attend(input(&vec![0.0; past * qd], qd), input(&k[..past * kvd], kvd), input(&v[..past * kvd], kvd), (&mut kc, &mut vc), heads, 0, window),
-        );
-        let out = exec.attend(input(&q, qd), input(&k[past * kvd..], kvd), input(&v[past * kvd..], kvd), (&mut kc, &mut vc), heads, past, window);
+        read(&exec, exec.attend(input(&vec![0.0; past * qd], qd), input(&k[..past * kvd], kvd), input(&v[..past * kvd], kvd), (&mut kc, &mut vc), heads, 0));
+        let out = exec.attend(input(&q, qd), input(&k[past * kvd..], kvd), input(&v[past * kvd..], kvd), (&mut kc, &mut vc), heads, past);
         assert_close(&read(&exec, out), &want, 1e-5, &format!("windowed attention on {b:?}"));
         // One at a time (no mask: the window alone limits the keys).
         let mut got = Vec::new();
         for i in 0..t {
             let at = |x: &[f32], w: usize| input(&x[(past + i) * w..(past + i + 1) * w], w);
-            let out = exec.attend(input(&q[i * qd..(i + 1) * qd], qd), at(&k, kvd), at(&v, kvd), (&mut kc, &mut vc), heads, past + i, window);
+            let out = exec.attend(input(&q[i * qd..(i + 1) * qd], qd), at(&k, kvd), at(&v, kvd), (&mut kc, &mut vc), heads, past + i);
             got.extend(read(&exec, out));
         }
         assert_close(&got, &want, 1e-5, &format!("windowed attention token by token on {b:?}"));

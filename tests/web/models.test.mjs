@@ -1,4 +1,4 @@
-// The decoder families in the browser: tiny random Llama, Qwen2 and GPT-2 models
+// The decoder families in the browser: tiny random Llama, Qwen2, GPT-2, Qwen3, Llama 3 and Gemma 3 models
 // (tests/fixtures/make_hf_models.py), each as a Hugging Face folder and as GGUF, loaded the ways a
 // user loads them (a base URL, picked files, a picked folder, a GGUF URL). Each must show the right
 // model card and answer with the greedy continuation `transformers` computed.
@@ -10,7 +10,8 @@ import { serve, browser, check, report, assert, assertEq, assertClean, exportJso
 
 const dist = resolve(process.argv[2] || "dist");
 const hf = resolve("tests/fixtures/hf");
-const fx = Object.fromEntries(["llama", "qwen2", "gpt2"].map((a) => [a, JSON.parse(readFileSync(join(hf, `${a}.json`), "utf8"))]));
+const archs = ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3"];
+const fx = Object.fromEntries(archs.map((a) => [a, JSON.parse(readFileSync(join(hf, `${a}.json`), "utf8"))]));
 // A folder whose index points at another origin: the worker must not follow it.
 const evil = mkdtempSync(join(tmpdir(), "ember-evil-"));
 for (const n of ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]) copyFileSync(join(hf, "qwen2", n), join(evil, n));
@@ -37,13 +38,20 @@ async function card(page) {
 function cardFigures(arch, format) {
   const c = fx[arch].config;
   const gpt2 = arch === "gpt2";
+  const theta = c.rope_parameters?.full_attention?.rope_theta ?? c.rope_parameters?.rope_theta ?? c.rope_theta;
+  const headWidth = c.head_dim ?? (gpt2 ? c.n_embd / c.n_head : c.hidden_size / c.num_attention_heads);
+  const attention = [`heads ${headWidth} wide`];
+  if (arch === "qwen3" || arch === "gemma3") attention.push("QK-norm");
+  attention.push(c.sliding_window && arch === "gemma3"
+    ? `local layers see the last ${c.sliding_window} tokens (every 6th layer sees all; local RoPE θ = ${c.rope_parameters.sliding_attention.rope_theta.toLocaleString("en-US")})`
+    : "every layer sees the whole context");
   return [
-    `Architecture${arch}`, `Format${format}`,
+    `Architecture${fx[arch].architecture}`, `Format${format}`, `Attention${attention.join(" · ")}`,
     `Layers${gpt2 ? c.n_layer : c.num_hidden_layers}`, `Embedding width${gpt2 ? c.n_embd : c.hidden_size}`,
     `Heads / KV heads${gpt2 ? `${c.n_head} / ${c.n_head}` : `${c.num_attention_heads} / ${c.num_key_value_heads}`}`,
     `Context used / trained128 / 128`,
     `Mode${fx[arch].chat ? "chat" : "completion"}`,
-    `Positions${gpt2 ? "learned" : `RoPE, θ = ${(c.rope_parameters?.rope_theta ?? c.rope_theta).toLocaleString("en-US")}`}`,
+    `Positions${gpt2 ? "learned" : `RoPE, θ = ${theta.toLocaleString("en-US")}`}`,
   ];
 }
 
@@ -71,7 +79,7 @@ async function pickAndAnswer(page, input, files, arch, what) {
   await waitState(page, "ready", 60_000);
   await page.getByRole("button", { name: "Model" }).click();
   await page.locator(input).setInputFiles(files);
-  await page.waitForFunction((a) => document.querySelector("#model-card")?.textContent.includes(`Architecture${a}`), arch, { timeout: 60_000 });
+  await page.waitForFunction((a) => document.querySelector("#model-card")?.textContent.includes(`Architecture${a}`), fx[arch].architecture, { timeout: 60_000 });
   await page.keyboard.press("Escape");
   await waitState(page, "ready", 60_000);
   await answerMatches(page, arch, what);
@@ -79,7 +87,7 @@ async function pickAndAnswer(page, input, files, arch, what) {
 
 const summary = [];
 try {
-  for (const arch of ["llama", "qwen2", "gpt2"]) {
+  for (const arch of archs) {
     await check(`${arch}: a Hugging Face folder by base URL: model card and transformers' greedy answer`, async () => {
       const b = await open(`&model=${encodeURIComponent(`../hf/${arch}/`)}`);
       try {
@@ -117,6 +125,80 @@ try {
       } finally { await b.close(); }
     });
   }
+
+  await check("qwen3: the thinking switch (Settings) turns thinking off as the template asks, and a reasoning answer shows its thinking folded", async () => {
+    const b = await open(`&model=${encodeURIComponent("../hf/qwen3.gguf")}`);
+    try {
+      const page = b.page;
+      await waitState(page, "ready", 60_000);
+      assert((await card(page)).includes("Thinkinga reasoning model"), "the card says it is a reasoning model");
+      await page.getByRole("button", { name: "Settings" }).click();
+      const box = page.getByRole("checkbox", { name: /Think before answering/ });
+      assert(await box.isVisible(), "the thinking switch is shown for a reasoning model");
+      assert(await box.isChecked(), "thinking is on by default");
+      await box.uncheck();
+      await page.keyboard.press("Escape");
+      // With thinking off, Qwen3's template writes an empty <think></think>: transformers' answer to that prompt.
+      const v = fx.qwen3.chat_variants.find((x) => x.enable_thinking === false && x.messages.length === 2);
+      await page.locator("#system-box summary").click();
+      await page.getByRole("textbox", { name: "System prompt" }).fill(v.messages[0].content);
+      await sendMessage(page, v.messages[1].content);
+      const conv = JSON.parse(await exportJson(page)).conversation;
+      assertEq(Object.values(conv.nodes).find((n) => n.role === "assistant").content, v.greedy_text, "the answer without thinking");
+      // A reasoning answer: its thinking in a folded block (text, never HTML), then the answer's Markdown.
+      await page.locator("#import-file").setInputFiles(resolve("tests/web/files/thinking.json"));
+      await page.waitForFunction(() => document.querySelector("#transcript details.thinking"));
+      const t = page.locator("#transcript");
+      assertEq(await t.locator("details.thinking summary").textContent(), "Thinking", "summary");
+      assert(!(await t.locator("details.thinking").evaluate((d) => d.open)), "a finished thought is folded");
+      assertEq(await t.locator(".thinking-text").textContent(), "The user wants <b>a product</b>.\n6 × 7 = 42.", "thinking text");
+      assertEq(await t.locator(".thinking-text b").count(), 0, "no live HTML in the thinking");
+      assertEq(await t.locator("details.thinking + p strong").textContent(), "answer", "the answer's Markdown after it");
+      await page.screenshot({ path: join(artifacts, "thinking.png") });
+      assertClean(b);
+    } finally { await b.close(); }
+  });
+
+  await check("a model without a thinking switch has none in Settings", async () => {
+    const b = await open("&model=../hf/qwen2.gguf");
+    try {
+      await waitState(b.page, "ready", 60_000);
+      await b.page.getByRole("button", { name: "Settings" }).click();
+      assert(await b.page.locator("#thinking-setting").isHidden(), "no thinking switch for qwen2");
+      assertClean(b);
+    } finally { await b.close(); }
+  });
+
+  await check("the catalog: size, licence and whether each model fits, before any download; a pick fetches that one file", async () => {
+    // 1500 MiB of memory and 500 MiB of storage: a 291 MB model fits, a 398 MB one is tight
+    // (about 1.46 GB needed), an 808 MB one does not; a 639 MB one could not be kept.
+    const b = await open("&model=../hf/qwen2.gguf&memory_limit_mb=1500&storage_quota_mb=500");
+    try {
+      const page = b.page;
+      await waitState(page, "ready", 60_000);
+      await page.getByRole("button", { name: "Model" }).click();
+      const item = (id) => page.locator(`#catalog li[data-model="${id}"]`);
+      await item("gemma3-270m").waitFor();
+      assertEq(await page.locator("#catalog li").count(), 8, "catalog entries");
+      const fit = (id) => item(id).locator(".fit").getAttribute("data-fit");
+      assertEq(await fit("gemma3-270m"), "ok", "gemma3-270m");
+      assertEq(await fit("qwen2.5-0.5b"), "tight", "qwen2.5-0.5b");
+      assertEq(await fit("llama3.2-1b"), "no", "llama3.2-1b");
+      assert(/292 MB · Gemma Terms of Use/.test(await item("gemma3-270m").textContent()), await item("gemma3-270m").textContent());
+      assert(/Not enough storage/.test(await item("qwen3-0.6b").textContent()), "qwen3 could not be kept");
+      assert(!/Not enough storage/.test(await item("gemma3-270m").textContent()), "gemma3-270m can be kept");
+      assert(/served by this site/.test(await item("smollm2-135m").textContent()), "the default is the site's own");
+      await page.screenshot({ path: join(artifacts, "catalog.png") });
+      assertEq(b.foreign, [], "nothing is fetched from another origin before a pick");
+      // A pick fetches that file (here there is no network: the load fails, the old model stays).
+      await page.getByRole("button", { name: "Load: Gemma 3 270M IT" }).click();
+      await page.waitForFunction(() => !document.getElementById("model-error").hidden, null, { timeout: 60_000 });
+      assertEq([...new Set(b.foreign)], ["https://huggingface.co/ggml-org/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q8_0.gguf"], "the one file picked");
+      await page.keyboard.press("Escape");
+      await waitState(page, "ready", 10_000);
+      assertEq(b.pageErrors, [], "page errors");
+    } finally { await b.close(); }
+  });
 
   await check("picked files (a sharded Llama folder's files, several at once) load", async () => {
     const b = await open("&model=../hf/qwen2.gguf");

@@ -148,6 +148,8 @@ function becomeReady(client) {
   engine.onfatal = (e) => engineDied(client, e);
   status.dataset.backend = engine.backend;
   $("load-progress").hidden = true;
+  engine.thinking = settings.read().thinking;
+  $("thinking-setting").hidden = !engine.info.thinking;
   renderModelCard(engine);
   renderStorage();
   renderHistoryTable(engine);
@@ -493,8 +495,19 @@ function wire() {
     const open = document.body.classList.toggle("side-open");
     $("menu").setAttribute("aria-expanded", String(open));
   });
-  settings.wire(() => { classroom.fillSliders(); requestFit(); });
-  wireModelDialog({ load: (source, backend) => loadModel(source, backend), importFile, deleteAll: deleteAllConversations, engine: () => engine });
+  settings.wire(() => {
+    if (engine) engine.thinking = settings.read().thinking;
+    classroom.fillSliders();
+    requestFit();
+  });
+  wireModelDialog({
+    load: (source, backend) => loadModel(source, backend),
+    importFile,
+    deleteAll: deleteAllConversations,
+    engine: () => engine,
+    defaultUrl: new URL(DEFAULT_MODEL, location.href).href,
+    defaultSha256: DEFAULT_SHA256,
+  });
   $("lang").addEventListener("change", () => {
     store.setPref("lang", $("lang").value);
     applyLang($("lang").value);

@@ -3,6 +3,7 @@
 import { t } from "./i18n.js";
 import * as modelCache from "./model-cache.js";
 import { iconButton } from "./transcript.js";
+import { CATALOG, deviceLimits, fits } from "./catalog.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -22,6 +23,7 @@ export function renderModelCard(engine) {
     ["card_mode", i.has_chat_template ? t("modeChat") : t("modeCompletion")],
     ["card_positions", i.architecture === "gpt2" ? t("posLearned") : t("posRope", { theta: c.rope_theta.toLocaleString("en-US") })],
     ["card_attention", attentionText(i.architecture, c)],
+    ["card_thinking", i.thinking ? t("thinkingYes") : t("thinkingNo")],
     ["card_params", `${count(i.n_params)} (${i.n_params.toLocaleString("en-US")})`],
     ["card_layers", c.n_layer], ["card_heads", `${c.n_head} / ${c.n_kv_head}`],
     ["card_width", c.d_model], ["card_ffn", c.d_ff], ["card_vocab", c.vocab_size],
@@ -57,6 +59,40 @@ function attentionText(arch, c) {
     parts.push(t("attnGlobal"));
   }
   return parts.join(" · ");
+}
+
+/** The catalog: each model with its size, licence and whether it fits this device, and a
+ *  button that loads it (`load(url)`); `defaultUrl` is the site's own default model, `current`
+ *  the loaded model's URL. */
+export async function renderCatalog(load, current, defaultUrl) {
+  const ul = $("catalog");
+  const device = await deviceLimits();
+  ul.replaceChildren();
+  for (const m of CATALOG) {
+    const li = document.createElement("li");
+    li.dataset.model = m.id;
+    const f = fits(m, device);
+    const name = document.createElement("strong");
+    name.textContent = m.name;
+    const facts = document.createElement("span");
+    facts.className = "hint";
+    const size = `${m.approx ? "~" : ""}${(m.size / 1e6).toFixed(0)} MB`;
+    facts.textContent = ` · ${m.quant} · ${size} · ${m.licence}` + (m.url ? "" : ` · ${t("catalogHere")}`) + (m.thinking ? ` · ${t("catalogThinking")}` : "");
+    const verdict = document.createElement("span");
+    verdict.className = `fit fit-${f.memory}`;
+    verdict.dataset.fit = f.memory;
+    verdict.textContent = t(`fit_${f.memory}`, { need: (f.need / 1e6).toFixed(0) }) + (f.storage === "no" ? ` ${t("fit_nostore")}` : "");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "secondary";
+    const url = m.url ?? defaultUrl;
+    b.textContent = current === url ? t("catalogLoaded") : t("catalogLoad");
+    b.disabled = current === url;
+    b.setAttribute("aria-label", `${t("catalogLoad")}: ${m.name}`);
+    b.addEventListener("click", () => load(url));
+    li.append(name, facts, document.createElement("br"), verdict, " ", b);
+    ul.append(li);
+  }
 }
 
 /** The stored models, each with its delete button, and the storage estimate. */
@@ -109,9 +145,15 @@ export function renderHistoryTable(engine) {
 
 /** Wires the Model dialog: `load(source, backend)` loads a model, `importFile(file)` a
  *  conversation, `deleteAll()` removes every conversation, `engine()` the current engine. */
-export function wireModelDialog({ load, importFile, deleteAll, engine }) {
+export function wireModelDialog({ load, importFile, deleteAll, engine, defaultUrl, defaultSha256 }) {
   const params = new URLSearchParams(location.search);
-  $("open-model").addEventListener("click", () => { renderModelCard(engine()); renderStorage(); $("model-dialog").showModal(); });
+  const pickCatalog = (url) => load(url === defaultUrl ? { url, sha256: defaultSha256 } : { url }, $("backend-choice").value);
+  $("open-model").addEventListener("click", () => {
+    renderModelCard(engine());
+    renderStorage();
+    renderCatalog(pickCatalog, engine()?.source?.url, defaultUrl);
+    $("model-dialog").showModal();
+  });
   $("delete-all").addEventListener("click", deleteAll);
   $("backend-choice").value = params.get("backend") || "auto";
   const pref = () => $("backend-choice").value;

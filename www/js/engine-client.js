@@ -79,6 +79,8 @@ export class EngineClient {
   }
 
   constructor(worker, source, backend, why) {
+    /** Whether a reasoning model thinks before it answers (its template's `enable_thinking`). */
+    this.thinking = true;
     this.worker = worker;
     this.source = source;
     this.backend = backend;
@@ -122,9 +124,12 @@ export class EngineClient {
   request(op, args = {}, handlers = {}) {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
+    // A conversation is rendered with the thinking switch in force (a reasoning model's template
+    // reads it), whichever request renders it.
+    const thinking = args.messages !== undefined ? { thinking: this.thinking } : {};
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, handlers });
-      this.worker.postMessage({ id, op, ...args });
+      this.worker.postMessage({ id, op, ...args, ...thinking });
     });
   }
 

@@ -3,7 +3,7 @@
 import * as store from "./store.js";
 
 // SmolLM2's model card suggests a low temperature and top-p 0.9.
-export const DEFAULTS = { temperature: 0.2, top_k: 40, top_p: 0.9, min_p: 0.05, repeat_penalty: 1.0, max_tokens: 512, seed: "" };
+export const DEFAULTS = { temperature: 0.2, top_k: 40, top_p: 0.9, min_p: 0.05, repeat_penalty: 1.0, max_tokens: 512, seed: "", thinking: true };
 
 const $ = (id) => document.getElementById(id);
 let settings = store.loadSettings(DEFAULTS);
@@ -50,7 +50,10 @@ export function chatOptions() {
 export function fillForm() {
   const form = $("settings-form");
   const s = read();
-  for (const k of Object.keys(DEFAULTS)) form.elements[k].value = s[k];
+  for (const k of Object.keys(DEFAULTS)) {
+    if (form.elements[k].type === "checkbox") form.elements[k].checked = s[k];
+    else form.elements[k].value = s[k];
+  }
 }
 
 /** The form's valid values become the settings. */
@@ -59,6 +62,7 @@ export function fromForm() {
   for (const k of Object.keys(DEFAULTS)) {
     const v = form.elements[k].value;
     const old = read()[k];
+    if (form.elements[k].type === "checkbox") { if (form.elements[k].checked !== old) set(k, form.elements[k].checked); continue; }
     if (k === "seed") { const seed = v === "" ? "" : Math.max(0, Math.floor(Number(v))); if (seed !== old) set(k, seed); continue; }
     const n = Number(v);
     if (v !== "" && Number.isFinite(n) && form.elements[k].checkValidity()) {

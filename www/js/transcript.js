@@ -19,6 +19,34 @@ export function iconButton(text, label, onClick) {
 
 /** `api`: {conv(), streamingNode() (the id of the answer being streamed, or null), busy(),
  *  ready(), classroom, answer(userNode), switched()} */
+/** A reasoning model's answer `<think>…</think> answer` as its thinking and the answer; null when it has none. */
+export function splitThinking(text) {
+  const lead = text.match(/^\s*<think>/);
+  if (!lead) return null;
+  const rest = text.slice(lead[0].length);
+  const end = rest.indexOf("</think>");
+  if (end < 0) return { thinking: rest.trim(), answer: "", done: false };
+  return { thinking: rest.slice(0, end).trim(), answer: rest.slice(end + "</think>".length).trimStart(), done: true };
+}
+
+/** An answer's nodes: its Markdown, after its thinking (if any) in a collapsible block that
+ *  stays open while the model is still thinking. All of it is text, never HTML. */
+function answerNodes(content) {
+  const md = (text) => renderMarkdown(text, { copy: t("copyCode"), copied: t("copied") });
+  const split = splitThinking(content);
+  if (!split) return md(content);
+  const box = document.createElement("details");
+  box.className = "thinking";
+  box.open = !split.done;
+  const summary = document.createElement("summary");
+  summary.textContent = split.done ? t("thought") : t("thinking");
+  const body = document.createElement("div");
+  body.className = "thinking-text";
+  body.textContent = split.thinking;
+  box.append(summary, body);
+  return [box, ...md(split.answer)];
+}
+
 export function createTranscript(api) {
   const box = $("transcript");
 
@@ -32,7 +60,7 @@ export function createTranscript(api) {
   }
 
   function fillContent(el, node) {
-    if (node.role === "assistant") el.replaceChildren(...renderMarkdown(node.content, { copy: t("copyCode"), copied: t("copied") }));
+    if (node.role === "assistant") el.replaceChildren(...answerNodes(node.content));
     else el.textContent = node.content;
   }
 
