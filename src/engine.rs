@@ -848,6 +848,8 @@ fn count_types<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, usize)>
 fn check_size(bytes: &[u64], options: &LoadOptions) -> Result<()> {
     let mb = |b: u64| b.div_ceil(1 << 20);
     if let (Some(limit), Some(&largest)) = (options.tensor_limit, bytes.iter().max()) {
+        // The GPU executor splits a larger matrix into buffers of at most this many bytes.
+        let largest = largest.min(crate::model::wgpu::MAX_PART_BYTES as u64);
         if largest > limit {
             return Err(Error::TooLarge { needed_mb: mb(largest), limit_mb: mb(limit), what: "its largest GPU buffer" });
         }

@@ -257,7 +257,7 @@ impl Raw<'_> {
     }
 
     /// Bytes per canonical row (a vector's rows are its elements), if rows are whole blocks.
-    fn row_bytes(&self) -> Result<usize> {
+    pub(crate) fn row_bytes(&self) -> Result<usize> {
         let (bs, ts, cols) = (self.ty.block_size(), self.ty.type_size(), self.cols());
         if cols % bs != 0 {
             return Err(Error::Unsupported(format!("{} rows of {cols} values (not whole blocks of {bs})", self.ty.name())));

@@ -12,16 +12,30 @@ use super::gpu::{self, QFormat, QWeight};
 use super::weights::Raw;
 use crate::error::{Error, Result};
 
+/// The most bytes one weight buffer holds. WebGPU guarantees storage bindings of 128 MiB, and
+/// no more without asking (lavapipe allows no more at all), while a 262k-row embedding (Gemma 3)
+/// or a 152k-row one (Qwen3) takes 160 MB and up: larger matrices are kept as blocks of rows.
+pub const MAX_PART_BYTES: usize = 64 << 20;
+
 /// Runs the model on a wgpu device.
 #[derive(Debug, Clone)]
 pub struct GpuExecutor {
     device: Device,
+    /// The most bytes a weight buffer holds ([`MAX_PART_BYTES`]; smaller in tests).
+    part_bytes: usize,
 }
 
 impl GpuExecutor {
     /// An executor on `device`, a wgpu (CubeCL) device.
     pub fn new(device: Device) -> Self {
-        GpuExecutor { device }
+        GpuExecutor { device, part_bytes: MAX_PART_BYTES }
+    }
+
+    /// The same, with weight matrices split into buffers of at most `bytes` (the tests split
+    /// tiny models as real ones are split).
+    pub fn with_part_bytes(mut self, bytes: usize) -> Self {
+        self.part_bytes = bytes.max(1);
+        self
     }
 
     /// Its device.
@@ -34,15 +48,69 @@ impl GpuExecutor {
     }
 }
 
-/// A weight matrix in GPU memory.
+/// A weight matrix in GPU memory: one or more blocks of consecutive rows, each in its own buffers
+/// (see [`MAX_PART_BYTES`]).
 #[derive(Debug, Clone)]
-pub enum GpuMatrix {
+pub struct GpuMatrix {
+    /// The blocks of rows, in order, with the first row of each.
+    parts: Vec<(usize, Part)>,
+}
+
+/// One block of a matrix's rows.
+#[derive(Debug, Clone)]
+enum Part {
     /// f32 projection weights stored transposed, `[in, out]`, as burn's `linear` reads them.
     Projection(Tensor<2>),
     /// An f32 table `[rows, cols]`: looked up by row, or multiplied by as a tied head.
     Table(Tensor<2>),
     /// GGUF blocks ([`QWeight`]; boxed: it is four tensors).
     Blocks(Box<QWeight>),
+}
+
+impl Part {
+    /// Rows `ids` (of this part) → `[ids, cols]`.
+    fn embed(&self, exec: &GpuExecutor, ids: &[u32]) -> Tensor<2> {
+        let t = ids.len();
+        match self {
+            Part::Table(w) | Part::Projection(w) => {
+                let w = if matches!(self, Part::Projection(_)) { w.clone().transpose() } else { w.clone() };
+                let d = w.dims()[1];
+                embedding(w, exec.ids(ids).reshape([1, t])).reshape([t, d]) // [t, cols]
+            }
+            Part::Blocks(q) => q.rows_of(exec.ids(ids)), // [t, cols]
+        }
+    }
+
+    /// `x·Wᵀ` for this part's rows: `[t, in]` → `[t, rows]`.
+    fn matmul(&self, x: &Tensor<2>) -> Tensor<2> {
+        match self {
+            Part::Projection(w) => linear(x.clone(), w.clone(), None),
+            // Multiply the row-major [rows, cols] table by the column vectors, rather than the
+            // rows by the table's transposed view, which backends may copy on every token.
+            Part::Table(w) => w.clone().matmul(x.clone().transpose()).transpose(), // [rows, t] → [t, rows]
+            Part::Blocks(q) => q.matmul(x.clone()),
+        }
+    }
+}
+
+impl GpuExecutor {
+    /// One block of rows as the GPU keeps it: quantised types in their blocks; f32, f16 and
+    /// bf16 as f32.
+    fn part(&self, raw: Raw, table: bool) -> Result<Part> {
+        let [rows, cols] = raw.shape[..] else {
+            return Err(Error::Unsupported(format!("a {}-D weight matrix", raw.shape.len())));
+        };
+        if QFormat::of(raw.ty).is_some() {
+            return Ok(Part::Blocks(Box::new(QWeight::new(raw.ty, &raw.bytes, rows, cols, &self.device)?)));
+        }
+        let values = raw.to_f32()?;
+        Ok(if table {
+            Part::Table(Tensor::from_data(TensorData::new(values, [rows, cols]), &self.device))
+        } else {
+            // Canonical (out, in) → burn's [in, out], transposed once here.
+            Part::Projection(Tensor::from_data(TensorData::new(super::weights::transpose(&values, rows, cols), [cols, rows]), &self.device))
+        })
+    }
 }
 
 impl Executor for GpuExecutor {
@@ -52,22 +120,25 @@ impl Executor for GpuExecutor {
     /// `[1, kv_heads, capacity, head_dim]`.
     type Kv = Tensor<4>;
 
-    /// Every quantised type stays in its blocks; f32, f16 and bf16 become f32, one tensor at a
-    /// time, so that the f32 copy of the whole model never sits in (wasm) memory beside the file.
+    /// Every quantised type stays in its blocks; f32, f16 and bf16 become f32, one block of rows
+    /// at a time, so that the f32 copy of the whole model never sits in (wasm) memory beside the
+    /// file. A matrix larger than a buffer may be is split into blocks of rows.
     fn matrix(&self, raw: Raw, table: bool) -> Result<GpuMatrix> {
         let [rows, cols] = raw.shape[..] else {
             return Err(Error::Unsupported(format!("a {}-D weight matrix", raw.shape.len())));
         };
-        if QFormat::of(raw.ty).is_some() {
-            return Ok(GpuMatrix::Blocks(Box::new(QWeight::new(raw.ty, &raw.bytes, rows, cols, &self.device)?)));
-        }
-        let values = raw.to_f32()?;
-        Ok(if table {
-            GpuMatrix::Table(Tensor::from_data(TensorData::new(values, [rows, cols]), &self.device))
-        } else {
-            // Canonical (out, in) → burn's [in, out], transposed once here.
-            GpuMatrix::Projection(Tensor::from_data(TensorData::new(super::weights::transpose(&values, rows, cols), [cols, rows]), &self.device))
-        })
+        let held_row = QFormat::of(raw.ty).map_or(4 * cols, |f| f.held_bytes(cols as u64) as usize).max(1);
+        let per_part = (self.part_bytes / held_row).clamp(1, rows.max(1));
+        let stored_row = raw.row_bytes()?;
+        let parts = (0..rows)
+            .step_by(per_part)
+            .map(|r0| {
+                let r1 = (r0 + per_part).min(rows);
+                let bytes = std::borrow::Cow::Borrowed(&raw.bytes[r0 * stored_row..r1 * stored_row]);
+                Ok((r0, self.part(Raw { ty: raw.ty, bytes, shape: vec![r1 - r0, cols] }, table)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GpuMatrix { parts })
     }
 
     fn vector(&self, values: Vec<f32>) -> Result<Tensor<1>> {
@@ -84,25 +155,34 @@ impl Executor for GpuExecutor {
         Tensor::from_data(TensorData::new(values, [t, width]), &self.device)
     }
 
+    /// With several parts, each looks up its own ids; the rows are then put back in the ids'
+    /// order (the ids are on the CPU, so the grouping is too).
     fn embed(&self, table: &GpuMatrix, ids: &[u32]) -> Tensor<2> {
-        let t = ids.len();
-        match table {
-            GpuMatrix::Table(w) | GpuMatrix::Projection(w) => {
-                let w = if matches!(table, GpuMatrix::Projection(_)) { w.clone().transpose() } else { w.clone() };
-                let d = w.dims()[1];
-                embedding(w, self.ids(ids).reshape([1, t])).reshape([t, d]) // [t, cols]
-            }
-            GpuMatrix::Blocks(q) => q.rows_of(self.ids(ids)), // [t, cols]
+        if let [(_, part)] = &table.parts[..] {
+            return part.embed(self, ids); // [t, cols]
         }
+        let (mut pieces, mut order) = (Vec::new(), Vec::with_capacity(ids.len()));
+        for (i, (r0, part)) in table.parts.iter().enumerate() {
+            let r1 = table.parts.get(i + 1).map_or(u32::MAX as usize, |p| p.0);
+            let mine: Vec<(usize, u32)> =
+                ids.iter().enumerate().filter(|(_, &id)| (*r0..r1).contains(&(id as usize))).map(|(at, &id)| (at, id - *r0 as u32)).collect();
+            if !mine.is_empty() {
+                pieces.push(part.embed(self, &mine.iter().map(|m| m.1).collect::<Vec<_>>())); // [n_part, cols]
+                order.extend(mine.iter().map(|m| m.0));
+            }
+        }
+        // Row j of the result is the piece row holding position j.
+        let mut back = vec![0u32; ids.len()];
+        for (row, &at) in order.iter().enumerate() {
+            back[at] = row as u32;
+        }
+        Tensor::cat(pieces, 0).select(0, self.ids(&back)) // [t, cols]
     }
 
     fn matmul(&self, x: &Tensor<2>, w: &GpuMatrix) -> Tensor<2> {
-        match w {
-            GpuMatrix::Projection(w) => linear(x.clone(), w.clone(), None),
-            // Multiply the row-major [rows, cols] table by the column vectors, rather than the
-            // rows by the table's transposed view, which backends may copy on every token.
-            GpuMatrix::Table(w) => w.clone().matmul(x.clone().transpose()).transpose(), // [rows, t] → [t, rows]
-            GpuMatrix::Blocks(q) => q.matmul(x.clone()),
+        match &w.parts[..] {
+            [(_, part)] => part.matmul(x),
+            parts => Tensor::cat(parts.iter().map(|(_, p)| p.matmul(x)).collect(), 1), // [t, rows]
         }
     }
 

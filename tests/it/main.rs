@@ -9,6 +9,7 @@ mod archs;
 mod chat;
 mod cli;
 mod engine;
+mod gemma_real;
 mod gguf;
 mod hostile;
 mod layers;

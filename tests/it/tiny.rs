@@ -71,3 +71,23 @@ fn a_full_cache_is_an_error_not_a_panic() {
         assert!(matches!(err, ember::Error::ContextFull { needed: 9, limit: 8 }), "{b:?}: {err}");
     });
 }
+
+/// A matrix larger than one GPU buffer may be (a 262k-row embedding) is kept as blocks of rows:
+/// the tiny model with every matrix split into many blocks gives the unsplit model's logits, the
+/// embedding lookup putting rows from several blocks back in the prompt's order.
+#[test]
+fn weights_split_into_row_blocks_give_the_same_logits() {
+    if !crate::backends().contains(&ember::Backend::Wgpu) {
+        return;
+    }
+    let fx = json("tiny-llama.json");
+    let prompt = u32s(&fx["prompt"]);
+    let device = ember::backend::wgpu_device().unwrap();
+    for part_bytes in [4096, 20_000] {
+        let mut m = load(ember::model::GpuExecutor::new(device.clone()).with_part_bytes(part_bytes), 64);
+        let got = run(&mut m, &prompt);
+        assert_close(&got, &f32s(&fx["prefill_logits"]), 1e-3, &format!("prefill, parts of {part_bytes} bytes"));
+        let got = run(&mut m, &u32s(&fx["follow"])[..1]);
+        assert_close(&got, &f32s(&fx["step_logits"][0]), 1e-3, &format!("decode, parts of {part_bytes} bytes"));
+    }
+}
