@@ -103,3 +103,22 @@ fn sentencepiece_adds_bos_once() {
     let again = tk.encode(&text).unwrap();
     assert_eq!(again.iter().filter(|&&t| t == bos).count(), 1, "{again:?}");
 }
+
+/// A SentencePiece vocabulary whose tokens are huge (a hostile file) is refused, rather than
+/// deriving merges from billions of ways to split them.
+#[test]
+fn sentencepiece_with_huge_tokens_is_refused_quickly() {
+    use ember::gguf::Value;
+    let bytes = std::fs::read(crate::fixture("tokenizers/spm.gguf")).unwrap();
+    let mut w = ember::gguf::writer::GgufWriter::from_gguf(&ember::gguf::Gguf::parse(&bytes).unwrap());
+    let n = match w.get_meta("tokenizer.ggml.tokens") {
+        Some(Value::Array(a)) => a.len(),
+        _ => unreachable!(),
+    };
+    let huge = "a".repeat(20_000);
+    w.set_meta("tokenizer.ggml.tokens", Value::Array((0..n).map(|i| Value::String(format!("{i}{huge}"))).collect()));
+    let bytes = w.to_bytes();
+    // Refused from the count, before any split is tried.
+    let err = Tokenizer::from_gguf(&ember::gguf::Gguf::parse(&bytes).unwrap().metadata).unwrap_err().to_string();
+    assert!(err.contains("ways to split in two"), "{err}");
+}

@@ -10,7 +10,8 @@ import { serve, browser, check, report, assert, assertEq, assertClean, exportJso
 const dist = resolve(process.argv[2] || "dist");
 const reference = JSON.parse(readFileSync("tests/fixtures/smollm2.json", "utf8")).cases.filter((c) => c.kind === "chat");
 const refFor = (last) => reference.find((c) => c.messages.at(-1).content === last);
-const site = await serve({ "/sub/": dist, "/fixtures/": artifacts });
+const site = await serve({ "/sub/": dist, "/fixtures/": artifacts, "/models/": resolve("models") });
+const gemma = JSON.parse(readFileSync("tests/fixtures/gemma3-270m.json", "utf8"));
 const origin = site.origin;
 
 const exportConversation = async (page) => JSON.parse(await exportJson(page)).conversation;
@@ -142,6 +143,22 @@ try {
     await waitState(page, "ready", 60_000);
     assertEq(await page.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
     assert(/on the CPU \(WebGPU failed: /.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
+  });
+
+  await check("Gemma 3 270M (Q4_K_M, a 262k SentencePiece vocabulary) from its GGUF alone, on the CPU: completion mode, transformers' greedy continuation", async () => {
+    const c = gemma.cases.find((x) => x.prompt === "The capital of France is");
+    await page.goto(`${origin}/sub/?model=${encodeURIComponent("../models/gemma-3-270m-q4_k_m.gguf")}&temperature=0&max_tokens=${c.greedy.length}`);
+    await waitState(page, "ready", 300_000);
+    const status = await page.getByTestId("status").textContent();
+    assert(/completion mode/.test(status) && /gemma3|Gemma 3/.test(status), status);
+    await sendMessage(page, c.prompt, { timeout: 300_000 });
+    const conv = await exportConversation(page);
+    assertEq(Object.values(conv.nodes).find((n) => n.role === "assistant").content, c.greedy_text, "greedy continuation");
+    await page.getByRole("button", { name: "Model" }).click();
+    const card = await page.locator("#model-card").textContent();
+    assert(/Attentionheads 256 wide · QK-norm · local layers see the last 512 tokens/.test(card), card);
+    await page.screenshot({ path: join(artifacts, "model-gemma3.png") });
+    await page.keyboard.press("Escape");
   });
 
   await check("no request to another origin, no page error (CPU session)", async () => {
