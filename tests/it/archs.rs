@@ -124,26 +124,9 @@ fn the_model_card_shows_each_architecture() {
             DecoderConfig::new(u("n_layer"), u("n_embd"), u("n_head"), u("n_head"), u("n_inner"), u("vocab_size"), u("n_positions"))
                 .with_arch(Arch::Gpt2)
                 .with_norm_eps(c["layer_norm_epsilon"].as_f64().unwrap())
-        } else if arch == "gemma3" {
-            let rope = |kind: &str| c["rope_parameters"][kind]["rope_theta"].as_f64().unwrap();
-            DecoderConfig::new(
-                u("num_hidden_layers"),
-                u("hidden_size"),
-                u("num_attention_heads"),
-                u("num_key_value_heads"),
-                u("intermediate_size"),
-                u("vocab_size"),
-                u("max_position_embeddings"),
-            )
-            .with_arch(Arch::Gemma3)
-            .with_rope_theta(rope("full_attention"))
-            .with_norm_eps(c["rms_norm_eps"].as_f64().unwrap())
-            .with_head_width(Some(u("head_dim")))
-            .with_sliding_window(Some(u("sliding_window")))
-            .with_swa_pattern(6)
-            .with_rope_theta_local(Some(rope("sliding_attention")))
         } else {
-            DecoderConfig::new(
+            let rope = &c["rope_parameters"];
+            let want = DecoderConfig::new(
                 u("num_hidden_layers"),
                 u("hidden_size"),
                 u("num_attention_heads"),
@@ -153,15 +136,22 @@ fn the_model_card_shows_each_architecture() {
                 u("max_position_embeddings"),
             )
             .with_arch(Arch::parse(fx["architecture"].as_str().unwrap()).unwrap())
-            .with_rope_theta(c["rope_theta"].as_f64().or(c["rope_parameters"]["rope_theta"].as_f64()).unwrap())
             .with_norm_eps(c["rms_norm_eps"].as_f64().unwrap())
-            .with_head_width(c["head_dim"].as_u64().map(|h| h as usize))
-            .with_rope_llama3(c["rope_parameters"].as_object().map(|r| Llama3Rope {
-                factor: r["factor"].as_f64().unwrap(),
-                low_freq_factor: r["low_freq_factor"].as_f64().unwrap(),
-                high_freq_factor: r["high_freq_factor"].as_f64().unwrap(),
-                original_context: r["original_max_position_embeddings"].as_f64().unwrap(),
-            }))
+            .with_head_width(c["head_dim"].as_u64().map(|h| h as usize));
+            if arch == "gemma3" {
+                let theta = |kind: &str| rope[kind]["rope_theta"].as_f64().unwrap();
+                want.with_rope_theta(theta("full_attention"))
+                    .with_sliding_window(Some(u("sliding_window")))
+                    .with_swa_pattern(6)
+                    .with_rope_theta_local(Some(theta("sliding_attention")))
+            } else {
+                want.with_rope_theta(c["rope_theta"].as_f64().or(rope["rope_theta"].as_f64()).unwrap()).with_rope_llama3(rope.as_object().map(|r| Llama3Rope {
+                    factor: r["factor"].as_f64().unwrap(),
+                    low_freq_factor: r["low_freq_factor"].as_f64().unwrap(),
+                    high_freq_factor: r["high_freq_factor"].as_f64().unwrap(),
+                    original_context: r["original_max_position_embeddings"].as_f64().unwrap(),
+                }))
+            }
         };
         let gguf = what.contains("gguf");
         // GGUF stores epsilon as f32; llama.cpp's converter writes GPT-2's tied head out as a copy.
