@@ -77,6 +77,8 @@ impl ChatTemplate {
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
+        // Today's date, as transformers gives templates (Llama 3.x's and SmolLM3's write it).
+        env.add_function("strftime_now", |format: String| crate::clock::strftime(&format, crate::clock::unix_s()));
         env.add_template_owned("chat", source.to_string()).map_err(template_err)?;
         let thinks = source.contains("enable_thinking");
         Ok(ChatTemplate { env, bos: bos.to_string(), eos: eos.to_string(), thinks, enable_thinking: None })

@@ -13,7 +13,7 @@
 pub mod backend;
 pub mod chat;
 #[cfg(feature = "engine")]
-mod clock;
+pub mod clock;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;

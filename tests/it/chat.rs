@@ -44,3 +44,17 @@ fn python_string_methods_work() {
     let t = ChatTemplate::new("{% for m in messages %}{{ m.content.strip().upper() }}{% endfor %}", "", "").unwrap();
     assert_eq!(t.render(&[Message::new("user", "  hi  ")], false).unwrap(), "HI");
 }
+
+/// `strftime_now` in templates: Python's `time.strftime` of the UTC time, for the directives
+/// templates use (make_strftime.py), leap days and a year's last second included.
+#[test]
+fn strftime_is_pythons() {
+    for c in json("strftime.json").as_array().unwrap() {
+        let (t, f) = (c["t"].as_i64().unwrap(), c["format"].as_str().unwrap());
+        assert_eq!(ember::clock::strftime(f, t), c["text"].as_str().unwrap(), "{f} at {t}");
+    }
+    // And the template sees today's date.
+    let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "").unwrap();
+    let year = ember::clock::strftime("%Y", ember::clock::unix_s());
+    assert_eq!(t.render(&[Message::new("user", "x")], false).unwrap(), year);
+}
