@@ -25,6 +25,8 @@ pub enum Arch {
     /// and the MLP, a GELU (tanh) gated MLP, and local sliding-window layers between global ones,
     /// each kind with its own RoPE base.
     Gemma3,
+    /// SmolLM3: Llama with no positional encoding (NoPE) in every fourth block.
+    Smollm3,
 }
 
 impl Arch {
@@ -37,6 +39,7 @@ impl Arch {
             "qwen3" => Some(Arch::Qwen3),
             // `gemma3_text` is the text-only model's `config.json` (270M, 1B).
             "gemma3" | "gemma3_text" => Some(Arch::Gemma3),
+            "smollm3" => Some(Arch::Smollm3),
             _ => None,
         }
     }
@@ -48,6 +51,7 @@ impl Arch {
             Arch::Gpt2 => "gpt2",
             Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
+            Arch::Smollm3 => "smollm3",
         }
     }
 }
@@ -100,6 +104,10 @@ pub struct DecoderConfig {
     /// RoPE base of the local layers (Gemma 3: 10000, where the global ones use `rope_theta`).
     #[config(default = "None")]
     pub rope_theta_local: Option<f64>,
+    /// With NoPE layers, every `nope_interval`-th block (the 4th, 8th, …) runs without RoPE
+    /// (SmolLM3: llama.cpp fixes 4; HF `no_rope_layer_interval` or `no_rope_layers`).
+    #[config(default = "None")]
+    pub nope_interval: Option<usize>,
     /// Llama 3's RoPE scaling, as a Hugging Face `config.json` gives it (a GGUF file holds the
     /// frequencies' divisors it implies as the tensor `rope_freqs.weight`).
     #[config(default = "None")]
@@ -179,6 +187,12 @@ impl DecoderConfig {
         // In f32, as the CPU executor always computed it.
         let scale = self.attn_scale.map_or(1.0 / (head_dim as f32).sqrt(), |s| s as f32);
         super::decoder::Heads { n_head: self.n_head, n_kv_head: self.n_kv_head, head_dim, scale, window: None }
+    }
+
+    /// Whether block `l` rotates its queries and keys (all but a NoPE model's every
+    /// `nope_interval`-th).
+    pub fn uses_rope(&self, l: usize) -> bool {
+        self.nope_interval.is_none_or(|n| n == 0 || (l + 1) % n != 0)
     }
 
     /// The window of block `l`: `Some` for a local (sliding-window) block.
@@ -316,7 +330,8 @@ impl Arch {
     /// What this family's decoder is made of.
     pub const fn family(self) -> Family {
         match self {
-            Arch::Llama => LLAMA,
+            // SmolLM3's NoPE blocks are its shape (`DecoderConfig::nope_interval`), not new parts.
+            Arch::Llama | Arch::Smollm3 => LLAMA,
             Arch::Qwen2 => Family { qkv_bias: true, gguf_half_split: true, ..LLAMA },
             Arch::Qwen3 => Family { qk_norm: true, gguf_half_split: true, ..LLAMA },
             Arch::Gemma3 => Family {
@@ -343,7 +358,7 @@ impl Arch {
 }
 
 fn unsupported_arch(name: &str) -> Error {
-    Error::Unsupported(format!("architecture `{name}` (Ember runs `llama` (SmolLM2, Llama), `qwen2`, `qwen3`, `gemma3` and `gpt2` models)"))
+    Error::Unsupported(format!("architecture `{name}` (Ember runs `llama` (SmolLM2, Llama), `qwen2`, `qwen3`, `gemma3`, `smollm3` and `gpt2` models)"))
 }
 
 impl DecoderConfig {
@@ -375,7 +390,12 @@ impl DecoderConfig {
         .with_rope_theta(meta.opt::<f32>(&key("rope.freq_base"))?.map_or(10000.0, f64::from))
         .with_norm_eps(f64::from(eps));
         let config = config.with_gguf_heads(meta, &key)?;
-        let config = if arch == Arch::Gemma3 { config.with_gemma3_gguf(meta, &key)? } else { config };
+        let config = match arch {
+            Arch::Gemma3 => config.with_gemma3_gguf(meta, &key)?,
+            // llama.cpp fixes SmolLM3's NoPE step at 4 (no metadata key says it).
+            Arch::Smollm3 => config.with_nope_interval(Some(4)),
+            _ => config,
+        };
         config.validate()?;
         if let Some(n_rot) = meta.opt::<usize>(&key("rope.dimension_count"))? {
             if arch != Arch::Gpt2 && n_rot != config.head_dim() {
@@ -443,7 +463,7 @@ impl DecoderConfig {
                     .with_norm_eps(hf.opt("layer_norm_epsilon")?.unwrap_or(1e-5))
                     .with_tied_embeddings(hf.opt("tie_word_embeddings")?.unwrap_or(true))
             }
-            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => Self::llama_like_from_hf(hf, arch, &name)?,
+            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 | Arch::Smollm3 => Self::llama_like_from_hf(hf, arch, &name)?,
         };
         config.validate()?;
         Ok(config)
@@ -502,7 +522,10 @@ impl DecoderConfig {
             if let Some(t) = layer_types.iter().find(|t| *t != "full_attention") {
                 return refuse(format!("`{t}` layers (Ember runs full attention in {name})"));
             }
-            return Ok(config);
+            return match arch {
+                Arch::Smollm3 => Ok(config.with_nope_interval(Some(smollm3_nope_interval(hf)?))),
+                _ => Ok(config),
+            };
         }
         let pattern = gemma_pattern(hf, &layer_types, config.n_layer)?;
         let window = hf.opt::<usize>("sliding_window")?.filter(|_| pattern != 1);
@@ -562,6 +585,24 @@ fn hf_llama3_rope(hf: &HfConfig) -> Result<Option<Llama3Rope>> {
         return Err(Error::Unsupported(format!("Llama 3 RoPE scaling with {r:?}")));
     }
     Ok(Some(r))
+}
+
+/// SmolLM3's NoPE period: `no_rope_layers` (1 where a block uses RoPE; every `n`-th 0) or
+/// `no_rope_layer_interval` (4 by default). Other arrangements are refused: GGUF files cannot
+/// say them, and llama.cpp fixes 4.
+fn smollm3_nope_interval(hf: &HfConfig) -> Result<usize> {
+    let interval = hf.opt::<usize>("no_rope_layer_interval")?.unwrap_or(4);
+    let Some(list) = hf.opt::<Vec<u8>>("no_rope_layers")? else {
+        return Ok(interval);
+    };
+    let n = list.iter().position(|&r| r == 0).map_or(list.len() + 1, |i| i + 1);
+    if let Some((l, _)) = list.iter().enumerate().find(|&(l, &r)| (r == 1) != ((l + 1) % n != 0)) {
+        return Err(Error::Unsupported(format!(
+            "SmolLM3 with RoPE switched {} in layer {l} (Ember runs every {n}th layer without RoPE)",
+            if list[l] == 1 { "on" } else { "off" }
+        )));
+    }
+    Ok(n)
 }
 
 /// Gemma 3's period of local and global blocks: `layer_types` (each `pattern`-th block

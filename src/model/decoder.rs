@@ -235,6 +235,8 @@ pub struct Layer<E: Executor> {
     pub post_ffn_norm: Option<Norm<E>>,
     /// Keys a local block sees (sliding-window attention); `None` for a global block.
     pub window: Option<usize>,
+    /// Whether it rotates queries and keys (not in a NoPE block).
+    pub rope: bool,
     /// Query projection, `(heads · head_dim, d_model)`.
     pub q: Linear<E>,
     /// Key projection, `(kv_heads · head_dim, d_model)`.
@@ -309,6 +311,7 @@ impl<E: Executor> Decoder<E> {
                 k = exec.norm(&k, kn);
             }
             let rope = if layer.window.is_some() { self.rope_local.as_ref().or(self.rope.as_ref()) } else { self.rope.as_ref() };
+            let rope = rope.filter(|_| layer.rope);
             if let Some(rope) = rope {
                 q = exec.rope(q, rope, heads.n_head, pos0);
                 k = exec.rope(k, rope, heads.n_kv_head, pos0);

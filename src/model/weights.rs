@@ -524,6 +524,7 @@ impl<'a, 'p> Walk<'a, 'p> {
             post_attn_norm: self.opt_norm(exec, Slot::PostAttnNorm, l)?,
             post_ffn_norm: self.opt_norm(exec, Slot::PostFfnNorm, l)?,
             window: self.config.window(l.expect("a block")),
+            rope: self.config.uses_rope(l.expect("a block")),
             q: self.linear(exec, Slot::Q, qkv(Slot::QBias), l)?,
             k: self.linear(exec, Slot::K, qkv(Slot::KBias), l)?,
             v: self.linear(exec, Slot::V, qkv(Slot::VBias), l)?,

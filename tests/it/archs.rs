@@ -1,4 +1,4 @@
-//! Llama, Qwen2, Qwen3, Gemma 3 and GPT-2, each as a Hugging Face folder and as GGUF, against `transformers`:
+//! Llama, Qwen2, Qwen3, Gemma 3, SmolLM3 and GPT-2, each as a Hugging Face folder and as GGUF, against `transformers`:
 //! tiny random models and the logits, greedy continuations and token ids that `transformers`
 //! and `tokenizers` gave for them (`tests/fixtures/make_hf_models.py`).
 
@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::{assert_close, backends, fixture, json, u32s};
 
 /// The fixtures: `llama3` is a Llama with Llama 3's RoPE scaling and tokenizer.
-const ARCHS: [&str; 6] = ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3"];
+const ARCHS: [&str; 7] = ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3"];
 /// Logits are f32 on both sides; the models are tiny, so sums are short.
 const TOL: f32 = 2e-4;
 
@@ -145,6 +145,7 @@ fn the_model_card_shows_each_architecture() {
                     .with_swa_pattern(6)
                     .with_rope_theta_local(Some(theta("sliding_attention")))
             } else {
+                let want = if arch == "smollm3" { want.with_nope_interval(Some(u("no_rope_layer_interval"))) } else { want };
                 want.with_rope_theta(c["rope_theta"].as_f64().or(rope["rope_theta"].as_f64()).unwrap()).with_rope_llama3(rope.as_object().map(|r| Llama3Rope {
                     factor: r["factor"].as_f64().unwrap(),
                     low_freq_factor: r["low_freq_factor"].as_f64().unwrap(),
@@ -166,7 +167,7 @@ fn the_model_card_shows_each_architecture() {
         assert_eq!(info.n_params, info.config.n_params(), "{what}: the shape's own count");
         if !gguf {
             let dtype = match arch {
-                "llama" | "qwen3" | "llama3" | "gemma3" => "F32",
+                "llama" | "qwen3" | "llama3" | "gemma3" | "smollm3" => "F32",
                 "qwen2" => "BF16",
                 _ => "F16",
             };

@@ -120,7 +120,7 @@ async fn classroom_calls_peek_commit_and_pipeline() {
     assert_eq!(rust(engine.commit(Some(second)).unwrap())["token"], second);
 }
 
-/// The tiny Llama, Qwen2, GPT-2, Qwen3, Llama 3 and Gemma 3 models (`tests/fixtures/make_hf_models.py`), as Hugging Face
+/// The tiny Llama, Qwen2, GPT-2, Qwen3, Llama 3, Gemma 3 and SmolLM3 models (`tests/fixtures/make_hf_models.py`), as Hugging Face
 /// folders and as GGUF: in the browser, their greedy tokens are `transformers`' own.
 mod archs {
     use super::*;
@@ -140,6 +140,7 @@ mod archs {
                 "qwen2" => include_bytes!("../fixtures/hf/qwen2.gguf").to_vec(),
                 "qwen3" => include_bytes!("../fixtures/hf/qwen3.gguf").to_vec(),
                 "llama3" => include_bytes!("../fixtures/hf/llama3.gguf").to_vec(),
+                "smollm3" => include_bytes!("../fixtures/hf/smollm3.gguf").to_vec(),
                 "gemma3" => include_bytes!("../fixtures/hf/gemma3.gguf").to_vec(),
                 _ => include_bytes!("../fixtures/hf/gpt2.gguf").to_vec(),
             });
@@ -169,6 +170,7 @@ mod archs {
             "qwen2" => include_str!("../fixtures/hf/qwen2.json"),
             "qwen3" => include_str!("../fixtures/hf/qwen3.json"),
             "llama3" => include_str!("../fixtures/hf/llama3.json"),
+            "smollm3" => include_str!("../fixtures/hf/smollm3.json"),
             "gemma3" => include_str!("../fixtures/hf/gemma3.json"),
             _ => include_str!("../fixtures/hf/gpt2.json"),
         })
@@ -187,7 +189,7 @@ mod archs {
 
     #[wasm_bindgen_test]
     async fn cpu_all_families_both_formats() {
-        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3"] {
+        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3"] {
             for gguf in [false, true] {
                 greedy_is_transformers(arch, gguf, "cpu").await;
             }
@@ -196,7 +198,7 @@ mod archs {
 
     #[wasm_bindgen_test]
     async fn webgpu_all_families() {
-        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3"] {
+        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3"] {
             greedy_is_transformers(arch, false, "webgpu").await;
         }
     }

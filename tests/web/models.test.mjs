@@ -1,4 +1,4 @@
-// The decoder families in the browser: tiny random Llama, Qwen2, GPT-2, Qwen3, Llama 3 and Gemma 3 models
+// The decoder families in the browser: tiny random Llama, Qwen2, GPT-2, Qwen3, Llama 3, Gemma 3 and SmolLM3 models
 // (tests/fixtures/make_hf_models.py), each as a Hugging Face folder and as GGUF, loaded the ways a
 // user loads them (a base URL, picked files, a picked folder, a GGUF URL). Each must show the right
 // model card and answer with the greedy continuation `transformers` computed.
@@ -10,7 +10,7 @@ import { serve, browser, check, report, assert, assertEq, assertClean, exportJso
 
 const dist = resolve(process.argv[2] || "dist");
 const hf = resolve("tests/fixtures/hf");
-const archs = ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3"];
+const archs = ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3"];
 const fx = Object.fromEntries(archs.map((a) => [a, JSON.parse(readFileSync(join(hf, `${a}.json`), "utf8"))]));
 // A folder whose index points at another origin: the worker must not follow it.
 const evil = mkdtempSync(join(tmpdir(), "ember-evil-"));
