@@ -192,7 +192,7 @@ impl DecoderConfig {
     /// Whether block `l` rotates its queries and keys (all but a NoPE model's every
     /// `nope_interval`-th).
     pub fn uses_rope(&self, l: usize) -> bool {
-        self.nope_interval.is_none_or(|n| n == 0 || (l + 1) % n != 0)
+        self.nope_interval.is_none_or(|n| !(l + 1).is_multiple_of(n))
     }
 
     /// The window of block `l`: `Some` for a local (sliding-window) block.
@@ -596,7 +596,7 @@ fn smollm3_nope_interval(hf: &HfConfig) -> Result<usize> {
         return Ok(interval);
     };
     let n = list.iter().position(|&r| r == 0).map_or(list.len() + 1, |i| i + 1);
-    if let Some((l, _)) = list.iter().enumerate().find(|&(l, &r)| (r == 1) != ((l + 1) % n != 0)) {
+    if let Some((l, _)) = list.iter().enumerate().find(|&(l, &r)| (r == 1) == (l + 1).is_multiple_of(n)) {
         return Err(Error::Unsupported(format!(
             "SmolLM3 with RoPE switched {} in layer {l} (Ember runs every {n}th layer without RoPE)",
             if list[l] == 1 { "on" } else { "off" }

@@ -51,7 +51,10 @@ fn largest_logits_match_transformers() {
     let fx = json("gemma3-270m.json");
     for b in crate::backends() {
         let mut e = engine(b).lock().unwrap();
-        for case in fx["cases"].as_array().unwrap().iter().filter(|c| c["ids"].as_array().unwrap().len() < 64) {
+        // lavapipe runs this model slowly: there, the first prompt (the tiny models check every
+        // part on wgpu; this checks the real file's blocks and its 262k-row head in row blocks).
+        let short = fx["cases"].as_array().unwrap().iter().filter(|c| c["ids"].as_array().unwrap().len() < 64);
+        for case in short.take(if b == Backend::Cpu { usize::MAX } else { 1 }) {
             e.reset();
             let got = e.logits(&u32s(&case["ids"])).unwrap();
             let want = crate::f32s(&case["top_logits"]);
@@ -71,9 +74,8 @@ fn greedy_continuations_equal_transformers() {
         let mut e = engine(b).lock().unwrap();
         for (i, case) in fx["cases"].as_array().unwrap().iter().enumerate() {
             let ids = u32s(&case["ids"]);
-            // lavapipe runs this model slowly: there, the first two prompts (the logits test has
-            // checked all the short ones), and not the long one past the sliding window.
-            if b != Backend::Cpu && (i >= 2 || ids.len() > 64) {
+            // lavapipe runs this model slowly: there, the first prompt only.
+            if b != Backend::Cpu && i >= 1 {
                 continue;
             }
             e.reset();
