@@ -12,7 +12,6 @@
 #[cfg(feature = "engine")]
 pub mod backend;
 pub mod chat;
-#[cfg(feature = "engine")]
 pub mod clock;
 #[cfg(feature = "engine")]
 pub mod engine;
