@@ -150,6 +150,9 @@ mod archs {
                 "model.safetensors.index.json", "model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors",
                 "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors"),
             "qwen2" => files!("qwen2": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"),
+            "smollm3" => {
+                files!("smollm3": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "model.safetensors")
+            }
             "llama3" => {
                 files!("llama3": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "model.safetensors")
             }
