@@ -500,25 +500,26 @@ impl<'a, 'p> Walk<'a, 'p> {
         Ok(Linear { weight: self.matrix(exec, w, layer)?, bias: bias.map(|b| self.vector(exec, b, layer)).transpose()? })
     }
 
-    fn norm<E: Executor>(&mut self, exec: &E, w: Slot, b: Slot, layer: Option<usize>) -> Result<Norm<E>> {
-        let layer_norm = self.config.arch.family().layer_norm;
+    /// A norm: its γ, and its β where the family's norms are LayerNorms and `b` names one.
+    fn norm<E: Executor>(&mut self, exec: &E, w: Slot, b: Option<Slot>, layer: Option<usize>) -> Result<Norm<E>> {
+        let b = b.filter(|_| self.config.arch.family().layer_norm);
         let mut gamma = self.take(w, layer)?.to_f32()?;
         if self.tensors.norm_offset != 0.0 {
             gamma.iter_mut().for_each(|g| *g += self.tensors.norm_offset); // HF Gemma's 1 + w
         }
-        Ok(Norm { gamma: exec.vector(gamma)?, beta: layer_norm.then(|| self.vector(exec, b, layer)).transpose()?, eps: self.config.norm_eps })
+        Ok(Norm { gamma: exec.vector(gamma)?, beta: b.map(|b| self.vector(exec, b, layer)).transpose()?, eps: self.config.norm_eps })
     }
 
     /// An RMSNorm of the family's optional kinds (QK-norm, post-norms), where it has them.
     fn opt_norm<E: Executor>(&mut self, exec: &E, w: Slot, layer: Option<usize>) -> Result<Option<Norm<E>>> {
-        w.in_family(self.config.arch.family()).then(|| self.norm(exec, w, w, layer)).transpose()
+        w.in_family(self.config.arch.family()).then(|| self.norm(exec, w, None, layer)).transpose()
     }
 
     fn layer<E: Executor>(&mut self, exec: &E, l: usize) -> Result<Layer<E>> {
         let f = self.config.arch.family();
         let (l, qkv, out) = (Some(l), |s| f.qkv_bias.then_some(s), |s| f.out_bias.then_some(s));
         Ok(Layer {
-            attn_norm: self.norm(exec, Slot::AttnNorm, Slot::AttnNormBias, l)?,
+            attn_norm: self.norm(exec, Slot::AttnNorm, Some(Slot::AttnNormBias), l)?,
             q_norm: self.opt_norm(exec, Slot::QNorm, l)?,
             k_norm: self.opt_norm(exec, Slot::KNorm, l)?,
             post_attn_norm: self.opt_norm(exec, Slot::PostAttnNorm, l)?,
@@ -529,7 +530,7 @@ impl<'a, 'p> Walk<'a, 'p> {
             k: self.linear(exec, Slot::K, qkv(Slot::KBias), l)?,
             v: self.linear(exec, Slot::V, qkv(Slot::VBias), l)?,
             o: self.linear(exec, Slot::O, out(Slot::OBias), l)?,
-            ffn_norm: self.norm(exec, Slot::FfnNorm, Slot::FfnNormBias, l)?,
+            ffn_norm: self.norm(exec, Slot::FfnNorm, Some(Slot::FfnNormBias), l)?,
             gate: f.gated.then(|| self.linear(exec, Slot::Gate, None, l)).transpose()?,
             up: self.linear(exec, Slot::Up, out(Slot::UpBias), l)?,
             down: self.linear(exec, Slot::Down, out(Slot::DownBias), l)?,
@@ -559,7 +560,7 @@ pub fn build<E: Executor>(
     let layers = (0..config.n_layer).map(|l| walk.layer(exec, l)).collect::<Result<Vec<_>>>()?;
     let embed = walk.matrix(exec, Slot::Embed, None)?;
     let positions = f.learned_positions.then(|| walk.matrix(exec, Slot::Positions, None)).transpose()?;
-    let norm = walk.norm(exec, Slot::FinalNorm, Slot::FinalNormBias, None)?;
+    let norm = walk.norm(exec, Slot::FinalNorm, Some(Slot::FinalNormBias), None)?;
     let output = untied.then(|| walk.matrix(exec, Slot::Output, None)).transpose()?;
     let config = config.clone().with_tied_embeddings(output.is_none());
     let factors = rope_factors(&mut walk, &config)?;
