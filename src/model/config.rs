@@ -192,12 +192,12 @@ impl DecoderConfig {
     /// Whether block `l` rotates its queries and keys (all but a NoPE model's every
     /// `nope_interval`-th).
     pub fn uses_rope(&self, l: usize) -> bool {
-        self.nope_interval.is_none_or(|n| !(l + 1).is_multiple_of(n))
+        self.nope_interval.is_none_or(|n| !every_nth(l, n))
     }
 
     /// The window of block `l`: `Some` for a local (sliding-window) block.
     pub fn window(&self, l: usize) -> Option<usize> {
-        self.sliding_window.filter(|_| self.swa_pattern == 0 || l % self.swa_pattern < self.swa_pattern - 1)
+        self.sliding_window.filter(|_| !every_nth(l, self.swa_pattern))
     }
 
     /// Parameters of a model of this shape.
@@ -595,28 +595,41 @@ fn smollm3_nope_interval(hf: &HfConfig) -> Result<usize> {
     let Some(list) = hf.opt::<Vec<u8>>("no_rope_layers")? else {
         return Ok(interval);
     };
-    let n = list.iter().position(|&r| r == 0).map_or(list.len() + 1, |i| i + 1);
-    if let Some((l, _)) = list.iter().enumerate().find(|&(l, &r)| (r == 1) == (l + 1).is_multiple_of(n)) {
-        return Err(Error::Unsupported(format!(
-            "SmolLM3 with RoPE switched {} in layer {l} (Ember runs every {n}th layer without RoPE)",
-            if list[l] == 1 { "on" } else { "off" }
-        )));
+    let nope: Vec<bool> = list.iter().map(|&r| r == 0).collect();
+    period(&nope).map_err(|(l, n)| {
+        let how = if nope[l] { "off" } else { "on" };
+        Error::Unsupported(format!("SmolLM3 with RoPE switched {how} in layer {l} (Ember runs every {n}th layer without RoPE)"))
+    })
+}
+
+/// Whether block `l` is one of every `n`-th (the `n`-th, `2n`-th, …; none when `n` is 0).
+fn every_nth(l: usize, n: usize) -> bool {
+    (l + 1).is_multiple_of(n)
+}
+
+/// The period `n` of per-block flags set on every `n`-th block (one past the list when none is
+/// set), or the first block that breaks it, with that period.
+fn period(flags: &[bool]) -> std::result::Result<usize, (usize, usize)> {
+    let n = flags.iter().position(|&f| f).map_or(flags.len() + 1, |i| i + 1);
+    match flags.iter().enumerate().find(|&(l, &f)| f != every_nth(l, n)) {
+        Some((l, _)) => Err((l, n)),
+        None => Ok(n),
     }
-    Ok(n)
 }
 
 /// Gemma 3's period of local and global blocks: `layer_types` (each `pattern`-th block
 /// `full_attention`, the others `sliding_attention`) or the older `sliding_window_pattern`.
 /// Other arrangements are refused: GGUF files cannot say them, and llama.cpp fixes 6.
 fn gemma_pattern(hf: &HfConfig, layer_types: &[String], n_layer: usize) -> Result<usize> {
-    let pattern = match layer_types.iter().position(|t| t == "full_attention") {
-        Some(i) => i + 1,
-        None if !layer_types.is_empty() => n_layer + 1, // all local
-        None => hf.opt("sliding_window_pattern")?.unwrap_or(6),
-    };
-    let expected = |l: usize| if pattern == 0 || l % pattern < pattern - 1 { "sliding_attention" } else { "full_attention" };
-    if let Some((l, t)) = layer_types.iter().enumerate().find(|&(l, t)| t != expected(l)) {
-        return Err(Error::Unsupported(format!("layer {l} of type `{t}` (Ember runs Gemma 3 with every {pattern}th layer global)")));
+    if layer_types.is_empty() {
+        return Ok(hf.opt("sliding_window_pattern")?.unwrap_or(6));
     }
-    Ok(pattern)
+    let global: Vec<bool> = layer_types.iter().map(|t| t == "full_attention").collect();
+    let refuse = |l: usize, n: usize| Error::Unsupported(format!("layer {l} of type `{}` (Ember runs Gemma 3 with every {n}th layer global)", layer_types[l]));
+    // All local: a period past the last block.
+    let n = period(&global).map_err(|(l, n)| refuse(l, n))?.min(n_layer + 1);
+    match layer_types.iter().position(|t| t != "full_attention" && t != "sliding_attention") {
+        Some(l) => Err(refuse(l, n)),
+        None => Ok(n),
+    }
 }
