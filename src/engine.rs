@@ -12,7 +12,7 @@ use crate::chat::{ChatTemplate, Message};
 use crate::clock::now_s;
 use crate::error::{Error, Result};
 use crate::gguf::quant::GgmlType;
-use crate::gguf::Gguf;
+use crate::gguf::{ByteSource, Gguf};
 use crate::hf::HfFolder;
 use crate::model::decoder::DeviceMemory;
 use crate::model::gpu::QFormat;
@@ -387,6 +387,14 @@ impl Engine {
         Self::load_files(files, device, options, progress)
     }
 
+    /// Loads a GGUF model read from `source` (a file on disk, a browser `Blob`): its header
+    /// first, then a tensor at a time, so that the file is never held whole beside the weights.
+    pub fn load_source(source: Box<dyn ByteSource + '_>, device: Device, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let gguf = Gguf::read(source)?;
+        let files = ModelFiles::gguf(&gguf, &options)?;
+        Self::load_files(files, device, options, progress)
+    }
+
     /// Loads a Hugging Face model folder (`config.json`, safetensors weights, `tokenizer.json`
     /// and the optional tokenizer and generation configs) onto `device`.
     pub fn load_hf(folder: &HfFolder, device: Device, options: LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
@@ -402,7 +410,9 @@ impl Engine {
         let backend = device.backend();
         let entries = &files.tensors.entries;
         let held: Vec<u64> = entries.iter().map(|e| held_bytes(backend, e.ty, e.shape.iter().product::<usize>() as u64)).collect();
-        check_size(&held, &options)?;
+        // While the weights are built, one stored tensor is read beside them.
+        let largest_read = entries.iter().map(|e| e.shape.iter().product::<usize>() as u64 / e.ty.block_size() as u64 * e.ty.type_size() as u64).max();
+        check_size(&held, largest_read.unwrap_or(0), &options)?;
         let tensor_types = count_types(entries.iter().map(|e| e.ty.name()));
         let max_context = options.max_context.clamp(1, files.config.context_length);
         let template = check_tokens_and_template(&files.tokenizer, &files.config, files.template)?;
@@ -845,7 +855,7 @@ fn count_types<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, usize)>
 
 /// Refuses a model whose weights (as the backend holds them) exceed the device's limits, before any of it
 /// is allocated: running out of GPU memory part way kills a WebGPU device.
-fn check_size(bytes: &[u64], options: &LoadOptions) -> Result<()> {
+fn check_size(bytes: &[u64], reading: u64, options: &LoadOptions) -> Result<()> {
     let mb = |b: u64| b.div_ceil(1 << 20);
     if let (Some(limit), Some(&largest)) = (options.tensor_limit, bytes.iter().max()) {
         // The GPU executor splits a larger matrix into buffers of at most this many bytes.
@@ -854,7 +864,7 @@ fn check_size(bytes: &[u64], options: &LoadOptions) -> Result<()> {
             return Err(Error::TooLarge { needed_mb: mb(largest), limit_mb: mb(limit), what: "its largest GPU buffer" });
         }
     }
-    let total: u64 = bytes.iter().sum();
+    let total: u64 = bytes.iter().sum::<u64>() + reading;
     if let Some(limit) = options.memory_limit {
         if total > limit {
             return Err(Error::TooLarge { needed_mb: mb(total), limit_mb: mb(limit), what: "this device's memory" });
@@ -875,6 +885,6 @@ pub fn load_file(path: &std::path::Path, backend: Backend, options: LoadOptions)
         let folder = HfFolder::read_dir(path)?;
         return Engine::load_hf(&folder, crate::backend::device(backend)?, options, &mut |_, _| {});
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
-    Engine::load(&bytes, crate::backend::device(backend)?, options)
+    let source = crate::gguf::FileSource::open(path)?;
+    Engine::load_source(Box::new(source), crate::backend::device(backend)?, options, &mut |_, _| {})
 }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::gguf::ByteSource;
 use crate::safetensors::{HfConfig, Safetensors};
 
 /// The one-file weights.
@@ -22,9 +23,11 @@ pub const REQUIRED: &[&str] = &["config.json", "tokenizer.json"];
 pub const OPTIONAL: &[&str] = &["tokenizer_config.json", "generation_config.json", "chat_template.jinja"];
 
 /// A model folder's files, by file name (no directories).
-#[derive(Debug, Default, Clone)]
+#[derive(Default)]
 pub struct HfFolder {
     files: BTreeMap<String, Vec<u8>>,
+    /// Weight files read a tensor at a time rather than held (a browser's `Blob`s).
+    sources: BTreeMap<String, Box<dyn ByteSource>>,
 }
 
 /// The special tokens a folder names, as ids.
@@ -44,12 +47,33 @@ fn json(name: &str, bytes: &[u8]) -> Result<serde_json::Map<String, Value>> {
     serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("{name} is not a JSON object: {e}")))
 }
 
+impl std::fmt::Debug for HfFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HfFolder").field("files", &self.names().collect::<Vec<_>>()).finish()
+    }
+}
+
 impl HfFolder {
     /// A folder from `(file name, bytes)` pairs. Paths are cut to their last component, so that
     /// a browser's folder pick (`repo/config.json`) gives the same names.
     pub fn new(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
         let files = files.into_iter().map(|(name, bytes)| (name.rsplit(['/', '\\']).next().unwrap_or_default().to_string(), bytes)).collect();
-        HfFolder { files }
+        HfFolder { files, sources: BTreeMap::new() }
+    }
+
+    /// Adds a file read from `source` when its tensors are taken, rather than held.
+    pub fn with_source(mut self, name: &str, source: Box<dyn ByteSource>) -> Self {
+        self.sources.insert(name.rsplit(['/', '\\']).next().unwrap_or_default().to_string(), source);
+        self
+    }
+
+    /// A weight file as a source: one held, or one read as it is needed.
+    fn source(&self, name: &str) -> Result<Box<dyn ByteSource + '_>> {
+        match (self.sources.get(name), self.files.get(name)) {
+            (Some(s), _) => Ok(Box::new(&**s)),
+            (None, Some(bytes)) => Ok(Box::new(bytes.as_slice())),
+            (None, None) => Err(Error::Format(format!("the model folder has no {name}"))),
+        }
     }
 
     /// Reads the files a model folder may have from `dir` (native).
@@ -63,15 +87,23 @@ impl HfFolder {
             let bytes = std::fs::read(&index_path).map_err(|e| io(e, &index_path))?;
             want.extend(shard_names(&bytes)?);
         }
+        // Weights are read a tensor at a time as the model is built; the rest is read now.
+        let mut weights = Vec::new();
         for name in want {
             let path = dir.join(&name);
+            if name.ends_with(".safetensors") {
+                if path.exists() {
+                    weights.push((name, crate::gguf::FileSource::open(&path)?));
+                }
+                continue;
+            }
             match std::fs::read(&path) {
                 Ok(bytes) => files.push((name, bytes)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(e, &path)),
             }
         }
-        Ok(HfFolder::new(files))
+        Ok(weights.into_iter().fold(HfFolder::new(files), |folder, (name, source)| folder.with_source(&name, Box::new(source))))
     }
 
     /// Whether these files look like a model folder (they have a `config.json`).
@@ -79,14 +111,14 @@ impl HfFolder {
         self.files.contains_key("config.json")
     }
 
-    /// The file names held.
+    /// The file names held or read.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.files.keys().map(String::as_str)
+        self.files.keys().chain(self.sources.keys()).map(String::as_str)
     }
 
-    /// Total size of the files held.
+    /// Total size of the files.
     pub fn size(&self) -> usize {
-        self.files.values().map(Vec::len).sum()
+        self.files.values().map(Vec::len).sum::<usize>() + self.sources.values().map(|s| s.len()).sum::<usize>()
     }
 
     /// A file's bytes, if present.
@@ -161,14 +193,15 @@ impl HfFolder {
     /// shard's tensors must be in the index.
     pub fn weights(&self) -> Result<Vec<(String, Safetensors<'_>)>> {
         let Some(index) = self.get(INDEX) else {
-            let bytes = self.get(SINGLE).ok_or_else(|| Error::Format(format!("the model folder has neither {SINGLE} nor {INDEX}")))?;
-            return Ok(vec![(SINGLE.to_string(), Safetensors::parse(bytes).map_err(|e| in_file(SINGLE, e))?)]);
+            if !self.files.contains_key(SINGLE) && !self.sources.contains_key(SINGLE) {
+                return Err(Error::Format(format!("the model folder has neither {SINGLE} nor {INDEX}")));
+            }
+            return Ok(vec![(SINGLE.to_string(), Safetensors::read(self.source(SINGLE)?).map_err(|e| in_file(SINGLE, e))?)]);
         };
         let map = weight_map(index)?;
         let mut out = Vec::new();
         for shard in map.values().collect::<BTreeSet<_>>() {
-            let bytes = self.req(shard)?;
-            out.push((shard.clone(), Safetensors::parse(bytes).map_err(|e| in_file(shard, e))?));
+            out.push((shard.clone(), Safetensors::read(self.source(shard)?).map_err(|e| in_file(shard, e))?));
         }
         for (tensor, shard) in &map {
             let (_, st) = out.iter().find(|(n, _)| n == shard).expect("every listed shard was parsed");

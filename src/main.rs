@@ -281,8 +281,9 @@ fn cmd_tokenize(mut args: Args) -> Result<(), Fail> {
             .collect::<Result<Vec<_>, Fail>>()?;
         ember::Tokenizer::from_hf(&ember::hf::HfFolder::new(files))?
     } else {
-        let bytes = read(&path)?;
-        ember::Tokenizer::from_gguf(&ember::gguf::Gguf::parse(&bytes)?.metadata)?
+        // The header only: the tensors are not read.
+        let gguf = ember::gguf::Gguf::read(Box::new(ember::gguf::FileSource::open(path.as_ref())?))?;
+        ember::Tokenizer::from_gguf(&gguf.metadata)?
     };
     let ids = tokenizer.encode(&text)?;
     if json {

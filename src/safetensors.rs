@@ -2,13 +2,17 @@
 //! strictly as the GGUF one (`model::weights` builds models from them, `hf` reads the folder).
 //! A safetensors file is an 8-byte little-endian header length, a JSON
 //! header `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {..}}`, then the
-//! data, which the tensors must cover exactly, in order, without holes or overlaps.
+//! data, which the tensors must cover exactly, in order, without holes or overlaps. The header
+//! is read first and each tensor when asked for (from a [`ByteSource`]), so that a browser can
+//! load a file of gigabytes a tensor at a time.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::gguf::ByteSource;
 
 /// The largest header a file may have: the `safetensors` package's own limit.
 const MAX_HEADER: usize = 100 << 20;
@@ -63,14 +67,21 @@ pub struct TensorInfo {
     pub end: usize,
 }
 
-/// A parsed safetensors file, borrowing its bytes.
-#[derive(Debug)]
+/// A parsed safetensors file: its header, and the source its tensors are read from.
 pub struct Safetensors<'a> {
     /// Tensors in data order.
     pub tensors: Vec<TensorInfo>,
     /// `__metadata__`: free-form strings.
     pub metadata: BTreeMap<String, String>,
-    data: &'a [u8],
+    source: Box<dyn ByteSource + 'a>,
+    /// Where the data section starts in the file.
+    data_at: usize,
+}
+
+impl std::fmt::Debug for Safetensors<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Safetensors").field("tensors", &self.tensors.len()).field("metadata", &self.metadata).finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -85,16 +96,25 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 impl<'a> Safetensors<'a> {
-    /// Parses and validates the header.
+    /// Parses and validates the header of a file in memory.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        let len = bytes.get(..8).ok_or_else(|| bad("shorter than its 8-byte header length"))?;
-        let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
-        let n = usize::try_from(n).ok().filter(|&n| n <= MAX_HEADER && n <= bytes.len() - 8).ok_or_else(|| {
-            bad(format!("its header claims {n} bytes, but the file holds {} after the length (and at most {MAX_HEADER} are allowed)", bytes.len() - 8))
+        Self::read(Box::new(bytes))
+    }
+
+    /// Parses and validates the header, reading only it from `source` (the tensors are read
+    /// when asked for).
+    pub fn read(source: Box<dyn ByteSource + 'a>) -> Result<Self> {
+        let file_len = source.len();
+        if file_len < 8 {
+            return Err(bad("shorter than its 8-byte header length"));
+        }
+        let n = u64::from_le_bytes(source.read(0, 8)?.as_ref().try_into().expect("8 bytes"));
+        let n = usize::try_from(n).ok().filter(|&n| n <= MAX_HEADER && n <= file_len - 8).ok_or_else(|| {
+            bad(format!("its header claims {n} bytes, but the file holds {} after the length (and at most {MAX_HEADER} are allowed)", file_len - 8))
         })?;
         let header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(format!("its header is not a JSON object: {e}")))?;
-        let data = &bytes[8 + n..];
+            serde_json::from_slice(&source.read(8, n)?).map_err(|e| bad(format!("its header is not a JSON object: {e}")))?;
+        let data_len = file_len - 8 - n;
         let mut metadata = BTreeMap::new();
         let mut tensors = Vec::with_capacity(header.len());
         for (name, value) in header {
@@ -110,8 +130,8 @@ impl<'a> Safetensors<'a> {
                 shape.iter().try_fold(dtype.size(), |a, &d| a.checked_mul(d)).ok_or_else(|| Error::tensor(&name, format!("shape {shape:?} overflows")))?;
             let [begin, end] = raw.data_offsets;
             let (begin, end) = (usize::try_from(begin).unwrap_or(usize::MAX), usize::try_from(end).unwrap_or(usize::MAX));
-            if begin > end || end > data.len() {
-                return Err(Error::tensor(&name, format!("its data [{begin}, {end}) lies outside the {} bytes of data", data.len())));
+            if begin > end || end > data_len {
+                return Err(Error::tensor(&name, format!("its data [{begin}, {end}) lies outside the {data_len} bytes of data")));
             }
             if end - begin != bytes_needed {
                 return Err(Error::tensor(&name, format!("holds {} bytes, but shape {shape:?} of {} needs {bytes_needed}", end - begin, raw.dtype)));
@@ -128,10 +148,15 @@ impl<'a> Safetensors<'a> {
             }
             at = t.end;
         }
-        if at != data.len() {
-            return Err(bad(format!("{} bytes of data after the last tensor", data.len() - at)));
+        if at != data_len {
+            return Err(bad(format!("{} bytes of data after the last tensor", data_len - at)));
         }
-        Ok(Safetensors { tensors, metadata, data })
+        Ok(Safetensors { tensors, metadata, source, data_at: 8 + n })
+    }
+
+    /// The file's length in bytes.
+    pub fn file_size(&self) -> usize {
+        self.source.len()
     }
 
     /// A tensor's header entry by name.
@@ -139,16 +164,16 @@ impl<'a> Safetensors<'a> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// A tensor's stored bytes and their element type, in GGML's terms.
-    pub fn raw(&self, name: &str) -> Result<(crate::gguf::quant::GgmlType, &'a [u8])> {
+    /// A tensor's stored bytes (read from the source now) and their element type, in GGML's terms.
+    pub fn raw(&self, name: &str) -> Result<(crate::gguf::quant::GgmlType, Cow<'_, [u8]>)> {
         let t = self.info(name).ok_or_else(|| Error::tensor(name, "is missing from the file"))?;
-        Ok((t.dtype.ggml(), &self.data[t.begin..t.end]))
+        Ok((t.dtype.ggml(), self.source.read(self.data_at + t.begin, t.end - t.begin)?))
     }
 
     /// A tensor's values as f32 (row-major).
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
         let (ty, bytes) = self.raw(name)?;
-        crate::gguf::quant::dequantize(ty, bytes, bytes.len() / ty.type_size())
+        crate::gguf::quant::dequantize(ty, &bytes, bytes.len() / ty.type_size())
     }
 }
 

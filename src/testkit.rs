@@ -107,6 +107,99 @@ pub fn tiny_model_writer() -> GgufWriter {
     w
 }
 
+/// The dimensions of a generated random model (Llama layout, the tiny model's tokenizer).
+#[derive(Debug, Clone, Copy)]
+pub struct RandomShape {
+    /// Hidden width.
+    pub width: usize,
+    /// Query heads (head width 64).
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// MLP width.
+    pub ff: usize,
+    /// Blocks.
+    pub layers: usize,
+}
+
+impl RandomShape {
+    /// About 1.2 GB in Q8_0: TinyLlama's block shape, 26 blocks.
+    pub const BIG: RandomShape = RandomShape { width: 2048, heads: 32, kv_heads: 4, ff: 5632, layers: 26 };
+}
+
+/// Writes a random Llama model of `shape`, every matrix in Q8_0, generated a tensor at a time
+/// (so a test can write a file of gigabytes without holding it): the tiny model's tokenizer and
+/// template, weights of standard deviation about 0.02, unit norms.
+pub fn write_random_model(out: &mut impl std::io::Write, shape: RandomShape) -> std::io::Result<()> {
+    let tiny = tiny_model_writer();
+    let mut w = GgufWriter::new();
+    let RandomShape { width: d, heads, kv_heads, ff, layers } = shape;
+    let vocab = match tiny.get_meta("tokenizer.ggml.tokens") {
+        Some(Value::Array(t)) => t.len(),
+        _ => unreachable!("the tiny model has a vocabulary"),
+    };
+    for key in [
+        "general.architecture",
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.chat_template",
+    ] {
+        w.meta(key, tiny.get_meta(key).expect("the tiny model's key").clone());
+    }
+    w.meta("general.name", Value::String(format!("random llama {d}x{layers}")))
+        .meta("llama.block_count", Value::U32(layers as u32))
+        .meta("llama.context_length", Value::U32(2048))
+        .meta("llama.embedding_length", Value::U32(d as u32))
+        .meta("llama.feed_forward_length", Value::U32(ff as u32))
+        .meta("llama.attention.head_count", Value::U32(heads as u32))
+        .meta("llama.attention.head_count_kv", Value::U32(kv_heads as u32))
+        .meta("llama.rope.freq_base", Value::F32(10000.0))
+        .meta("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    let kv = kv_heads * d / heads;
+    let q8 = |w: &mut GgufWriter, name: &str, dims: &[usize]| {
+        w.tensor(name, dims, GgmlType::Q8_0, Vec::new());
+    };
+    q8(&mut w, "token_embd.weight", &[d, vocab]);
+    for l in 0..layers {
+        let p = |n: &str| format!("blk.{l}.{n}.weight");
+        w.tensor(&p("attn_norm"), &[d], GgmlType::F32, Vec::new());
+        q8(&mut w, &p("attn_q"), &[d, d]);
+        q8(&mut w, &p("attn_k"), &[d, kv]);
+        q8(&mut w, &p("attn_v"), &[d, kv]);
+        q8(&mut w, &p("attn_output"), &[d, d]);
+        w.tensor(&p("ffn_norm"), &[d], GgmlType::F32, Vec::new());
+        q8(&mut w, &p("ffn_gate"), &[d, ff]);
+        q8(&mut w, &p("ffn_up"), &[d, ff]);
+        q8(&mut w, &p("ffn_down"), &[ff, d]);
+    }
+    w.tensor("output_norm.weight", &[d], GgmlType::F32, Vec::new());
+    let types = w.tensor_types();
+    // Q8_0 quants uniform in ±127 have a standard deviation of about 73: a scale of 2.7e-4 makes it 0.02.
+    let scale = half::f16::from_f32(2.7e-4).to_le_bytes();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    w.write_generated(out, |i, buf| {
+        if types[i] == GgmlType::F32 {
+            buf.chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&1f32.to_le_bytes()));
+            return;
+        }
+        for block in buf.chunks_exact_mut(34) {
+            block[..2].copy_from_slice(&scale);
+            for q in block[2..].chunks_mut(8) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Bytes of -127..=127 (i8::MIN has no negation in Q8_0's symmetric range).
+                q.iter_mut().zip(seed.to_le_bytes()).for_each(|(q, b)| *q = (b as i8).max(-127) as u8);
+            }
+        }
+    })
+}
+
 /// The backends the native tests run on: the CPU always, wgpu (lavapipe natively) unless
 /// `EMBER_TEST_BACKENDS` says otherwise (e.g. `cpu`).
 #[cfg(feature = "engine")]

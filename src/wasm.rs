@@ -61,6 +61,9 @@ pub struct WasmEngine {
 pub enum Source {
     /// A GGUF file.
     Gguf(Vec<u8>),
+    /// A GGUF file as a `Blob` (a picked file, the model cache's file, a download), read a
+    /// tensor at a time: the file never enters wasm memory whole.
+    Blob(web_sys::Blob),
     /// A model folder.
     Folder(HfFolder),
 }
@@ -86,10 +89,79 @@ impl WasmEngine {
         };
         let engine = match &source {
             Source::Gguf(bytes) => Engine::load_with_progress(bytes, device, options, &mut report),
+            Source::Blob(blob) => BlobSource::new(blob).and_then(|s| Engine::load_source(Box::new(s), device, options, &mut report)),
             Source::Folder(folder) => Engine::load_hf(folder, device, options, &mut report),
         }
         .map_err(js_err)?;
         Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)) })
+    }
+}
+
+/// A `Blob` read a range at a time with `FileReaderSync`, which dedicated workers (where the
+/// engine lives) have in every browser: the loader's reads stay synchronous, and only the
+/// tensor being built is in wasm memory.
+struct BlobSource {
+    blob: web_sys::Blob,
+    reader: web_sys::FileReaderSync,
+    len: usize,
+}
+
+impl BlobSource {
+    fn new(blob: &web_sys::Blob) -> crate::error::Result<Self> {
+        let reader = web_sys::FileReaderSync::new().map_err(|e| js_io("FileReaderSync (only in a worker)", e))?;
+        Ok(BlobSource { len: blob.size() as usize, blob: blob.clone(), reader })
+    }
+}
+
+impl crate::gguf::ByteSource for BlobSource {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn read(&self, offset: usize, len: usize) -> crate::error::Result<std::borrow::Cow<'_, [u8]>> {
+        let part = self.blob.slice_with_f64_and_f64(offset as f64, (offset + len) as f64).map_err(|e| js_io("slicing the file", e))?;
+        let buffer = self.reader.read_as_array_buffer(&part).map_err(|e| js_io("reading the file", e))?;
+        let bytes = js_sys::Uint8Array::new(&buffer);
+        if bytes.length() as usize != len {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("reading the file: {} bytes at {offset} gave {}", len, bytes.length()),
+            )));
+        }
+        Ok(std::borrow::Cow::Owned(bytes.to_vec()))
+    }
+}
+
+/// A JS exception while reading a file, as an I/O error (the file changed or went away).
+fn js_io(what: &str, e: JsValue) -> Error {
+    let detail = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).or_else(|| e.as_string()).unwrap_or_else(|| format!("{e:?}"));
+    Error::Io(std::io::Error::other(format!("{what}: {detail}")))
+}
+
+/// SHA-256 over a download as it streams in (Web Crypto hashes only a whole buffer, which a
+/// model of gigabytes must not become).
+#[wasm_bindgen]
+pub struct Sha256(sha2::Sha256);
+
+#[wasm_bindgen]
+impl Sha256 {
+    /// An empty hash.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Sha256 {
+        Sha256(sha2::Digest::new())
+    }
+    /// Adds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+    /// The hash, as 64 lowercase hex digits.
+    pub fn hex(&self) -> String {
+        sha2::Digest::finalize(self.0.clone()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -107,16 +179,31 @@ impl WasmEngine {
         future_to_promise(async move { Ok(Self::load_async(bytes, &backend, options, progress).await?.into()) })
     }
 
-    /// Loads a Hugging Face model folder: `files[i]` (a `Uint8Array`) is the file named
-    /// `names[i]` (`config.json`, `tokenizer.json`, `model.safetensors` or the shards and their
-    /// index, `tokenizer_config.json`, `generation_config.json`). Otherwise as [`WasmEngine::load`].
+    /// Loads a GGUF model from a `Blob` (a `File`), read a tensor at a time (worker only: it
+    /// reads with `FileReaderSync`). Otherwise as [`WasmEngine::load`].
+    pub fn load_blob(blob: web_sys::Blob, backend: String, options: JsValue, progress: Option<js_sys::Function>) -> Promise {
+        future_to_promise(async move { Ok(Self::load_source(Source::Blob(blob), &backend, options, progress).await?.into()) })
+    }
+
+    /// Loads a Hugging Face model folder: `files[i]` is the file named `names[i]`
+    /// (`config.json`, `tokenizer.json`, `model.safetensors` or the shards and their index,
+    /// `tokenizer_config.json`, `generation_config.json`), a `Uint8Array`, or a `Blob` (a
+    /// `File`) for a weight file read a tensor at a time (worker only). Otherwise as
+    /// [`WasmEngine::load`].
     pub fn load_folder(names: Vec<String>, files: js_sys::Array, backend: String, options: JsValue, progress: Option<js_sys::Function>) -> Promise {
         future_to_promise(async move {
             if names.len() as u32 != files.length() {
                 return Err(JsError::new("load_folder: one name per file").into());
             }
-            let bytes = files.iter().map(|f| js_sys::Uint8Array::new(&f).to_vec());
-            let folder = HfFolder::new(names.into_iter().zip(bytes));
+            let mut held = Vec::new();
+            let mut read = Vec::new();
+            for (name, f) in names.into_iter().zip(files.iter()) {
+                match f.dyn_into::<web_sys::Blob>() {
+                    Ok(blob) => read.push((name, BlobSource::new(&blob).map_err(js_err)?)),
+                    Err(f) => held.push((name, js_sys::Uint8Array::new(&f).to_vec())),
+                }
+            }
+            let folder = read.into_iter().fold(HfFolder::new(held), |folder, (name, source)| folder.with_source(&name, Box::new(source)));
             Ok(Self::load_source(Source::Folder(folder), &backend, options, progress).await?.into())
         })
     }

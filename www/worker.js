@@ -9,7 +9,7 @@
 // context_full, or the loader's, such as errNotFound) and the page translates it from `vars`.
 // Ops (arguments → events → result):
 //   load      {source: {url, sha256?} | {file} | {files}, backend, limits}
-//             → progress {stage, loaded, total}, notice {kind, vars} → {info, backend, load_s}
+//             → progress {stage, loaded, total}, notice {kind, vars} → {info, backend, load_s, wasm_bytes}
 //             (a URL ending in "/" is a Hugging Face folder, e.g. https://huggingface.co/<repo>/resolve/main/;
 //             `files` are several picked files or a picked folder: a model folder's files, or one .gguf)
 //   generate  {messages | text, options, reserve} → start {fit, prompt_tokens, reused, prompt_ids, prompt_text},
@@ -27,7 +27,7 @@
 // destroys the WebGPU device after N tokens; `gpu-oom` makes the load's out-of-memory error
 // scope report an error, as a GPU too small for the model would; `slow:MS` waits MS ms after
 // each token (so that a test can act mid-answer). Several are joined by commas.
-import init, { WasmEngine } from "./ember.js";
+import init, { Sha256, WasmEngine } from "./ember.js";
 import * as modelCache from "./js/model-cache.js";
 
 let engine = null;
@@ -106,25 +106,30 @@ async function readAll(stream, total, stage) {
   return bytes;
 }
 
-// A model from a URL comes from the cache when it is there, else is downloaded into it.
+// A model from a URL comes from the cache when it is there, else is downloaded into it. Either
+// way it is a Blob (the cached file, or the download's chunks), which the engine reads a tensor
+// at a time: the file is never one buffer, in wasm or out.
 async function fetchModel({ url, sha256 }, limits) {
   let hit = null;
   try { hit = await modelCache.lookup(url); } catch { /* no OPFS here */ }
-  if (hit) return readAll(hit.file.stream(), hit.file.size, "cache");
+  if (hit) return { blob: hit.file, stored: true };
   try {
-    return await modelCache.download(url, {
+    const blob = await modelCache.download(url, {
       sha256,
+      hasher: () => new Sha256(),
       onProgress: (loaded, total) => event(loadId, "progress", { stage: "downloading", loaded, total }),
       onNotice: (kind, vars) => event(loadId, "notice", { kind, vars }),
       quota: limits?.quota_mb ? limits.quota_mb * 2 ** 20 : null,
     });
+    return { blob, stored: false };
   } catch (e) {
     throw e instanceof modelCache.DownloadError ? new LoadError(e.kind, e.vars) : e;
   }
 }
 
-function checkMagic(bytes) {
-  const head = new TextDecoder().decode(bytes.subarray(0, 64)).trimStart().toLowerCase();
+async function checkMagic(blob) {
+  const bytes = new Uint8Array(await blob.slice(0, 64).arrayBuffer());
+  const head = new TextDecoder().decode(bytes).trimStart().toLowerCase();
   if (head.startsWith("<!doctype") || head.startsWith("<html") || head.startsWith("<")) throw new LoadError("errHtml", {});
   if (bytes.length < 4 || String.fromCharCode(...bytes.subarray(0, 4)) !== "GGUF") throw new LoadError("errNotGguf", {});
 }
@@ -147,11 +152,18 @@ function shardNames(indexBytes) {
   return names;
 }
 
+/** A folder's weight files stay Blobs, which the engine reads a tensor at a time; the small
+ *  JSON files are read. */
+const isWeights = (name) => name.endsWith(".safetensors");
+
 /** Files from a URL folder: each through the model cache, so that they work offline after. */
 async function fetchFolder(base, limits) {
   const files = new Map();
   const get = async (name, optional) => {
-    try { files.set(name, await fetchModel({ url: new URL(name, base).href }, limits)); }
+    try {
+      const { blob } = await fetchModel({ url: new URL(name, base).href }, limits);
+      files.set(name, isWeights(name) ? blob : await readAll(blob.stream(), blob.size, "cache"));
+    }
     catch (e) { if (!optional) throw e; }
   };
   for (const n of FOLDER_REQUIRED) await get(n, false);
@@ -166,7 +178,7 @@ async function fetchFolder(base, limits) {
 async function readFolder(picked) {
   const wanted = (n) => FOLDER_REQUIRED.includes(n) || FOLDER_OPTIONAL.includes(n) || n.endsWith(".safetensors") || n === INDEX;
   const files = new Map();
-  for (const f of picked) if (wanted(f.name)) files.set(f.name, await readAll(f.stream(), f.size, "reading"));
+  for (const f of picked) if (wanted(f.name)) files.set(f.name, isWeights(f.name) ? f : await readAll(f.stream(), f.size, "reading"));
   for (const n of FOLDER_REQUIRED) if (!files.has(n)) throw new LoadError("errFolderMissing", { name: n });
   return files;
 }
@@ -199,27 +211,32 @@ async function load({ source, backend, limits }) {
     if (gguf.length !== 1) throw new LoadError("errPickedFiles", {});
     source = { file: gguf[0] };
   }
-  let bytes = null;
+  let blob = null;
   let folder = null;
+  let stored = false;
   if (source.files) folder = await readFolder(source.files);
   else if (source.url && new URL(source.url).pathname.endsWith("/")) folder = await fetchFolder(source.url, limits);
   else {
-    bytes = source.file ? await readAll(source.file.stream(), source.file.size, "reading") : await fetchModel(source, limits);
-    checkMagic(bytes);
+    ({ blob, stored } = source.file ? { blob: source.file, stored: false } : await fetchModel(source, limits));
+    await checkMagic(blob);
   }
-  const size = bytes ? bytes.length : [...folder.values()].reduce((a, b) => a + b.length, 0);
-  // wasm32 addresses 4 GiB; the file's bytes are in it while the weights are built.
-  const memory = limits?.memory_mb ? limits.memory_mb * 2 ** 20 : 3.5 * 2 ** 30 - 2 * size;
+  // wasm32 addresses 4 GiB. Weights are read into it a tensor at a time (the engine counts that
+  // tensor); a folder's small files are in it whole.
+  const inWasm = folder ? [...folder.values()].reduce((a, b) => a + (b instanceof Blob ? 0 : b.length), 0) : 0;
+  const memory = limits?.memory_mb ? limits.memory_mb * 2 ** 20 : 3.5 * 2 ** 30 - 2 * inWasm;
   const options = { max_context: limits?.max_context || 2048, memory_limit: Math.max(0, Math.floor(memory)), name: sourceName(source) };
   if (backend === "webgpu") {
     const t = await gpuLimits();
     if (t) options.tensor_limit = t;
   }
   event(loadId, "progress", { stage: "parsing", loaded: 0, total: 0 });
-  const progress = (done, total) => event(loadId, "progress", { stage: "uploading", loaded: done, total });
+  // Weight tensors as they are built: read from the file (a GGUF, a tensor at a time) into the
+  // CPU's memory, or uploaded to the GPU.
+  const stage = backend === "webgpu" ? "uploading" : stored ? "cache" : "reading";
+  const progress = (done, total) => event(loadId, "progress", { stage, loaded: done, total, unit: "tensors" });
   try {
-    engine = bytes
-      ? await WasmEngine.load(bytes, backend, options, progress)
+    engine = blob
+      ? await WasmEngine.load_blob(blob, backend, options, progress)
       : await WasmEngine.load_folder([...folder.keys()], [...folder.values()], backend, options, progress);
     minChunk = backend === "webgpu" ? 256 : 4;
     event(loadId, "progress", { stage: "warming", loaded: 0, total: 0 });
@@ -231,7 +248,8 @@ async function load({ source, backend, limits }) {
   }
   const oom = await gpuOomError();
   if (oom) { engine = null; throw new LoadError("errGpuMemory", { m: oom.message }); }
-  return { info: engine.info(), backend, load_s: (performance.now() - t0) / 1000 };
+  // wasm memory only grows: its size now is the most the load took.
+  return { info: engine.info(), backend, load_s: (performance.now() - t0) / 1000, wasm_bytes: wasm.memory.buffer.byteLength };
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 0));

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for t in &g.tensors {
-        if let Some(view) = g.tensor(&t.name) {
+        if let Ok(Some(view)) = g.tensor(&t.name) {
             let _ = view.to_f32();
         }
     }

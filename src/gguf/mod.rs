@@ -1,13 +1,17 @@
 //! GGUF: the file format of llama.cpp (versions 2 and 3).
 //!
-//! The reader borrows the file's bytes and validates everything before it allocates: every
-//! count is checked against the bytes that remain, every tensor against the end of the file,
-//! so a corrupt or hostile file yields an [`Error`] and never a panic or a huge allocation.
-//! Tensors stay typed by their block format ([`TensorView`]); [`quant`] dequantises them.
+//! The reader takes the file from a [`ByteSource`]: its header, metadata and tensor table are
+//! read first (the file's first megabytes), and each tensor's bytes only when it is asked for,
+//! so that a model loads a tensor at a time rather than held whole beside its weights. It
+//! validates everything before it allocates: every count is checked against the bytes that
+//! remain, every tensor against the end of the file, so a corrupt or hostile file yields an
+//! [`Error`] and never a panic or a huge allocation. Tensors stay typed by their block format
+//! ([`TensorView`]); [`quant`] dequantises them.
 
 pub mod quant;
 pub mod writer;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
@@ -21,6 +25,87 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_ARRAY_DEPTH: u32 = 3;
 /// llama.cpp's GGML_MAX_DIMS.
 const MAX_DIMS: u32 = 4;
+/// The first read of a file's header; a longer header is read again, four times larger.
+const FIRST_HEAD: usize = 4 << 20;
+/// The longest header (metadata and tensor table) accepted: real ones take a few megabytes
+/// (Gemma 3's 262k-token vocabulary about 8 MB), so more is a hostile file, refused before it
+/// is read into memory.
+pub const MAX_HEAD: usize = 256 << 20;
+
+/// Where a model file's bytes come from: memory, a file on disk, or in the browser a `Blob`
+/// read a range at a time. Reads are in bounds (the reader checks them against `len`).
+pub trait ByteSource {
+    /// The file's length in bytes.
+    fn len(&self) -> usize;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// `len` bytes at `offset`: borrowed where the file is in memory, read where it is not.
+    fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>>;
+}
+
+impl ByteSource for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>> {
+        Ok(Cow::Borrowed(&self[offset..offset + len]))
+    }
+}
+
+/// A borrowed source is a source (a file in memory, `&[u8]`; one held elsewhere, `&dyn`).
+impl<T: ByteSource + ?Sized> ByteSource for &T {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>> {
+        (**self).read(offset, len)
+    }
+}
+
+/// A file on disk, read a range at a time (`pread`), so that loading never holds it whole.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct FileSource {
+    file: std::fs::File,
+    len: usize,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl FileSource {
+    /// Opens `path`.
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        let named = |e: std::io::Error| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+        let file = std::fs::File::open(path).map_err(named)?;
+        let len = file.metadata().map_err(named)?.len();
+        let len = usize::try_from(len).map_err(|_| Error::gguf("the file is larger than this machine can address"))?;
+        Ok(FileSource { file, len })
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ByteSource for FileSource {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>> {
+        let mut buf = vec![0u8; len];
+        #[cfg(unix)]
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf, offset as u64)?;
+        #[cfg(windows)]
+        {
+            let mut done = 0;
+            while done < len {
+                let n = std::os::windows::fs::FileExt::seek_read(&self.file, &mut buf[done..], (offset + done) as u64)?;
+                if n == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
+                done += n;
+            }
+        }
+        Ok(Cow::Owned(buf))
+    }
+}
 
 /// A metadata value, with GGUF's value types.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,23 +295,22 @@ impl TensorInfo {
 }
 
 /// A tensor's bytes, still in their block format.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TensorView<'a> {
     /// Its header entry.
     pub info: &'a TensorInfo,
     /// Its raw blocks.
-    pub data: &'a [u8],
+    pub data: Cow<'a, [u8]>,
 }
 
 impl TensorView<'_> {
     /// Dequantises to row-major f32, with llama.cpp's arithmetic.
     pub fn to_f32(&self) -> Result<Vec<f32>> {
-        quant::dequantize(self.info.ty, self.data, self.info.n_elements())
+        quant::dequantize(self.info.ty, &self.data, self.info.n_elements())
     }
 }
 
-/// A parsed GGUF file, borrowing its bytes.
-#[derive(Debug)]
+/// A parsed GGUF file: its header, and the source its tensors are read from.
 pub struct Gguf<'a> {
     /// Format version (2 or 3).
     pub version: u32,
@@ -238,12 +322,27 @@ pub struct Gguf<'a> {
     pub alignment: u64,
     /// Offset of the data section in the file.
     pub data_offset: usize,
-    bytes: &'a [u8],
+    source: Box<dyn ByteSource + 'a>,
     by_name: HashMap<String, usize>,
 }
 
+impl std::fmt::Debug for Gguf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gguf")
+            .field("version", &self.version)
+            .field("tensors", &self.tensors.len())
+            .field("file_size", &self.source.len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Cursor<'a> {
+    /// The file's first bytes (all of them, or enough for the header).
     buf: &'a [u8],
+    /// The whole file's length: counts are checked against it.
+    file_len: usize,
+    /// Set when the header runs past `buf` but not past the file: read more and parse again.
+    short: bool,
     pos: usize,
     /// Bytes the parsed metadata may still take in memory. A value takes more memory than
     /// file bytes (an array element of one byte becomes a 32-byte `Value`), so without a
@@ -252,12 +351,17 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// What remains of the file (not only of the bytes read so far).
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.file_len - self.pos
     }
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         if n > self.remaining() {
             return Err(Error::gguf(format!("truncated: {what} needs {n} bytes at offset {}, but only {} remain", self.pos, self.remaining())));
+        }
+        if n > self.buf.len() - self.pos {
+            self.short = true;
+            return Err(Error::gguf(format!("the header is longer than the {} bytes read", self.buf.len())));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -317,7 +421,8 @@ impl<'a> Cursor<'a> {
                 let min = min_value_size(elem_ty).ok_or_else(|| Error::gguf(format!("{} is an array of unknown type {elem_ty}", what())))?;
                 let n = self.count(&format!("array length of `{key}`"), min)?;
                 self.charge(n * std::mem::size_of::<Value>(), &format!("array `{key}`"))?;
-                let mut items = Vec::with_capacity(n);
+                // What the bytes read so far can hold: a longer array is read again from more.
+                let mut items = Vec::with_capacity(n.min((self.buf.len() - self.pos) / min + 1));
                 for _ in 0..n {
                     items.push(self.value(elem_ty, key, depth + 1)?);
                 }
@@ -343,12 +448,45 @@ fn min_value_size(ty: u32) -> Option<usize> {
     })
 }
 
+/// What the header gives: everything of a [`Gguf`] but the source.
+struct Header {
+    version: u32,
+    metadata: Metadata,
+    tensors: Vec<TensorInfo>,
+    alignment: u64,
+    data_offset: usize,
+    by_name: HashMap<String, usize>,
+}
+
 impl<'a> Gguf<'a> {
-    /// Parses and validates the header, metadata and tensor table of a GGUF file.
+    /// Parses and validates the header, metadata and tensor table of a GGUF file in memory.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        // Real files need about 3× their metadata bytes; 8× the whole file is ample.
-        let budget = bytes.len().saturating_mul(8).saturating_add(16 << 20);
-        let mut c = Cursor { buf: bytes, pos: 0, budget };
+        Self::read(Box::new(bytes))
+    }
+
+    /// Parses and validates a GGUF file's header, metadata and tensor table, reading only as
+    /// much of `source` as they take (the tensors are read when asked for).
+    pub fn read(source: Box<dyn ByteSource + 'a>) -> Result<Self> {
+        let file_len = source.len();
+        let mut want = FIRST_HEAD;
+        loop {
+            let head = source.read(0, want.min(file_len))?;
+            let mut c = Cursor { buf: &head, file_len, short: false, pos: 0, budget: 0 };
+            match Self::parse_header(&mut c) {
+                Ok(h) => {
+                    let Header { version, metadata, tensors, alignment, data_offset, by_name } = h;
+                    return Ok(Gguf { version, metadata, tensors, alignment, data_offset, source, by_name });
+                }
+                Err(_) if c.short && want < MAX_HEAD => want = (want * 4).min(MAX_HEAD),
+                Err(_) if c.short => return Err(Error::gguf(format!("its header takes more than {} MiB, more than any model's", MAX_HEAD >> 20))),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn parse_header(c: &mut Cursor<'_>) -> Result<Header> {
+        // Real files need about 3× their metadata bytes; 8× the header's bound is ample.
+        c.budget = c.file_len.min(MAX_HEAD).saturating_mul(8).saturating_add(16 << 20);
         let magic = c.u32("magic")?;
         if magic != MAGIC {
             return Err(Error::gguf(format!("wrong magic {:?}: this is not a GGUF file", String::from_utf8_lossy(&magic.to_le_bytes()))));
@@ -375,8 +513,10 @@ impl<'a> Gguf<'a> {
             Some(v) => return Err(Error::gguf(format!("general.alignment must be a power-of-two u32, found {v:?}"))),
         };
 
-        let mut tensors = Vec::with_capacity(n_tensors);
-        let mut by_name = HashMap::with_capacity(n_tensors);
+        // Capacity for what the bytes read so far can describe (a header entry takes 32 or more).
+        let room = n_tensors.min((c.buf.len() - c.pos) / 32 + 1);
+        let mut tensors = Vec::with_capacity(room);
+        let mut by_name = HashMap::with_capacity(room);
         for _ in 0..n_tensors {
             let name = c.string("tensor name")?;
             let n_dims = c.u32("tensor dim count")?;
@@ -413,7 +553,7 @@ impl<'a> Gguf<'a> {
 
         let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
         let data_offset = usize::try_from(data_offset).map_err(|_| Error::gguf("data offset overflows"))?;
-        let data_len = bytes.len().saturating_sub(data_offset);
+        let data_len = c.file_len.saturating_sub(data_offset);
         for t in &tensors {
             let end = t.offset.checked_add(t.size);
             if end.is_none_or(|e| e > data_len) {
@@ -432,19 +572,20 @@ impl<'a> Gguf<'a> {
             }
         }
 
-        Ok(Gguf { version, metadata, tensors, alignment, data_offset, bytes, by_name })
+        Ok(Header { version, metadata, tensors, alignment, data_offset, by_name })
     }
 
-    /// A tensor by name, with its bytes.
-    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
-        let info = &self.tensors[*self.by_name.get(name)?];
-        // Bounds were validated in `parse`.
-        let start = self.data_offset + info.offset;
-        Some(TensorView { info, data: &self.bytes[start..start + info.size] })
+    /// A tensor by name, with its bytes (read from the source now).
+    pub fn tensor(&self, name: &str) -> Result<Option<TensorView<'_>>> {
+        let Some(&i) = self.by_name.get(name) else { return Ok(None) };
+        let info = &self.tensors[i];
+        // Bounds were validated in `parse_header`.
+        let data = self.source.read(self.data_offset + info.offset, info.size)?;
+        Ok(Some(TensorView { info, data }))
     }
 
     /// The size of the whole file in bytes.
     pub fn file_size(&self) -> usize {
-        self.bytes.len()
+        self.source.len()
     }
 }

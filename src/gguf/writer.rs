@@ -18,8 +18,15 @@ impl GgufWriter {
     /// A copy of a parsed file, to be edited (tests turn one model into a variant this way).
     pub fn from_gguf(g: &super::Gguf<'_>) -> Self {
         let metadata = g.metadata.entries().to_vec();
-        let tensors = g.tensors.iter().map(|t| (t.name.clone(), t.dims.clone(), t.ty, g.tensor(&t.name).expect("listed tensor").data.to_vec())).collect();
+        // A listed tensor of a parsed file is in bounds; reading it fails only where its source does.
+        let read = |t: &super::TensorInfo| g.tensor(&t.name).ok().flatten().expect("listed tensor, readable").data.into_owned();
+        let tensors = g.tensors.iter().map(|t| (t.name.clone(), t.dims.clone(), t.ty, read(t))).collect();
         GgufWriter { metadata, tensors }
+    }
+
+    /// Each tensor's type, in order.
+    pub fn tensor_types(&self) -> Vec<GgmlType> {
+        self.tensors.iter().map(|t| t.2).collect()
     }
 
     /// A metadata entry's value.
@@ -77,6 +84,39 @@ impl GgufWriter {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let align = DEFAULT_ALIGNMENT as usize;
+        let sizes: Vec<usize> = self.tensors.iter().map(|t| t.3.len()).collect();
+        let mut out = self.header(&sizes);
+        for (i, (_, _, _, data)) in self.tensors.iter().enumerate() {
+            out.extend_from_slice(data);
+            // Padding separates tensors; none is needed after the last.
+            if i + 1 < self.tensors.len() {
+                out.resize(out.len().div_ceil(align) * align, 0);
+            }
+        }
+        out
+    }
+
+    /// Writes the file to `out` with each tensor's bytes made as it is reached: `fill(i, buf)`
+    /// fills tensor `i`'s bytes (as many as its dims and type take; data given when it was
+    /// added is not used). A test writes a model far larger than it wants to hold this way.
+    pub fn write_generated(&self, out: &mut impl std::io::Write, mut fill: impl FnMut(usize, &mut [u8])) -> std::io::Result<()> {
+        let align = DEFAULT_ALIGNMENT as usize;
+        let size = |dims: &[usize], ty: GgmlType| dims.iter().product::<usize>() / ty.block_size() * ty.type_size();
+        let sizes: Vec<usize> = self.tensors.iter().map(|t| size(&t.1, t.2)).collect();
+        out.write_all(&self.header(&sizes))?;
+        for (i, &n) in sizes.iter().enumerate() {
+            let mut buf = vec![0u8; n.div_ceil(align) * align];
+            fill(i, &mut buf[..n]);
+            let keep = if i + 1 < sizes.len() { buf.len() } else { n };
+            out.write_all(&buf[..keep])?;
+        }
+        Ok(())
+    }
+
+    /// Magic, counts, metadata and the tensor table for tensors of `sizes` bytes, padded to
+    /// where the data section starts.
+    fn header(&self, sizes: &[usize]) -> Vec<u8> {
+        let align = DEFAULT_ALIGNMENT as usize;
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC.to_le_bytes());
         out.extend_from_slice(&3u32.to_le_bytes());
@@ -88,7 +128,7 @@ impl GgufWriter {
             put_value(&mut out, v);
         }
         let mut offset = 0usize;
-        for (name, dims, ty, data) in &self.tensors {
+        for ((name, dims, ty, _), size) in self.tensors.iter().zip(sizes) {
             put_str(&mut out, name);
             out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
             for &d in dims {
@@ -96,16 +136,9 @@ impl GgufWriter {
             }
             out.extend_from_slice(&ty.code().to_le_bytes());
             out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset += data.len().div_ceil(align) * align;
+            offset += size.div_ceil(align) * align;
         }
         out.resize(out.len().div_ceil(align) * align, 0);
-        for (i, (_, _, _, data)) in self.tensors.iter().enumerate() {
-            out.extend_from_slice(data);
-            // Padding separates tensors; none is needed after the last.
-            if i + 1 < self.tensors.len() {
-                out.resize(out.len().div_ceil(align) * align, 0);
-            }
-        }
         out
     }
 }

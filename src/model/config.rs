@@ -27,6 +27,10 @@ pub enum Arch {
     Gemma3,
     /// SmolLM3: Llama with no positional encoding (NoPE) in every fourth block.
     Smollm3,
+    /// Phi-3 and Phi-4-mini: Llama with q, k and v stored as one projection and gate and up as
+    /// another, LongRoPE (per-frequency factors for short and long contexts, and an attention
+    /// factor), and RoPE over part of each head (Phi-4-mini: 96 of 128 dims).
+    Phi3,
 }
 
 impl Arch {
@@ -40,6 +44,7 @@ impl Arch {
             // `gemma3_text` is the text-only model's `config.json` (270M, 1B).
             "gemma3" | "gemma3_text" => Some(Arch::Gemma3),
             "smollm3" => Some(Arch::Smollm3),
+            "phi3" => Some(Arch::Phi3),
             _ => None,
         }
     }
@@ -52,6 +57,7 @@ impl Arch {
             Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
             Arch::Smollm3 => "smollm3",
+            Arch::Phi3 => "phi3",
         }
     }
 }
@@ -112,6 +118,48 @@ pub struct DecoderConfig {
     /// frequencies' divisors it implies as the tensor `rope_freqs.weight`).
     #[config(default = "None")]
     pub rope_llama3: Option<Llama3Rope>,
+    /// Dims of each head that RoPE rotates, where fewer than all (Phi-4-mini: 96 of 128; GGUF
+    /// `rope.dimension_count`, HF `partial_rotary_factor`): the first ones, the rest pass through.
+    #[config(default = "None")]
+    pub rope_dims: Option<usize>,
+    /// LongRoPE (Phi-3): the frequencies' divisors for a short and a long context, and the
+    /// factor on cos and sin.
+    #[config(default = "None")]
+    pub longrope: Option<LongRope>,
+}
+
+/// LongRoPE (`rope_type: longrope`, Phi-3): each frequency divided by a factor, from the short
+/// list for a context up to the one first trained on and from the long list past it, and cos
+/// and sin multiplied by an attention factor. Which list is fixed when the model loads, by the
+/// context asked for (llama.cpp's rule; transformers switches when a sequence grows past it,
+/// which gives the same numbers within the context loaded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LongRope {
+    /// The context first trained on (`original_max_position_embeddings`).
+    pub original_context: usize,
+    /// What multiplies cos and sin: `√(1 + ln s / ln original)` for `s` = context / original,
+    /// unless the files give it.
+    pub attn_factor: f64,
+    /// The short and long divisors, `[rotary dims / 2]` each, where `config.json` gives them
+    /// (a GGUF file holds them as `rope_factors_short.weight` and `rope_factors_long.weight`).
+    pub factors: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl LongRope {
+    /// The attention factor transformers and llama.cpp's converter derive from the two contexts.
+    pub fn default_attn_factor(context: usize, original: usize) -> f64 {
+        let s = context as f64 / original as f64;
+        if s <= 1.0 {
+            1.0
+        } else {
+            (1.0 + s.ln() / (original as f64).ln()).sqrt()
+        }
+    }
+
+    /// Whether a context of `positions` uses the long factors.
+    pub fn long(&self, positions: usize) -> bool {
+        positions > self.original_context
+    }
 }
 
 /// Llama 3's RoPE scaling (`rope_type: llama3`): low frequencies divided by `factor`, high ones
@@ -179,6 +227,11 @@ impl DecoderConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.head_width.unwrap_or(self.d_model / self.n_head.max(1))
+    }
+
+    /// Dims of each head that RoPE rotates.
+    pub fn rot_dims(&self) -> usize {
+        self.rope_dims.unwrap_or(self.head_dim())
     }
 
     /// The attention's shape (a global layer's: [`Self::window`] gives a local one's window).
@@ -255,6 +308,22 @@ impl DecoderConfig {
             if !self.head_dim().is_multiple_of(2) {
                 return bad(format!("head width {} is odd; RoPE rotates pairs", self.head_dim()));
             }
+            if self.rope_dims.is_some_and(|r| r == 0 || r % 2 != 0 || r > self.head_dim()) {
+                return bad(format!("RoPE over {:?} of {} dims per head (an even number, at most all)", self.rope_dims, self.head_dim()));
+            }
+            if let Some(lr) = &self.longrope {
+                let n = self.rot_dims() / 2;
+                let fine = |v: &[f32]| v.len() == n && v.iter().all(|f| f.is_finite() && *f > 0.0);
+                if lr.original_context == 0
+                    || !(lr.attn_factor.is_finite() && lr.attn_factor > 0.0)
+                    || lr.factors.as_ref().is_some_and(|(s, l)| !fine(s) || !fine(l))
+                {
+                    return bad(format!(
+                        "LongRoPE with original context {}, attention factor {} and factors of {n} positive numbers expected",
+                        lr.original_context, lr.attn_factor
+                    ));
+                }
+            }
             if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
                 return bad(format!("RoPE base {} is not a finite number above 1", self.rope_theta));
             }
@@ -296,6 +365,8 @@ pub struct Family {
     pub act: Activation,
     /// Its files store q, k and v as one projection, split at load.
     pub fused_qkv: bool,
+    /// Its files store the gate and up projections as one (gate rows, then up rows), split at load.
+    pub fused_gate_up: bool,
     /// An RMSNorm over each head of the queries and the keys, before RoPE.
     pub qk_norm: bool,
     /// A norm after the attention and after the MLP too, before each residual add.
@@ -319,6 +390,7 @@ const LLAMA: Family = Family {
     gated: true,
     act: Activation::Silu,
     fused_qkv: false,
+    fused_gate_up: false,
     qk_norm: false,
     sandwich_norms: false,
     scaled_embed: false,
@@ -334,6 +406,7 @@ impl Arch {
             Arch::Llama | Arch::Smollm3 => LLAMA,
             Arch::Qwen2 => Family { qkv_bias: true, gguf_half_split: true, ..LLAMA },
             Arch::Qwen3 => Family { qk_norm: true, gguf_half_split: true, ..LLAMA },
+            Arch::Phi3 => Family { fused_qkv: true, fused_gate_up: true, gguf_half_split: true, ..LLAMA },
             Arch::Gemma3 => Family {
                 act: Activation::GeluTanh,
                 qk_norm: true,
@@ -358,7 +431,7 @@ impl Arch {
 }
 
 fn unsupported_arch(name: &str) -> Error {
-    Error::Unsupported(format!("architecture `{name}` (Ember runs `llama` (SmolLM2, Llama), `qwen2`, `qwen3`, `gemma3`, `smollm3` and `gpt2` models)"))
+    Error::Unsupported(format!("architecture `{name}` (Ember runs `llama` (SmolLM2, Llama), `qwen2`, `qwen3`, `gemma3`, `smollm3`, `phi3` and `gpt2` models)"))
 }
 
 impl DecoderConfig {
@@ -394,20 +467,40 @@ impl DecoderConfig {
             Arch::Gemma3 => config.with_gemma3_gguf(meta, &key)?,
             // llama.cpp fixes SmolLM3's NoPE step at 4 (no metadata key says it).
             Arch::Smollm3 => config.with_nope_interval(Some(4)),
+            Arch::Phi3 => config.with_phi3_gguf(meta, &key)?,
             _ => config,
         };
-        config.validate()?;
         if let Some(n_rot) = meta.opt::<usize>(&key("rope.dimension_count"))? {
-            if arch != Arch::Gpt2 && n_rot != config.head_dim() {
-                return Err(Error::Unsupported(format!("partial RoPE ({n_rot} of {} dims per head)", config.head_dim())));
+            if arch != Arch::Gpt2 && arch != Arch::Phi3 && n_rot != config.head_dim() {
+                return Err(Error::Unsupported(format!("partial RoPE ({n_rot} of {} dims per head) in {name}", config.head_dim())));
             }
         }
         if let Some(kind) = meta.opt::<String>(&key("rope.scaling.type"))? {
-            if kind != "none" {
+            if kind != "none" && !(arch == Arch::Phi3 && matches!(kind.as_str(), "longrope" | "su")) {
                 return Err(Error::Unsupported(format!("RoPE scaling `{kind}`")));
             }
         }
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Phi-3's rotary dims (`rope.dimension_count`) and LongRoPE where the file has its context
+    /// first trained on (`rope.scaling.original_context_length`); the factors are tensors. Its
+    /// `attention.sliding_window` is not applied, as llama.cpp does not (Phi-3.5's 262144 is
+    /// past any context; Phi-3-mini-4k's 2047 differs from transformers past position 2047).
+    fn with_phi3_gguf(self, meta: &Metadata, key: &dyn Fn(&str) -> String) -> Result<Self> {
+        let n_rot = meta.opt::<usize>(&key("rope.dimension_count"))?.filter(|&r| r != self.head_dim());
+        let longrope = match meta.opt::<usize>(&key("rope.scaling.original_context_length"))? {
+            Some(orig) => {
+                let attn_factor = match meta.opt::<f32>(&key("rope.scaling.attn_factor"))? {
+                    Some(f) => f64::from(f),
+                    None => LongRope::default_attn_factor(self.context_length, orig),
+                };
+                Some(LongRope { original_context: orig, attn_factor, factors: None })
+            }
+            None => None,
+        };
+        Ok(self.with_rope_dims(n_rot).with_longrope(longrope))
     }
 
     /// The head width from `attention.key_length` where it differs from `d_model / n_head`
@@ -463,7 +556,7 @@ impl DecoderConfig {
                     .with_norm_eps(hf.opt("layer_norm_epsilon")?.unwrap_or(1e-5))
                     .with_tied_embeddings(hf.opt("tie_word_embeddings")?.unwrap_or(true))
             }
-            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 | Arch::Smollm3 => Self::llama_like_from_hf(hf, arch, &name)?,
+            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 | Arch::Smollm3 | Arch::Phi3 => Self::llama_like_from_hf(hf, arch, &name)?,
         };
         config.validate()?;
         Ok(config)
@@ -480,10 +573,11 @@ impl DecoderConfig {
             return refuse(format!("activation `{act}` (Ember runs `{want}` for {name})"));
         }
         let llama3 = if arch == Arch::Llama { hf_llama3_rope(hf)? } else { None };
-        if let Some(scaling) = hf.opt::<serde_json::Value>("rope_scaling")?.filter(|_| llama3.is_none()) {
+        let phi3 = arch == Arch::Phi3;
+        if let Some(scaling) = hf.opt::<serde_json::Value>("rope_scaling")?.filter(|_| llama3.is_none() && !phi3) {
             return refuse(format!("RoPE scaling {scaling}"));
         }
-        let (theta, theta_local) = hf_rope_bases(hf)?;
+        let (theta, theta_local) = hf_rope_bases(hf, phi3)?;
         if arch != Arch::Llama && hf.opt::<serde_json::Value>("rope_parameters")?.is_some_and(|r| r.get("rope_type").and_then(|t| t.as_str()) == Some("llama3"))
         {
             return refuse(format!("RoPE scaling `llama3` in {name}"));
@@ -524,6 +618,7 @@ impl DecoderConfig {
             }
             return match arch {
                 Arch::Smollm3 => Ok(config.with_nope_interval(Some(smollm3_nope_interval(hf)?))),
+                Arch::Phi3 => hf_phi3_rope(hf, config),
                 _ => Ok(config),
             };
         }
@@ -542,11 +637,12 @@ impl DecoderConfig {
 /// `rope_parameters: {rope_theta, rope_type}`, or for Gemma 3 one such map per layer kind
 /// (`full_attention`, `sliding_attention`); older versions a top-level `rope_theta` and Gemma's
 /// `rope_local_base_freq`. Only plain RoPE (`default`) is run.
-fn hf_rope_bases(hf: &HfConfig) -> Result<(f64, f64)> {
+fn hf_rope_bases(hf: &HfConfig, longrope: bool) -> Result<(f64, f64)> {
     use serde_json::{Map, Value};
     let rope = hf.opt::<Map<String, Value>>("rope_parameters")?.unwrap_or_default();
     let theta_of = |m: &Map<String, Value>, what: &str| -> Result<Option<f64>> {
-        if let Some(kind) = m.get("rope_type").and_then(Value::as_str).filter(|&t| t != "default" && t != "llama3") {
+        let known = |t: &str| t == "default" || t == "llama3" || (longrope && t == "longrope");
+        if let Some(kind) = m.get("rope_type").and_then(Value::as_str).filter(|&t| !known(t)) {
             return Err(Error::Unsupported(format!("RoPE scaling `{kind}`")));
         }
         m.get("rope_theta").map(|t| t.as_f64().ok_or_else(|| Error::bad_key(&format!("{what}.rope_theta (config.json)"), "expected a number"))).transpose()
@@ -585,6 +681,53 @@ fn hf_llama3_rope(hf: &HfConfig) -> Result<Option<Llama3Rope>> {
         return Err(Error::Unsupported(format!("Llama 3 RoPE scaling with {r:?}")));
     }
     Ok(Some(r))
+}
+
+/// Phi-3's rotary dims (`partial_rotary_factor`, in `rope_parameters` or at the top level) and
+/// LongRoPE, from `rope_parameters` (transformers ≥ 5) or `rope_scaling` (older: `type` `longrope`
+/// or `su`), with the context first trained on from either place.
+fn hf_phi3_rope(hf: &HfConfig, config: DecoderConfig) -> Result<DecoderConfig> {
+    use serde_json::{Map, Value};
+    let m = hf.opt::<Map<String, Value>>("rope_parameters")?.or(hf.opt::<Map<String, Value>>("rope_scaling")?).unwrap_or_default();
+    let num = |k: &str| -> Result<Option<f64>> {
+        m.get(k)
+            .filter(|v| !v.is_null())
+            .map(|v| v.as_f64().ok_or_else(|| Error::bad_key(&format!("rope_parameters.{k} (config.json)"), "expected a number")))
+            .transpose()
+    };
+    let partial = match num("partial_rotary_factor")? {
+        Some(p) => Some(p),
+        None => hf.opt::<f64>("partial_rotary_factor")?,
+    };
+    // transformers: int(head_dim · factor); llama.cpp's converter: int(factor · n_embd) / n_head.
+    let rot = partial.map(|p| (config.head_dim() as f64 * p) as usize).filter(|&r| r != config.head_dim());
+    let config = config.with_rope_dims(rot);
+    let kind = m.get("rope_type").or(m.get("type")).and_then(Value::as_str).unwrap_or("default");
+    if kind == "default" {
+        return Ok(config);
+    }
+    if !matches!(kind, "longrope" | "su") {
+        return Err(Error::Unsupported(format!("RoPE scaling `{kind}` in phi3")));
+    }
+    let factors = |k: &str| -> Result<Vec<f32>> {
+        let v =
+            m.get(k).and_then(Value::as_array).ok_or_else(|| Error::bad_key(&format!("rope_parameters.{k} (config.json)"), "expected a list of numbers"))?;
+        v.iter()
+            .map(|x| x.as_f64().map(|f| f as f32).ok_or_else(|| Error::bad_key(&format!("rope_parameters.{k} (config.json)"), "expected a list of numbers")))
+            .collect()
+    };
+    let original = match num("original_max_position_embeddings")? {
+        Some(o) => o as usize,
+        None => hf.req::<usize>("original_max_position_embeddings")?,
+    };
+    let attn_factor = match (num("attention_factor")?, num("factor")?) {
+        (Some(a), _) => a,
+        // transformers: a `factor` given stands for context / original.
+        (None, Some(f)) => LongRope::default_attn_factor((f * original as f64) as usize, original),
+        (None, None) => LongRope::default_attn_factor(config.context_length, original),
+    };
+    let longrope = LongRope { original_context: original, attn_factor, factors: Some((factors("short_factor")?, factors("long_factor")?)) };
+    Ok(config.with_longrope(Some(longrope)))
 }
 
 /// SmolLM3's NoPE period: `no_rope_layers` (1 where a block uses RoPE; every `n`-th 0) or

@@ -144,32 +144,53 @@ pub struct Rope<E: Executor> {
     pub max_pos: usize,
 }
 
+/// What RoPE's tables are made of.
+#[derive(Debug, Clone)]
+pub struct RopeSpec<'a> {
+    /// Width of a head.
+    pub head_dim: usize,
+    /// Dims of a head that rotate (the first ones; the rest pass through).
+    pub rot_dims: usize,
+    /// The base θ.
+    pub theta: f64,
+    /// Each rotating pair's frequency divisor, `[rot_dims/2]` (Llama 3, LongRoPE).
+    pub factors: Option<&'a [f32]>,
+    /// What multiplies cos and sin of the rotating pairs (LongRoPE's attention factor; else 1).
+    pub mscale: f64,
+}
+
 impl<E: Executor> Rope<E> {
     /// Tables for `max_pos` positions.
     pub fn new(exec: &E, head_dim: usize, max_pos: usize, theta: f64) -> Result<Self> {
-        Self::scaled(exec, head_dim, max_pos, theta, None)
+        Self::with_spec(exec, &RopeSpec { head_dim, rot_dims: head_dim, theta, factors: None, mscale: 1.0 }, max_pos)
     }
 
-    /// Tables whose frequencies are divided by `factors` (`[head_dim/2]`: Llama 3's RoPE
-    /// scaling, as GGUF's `rope_freqs.weight` holds it).
-    pub fn scaled(exec: &E, head_dim: usize, max_pos: usize, theta: f64, factors: Option<&[f32]>) -> Result<Self> {
-        let (cos, sin) = rope_tables(head_dim, max_pos, theta, factors);
-        Ok(Rope { cos: exec.vector(cos)?, sin: exec.vector(sin)?, head_dim, max_pos })
+    /// Tables of `spec` for `max_pos` positions.
+    pub fn with_spec(exec: &E, spec: &RopeSpec<'_>, max_pos: usize) -> Result<Self> {
+        let (cos, sin) = rope_tables(spec, max_pos);
+        Ok(Rope { cos: exec.vector(cos)?, sin: exec.vector(sin)?, head_dim: spec.head_dim, max_pos })
     }
 }
 
-/// RoPE's cos and sin of `pos · θ^(-2i/head_dim) / factors[i]`, `[max_pos, head_dim/2]` each.
+/// RoPE's cos and sin of `pos · θ^(-2i/rot_dims) / factors[i]` (times `mscale`) for the rotating
+/// pairs `i < rot_dims/2`, and 1 and 0 (the identity) for the pairs past them, `[max_pos,
+/// head_dim/2]` each: the executors rotate every pair, so partial rotary is the tables' alone.
 /// Angles are computed in f64, then rounded, as the reference does.
-pub fn rope_tables(head_dim: usize, max_pos: usize, theta: f64, factors: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
+pub fn rope_tables(spec: &RopeSpec<'_>, max_pos: usize) -> (Vec<f32>, Vec<f32>) {
+    let (half, rot_half) = (spec.head_dim / 2, spec.rot_dims / 2);
     let mut cos = Vec::with_capacity(max_pos * half);
     let mut sin = Vec::with_capacity(max_pos * half);
     for p in 0..max_pos {
         for i in 0..half {
-            let divisor = factors.map_or(1.0, |f| f64::from(f[i]));
-            let a = p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64) / divisor;
-            cos.push(a.cos() as f32);
-            sin.push(a.sin() as f32);
+            if i >= rot_half {
+                cos.push(1.0);
+                sin.push(0.0);
+                continue;
+            }
+            let divisor = spec.factors.map_or(1.0, |f| f64::from(f[i]));
+            let a = p as f64 * spec.theta.powf(-((2 * i) as f64) / spec.rot_dims as f64) / divisor;
+            cos.push((a.cos() * spec.mscale) as f32);
+            sin.push((a.sin() * spec.mscale) as f32);
         }
     }
     (cos, sin)

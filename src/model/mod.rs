@@ -10,9 +10,9 @@ pub mod qmatrix;
 pub mod weights;
 pub mod wgpu;
 
-pub use config::{Activation, Arch, DecoderConfig, Family, Llama3Rope};
+pub use config::{Activation, Arch, DecoderConfig, Family, Llama3Rope, LongRope};
 pub use cpu::CpuExecutor;
-pub use decoder::{BoxedRunner, Decoder, Executor, Heads, KvCache, Loaded, Runner};
+pub use decoder::{BoxedRunner, Decoder, Executor, Heads, KvCache, Loaded, Rope, RopeSpec, Runner};
 pub use qmatrix::QMatrix;
 pub use weights::{rope_interleave, Tensors};
 pub use wgpu::GpuExecutor;

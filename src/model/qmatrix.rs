@@ -61,6 +61,14 @@ enum QData {
     },
 }
 
+/// `n` items in a vector of exactly that capacity.
+fn exact<T>(n: usize, items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    v.extend(items);
+    debug_assert_eq!(v.len(), n);
+    v
+}
+
 impl QMatrix {
     /// Takes `rows × cols` elements of type `ty` from `bytes` (whole blocks per row). The 4- and
     /// 8-bit formats are repacked from their unpacked blocks (`gguf::quant::subs`).
@@ -72,15 +80,20 @@ impl QMatrix {
         let subs = || ty.layout().map(|l| subs(l, bytes)).into_iter().flatten();
         // Element j in the low nibble of byte j, j + 16 in the high one (the file's order).
         let nibbles = |s: Sub| (0..16).map(move |j| s.q[j] | s.q[j + 16] << 4);
+        // Exact capacities: `collect` from a `flat_map` grows by doubling, and a weight would
+        // keep up to twice its bytes (loading a model must stay near the file's size).
+        let blocks = rows * cols / QK;
         let data = match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
                 let mut v = vec![0f32; rows * cols];
                 dequantize_into(ty, bytes, &mut v)?;
                 QData::F32(v)
             }
-            GgmlType::Q8_0 => QData::Q8_0 { d: subs().map(|s| s.d).collect(), q: subs().flat_map(|s| s.q.map(|v| v as i8)).collect() },
-            GgmlType::Q4_0 => QData::Q4_0 { d: subs().map(|s| s.d).collect(), q: subs().flat_map(nibbles).collect() },
-            GgmlType::Q4_1 => QData::Q4_1 { d: subs().map(|s| s.d).collect(), m: subs().map(|s| s.dmin).collect(), q: subs().flat_map(nibbles).collect() },
+            GgmlType::Q8_0 => QData::Q8_0 { d: exact(blocks, subs().map(|s| s.d)), q: exact(blocks * QK, subs().flat_map(|s| s.q.map(|v| v as i8))) },
+            GgmlType::Q4_0 => QData::Q4_0 { d: exact(blocks, subs().map(|s| s.d)), q: exact(blocks * 16, subs().flat_map(nibbles)) },
+            GgmlType::Q4_1 => {
+                QData::Q4_1 { d: exact(blocks, subs().map(|s| s.d)), m: exact(blocks, subs().map(|s| s.dmin)), q: exact(blocks * 16, subs().flat_map(nibbles)) }
+            }
             _ => QData::Blocks { ty, bytes: bytes.to_vec() },
         };
         Ok(QMatrix { rows, cols, data })

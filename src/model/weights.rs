@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::config::{DecoderConfig, Family};
-use super::decoder::{Decoder, Executor, Layer, Linear, Norm, Rope};
+use super::decoder::{Decoder, Executor, Layer, Linear, Norm, Rope, RopeSpec};
 use super::qmatrix::QMatrix;
 use crate::error::{Error, Result};
 use crate::gguf::quant::{dequantize, dequantize_into, f16_at, GgmlType};
@@ -54,10 +54,15 @@ enum Slot {
     Gate,
     Up,
     UpBias,
+    /// Phi-3's fused gate and up projections (gate rows, then up rows): split at load.
+    GateUp,
     Down,
     DownBias,
     /// Llama 3's RoPE scaling as each frequency's divisor, `[head_dim/2]` (GGUF only).
     RopeFreqs,
+    /// LongRoPE's divisors for a short and a long context, `[rotary dims/2]` (GGUF only).
+    RopeShort,
+    RopeLong,
     /// A buffer some checkpoints save that is not a weight: skipped.
     Ignored,
 }
@@ -88,6 +93,8 @@ const GGUF_NAMES: NameTable = &[
     ("output_norm.bias", Slot::FinalNormBias, AsIs),                // GPT-2: [d_model]
     ("output.weight", Slot::Output, AsIs),                          // (vocab, d_model); absent: tied
     ("rope_freqs.weight", Slot::RopeFreqs, AsIs),                   // Llama 3: [head_dim/2]
+    ("rope_factors_short.weight", Slot::RopeShort, AsIs),           // Phi-3: [rotary dims/2]
+    ("rope_factors_long.weight", Slot::RopeLong, AsIs),             // Phi-3: [rotary dims/2]
     ("blk.N.attn_norm.weight", Slot::AttnNorm, AsIs),               // [d_model]
     ("blk.N.attn_norm.bias", Slot::AttnNormBias, AsIs),             // GPT-2: [d_model]
     ("blk.N.attn_q.weight", Slot::Q, AsIs),                         // (heads·head_dim, d_model)
@@ -96,7 +103,7 @@ const GGUF_NAMES: NameTable = &[
     ("blk.N.attn_k.bias", Slot::KBias, AsIs),                       // Qwen2: [kv_heads·head_dim]
     ("blk.N.attn_v.weight", Slot::V, AsIs),                         // (kv_heads·head_dim, d_model)
     ("blk.N.attn_v.bias", Slot::VBias, AsIs),                       // Qwen2: [kv_heads·head_dim]
-    ("blk.N.attn_qkv.weight", Slot::Qkv, AsIs),                     // GPT-2: (3·d_model, d_model)
+    ("blk.N.attn_qkv.weight", Slot::Qkv, AsIs),                     // GPT-2, Phi-3: (heads·hd + 2·kv_heads·hd, d_model)
     ("blk.N.attn_qkv.bias", Slot::QkvBias, AsIs),                   // GPT-2: [3·d_model]
     ("blk.N.attn_output.weight", Slot::O, AsIs),                    // (d_model, heads·head_dim)
     ("blk.N.attn_output.bias", Slot::OBias, AsIs),                  // GPT-2: [d_model]
@@ -111,6 +118,12 @@ const GGUF_NAMES: NameTable = &[
     ("blk.N.ffn_up.bias", Slot::UpBias, AsIs),                      // GPT-2: [d_ff]
     ("blk.N.ffn_down.weight", Slot::Down, AsIs),                    // (d_model, d_ff)
     ("blk.N.ffn_down.bias", Slot::DownBias, AsIs),                  // GPT-2: [d_model]
+];
+
+/// Phi-3's GGUF name that means another tensor in the other families: its `ffn_up` holds the
+/// gate and up projections (searched before [`GGUF_NAMES`]).
+const GGUF_PHI3_NAMES: NameTable = &[
+    ("blk.N.ffn_up.weight", Slot::GateUp, AsIs), // (2·d_ff, d_model): gate rows, then up rows
 ];
 
 /// Hugging Face `LlamaForCausalLM` / `Qwen2ForCausalLM` / `Qwen3ForCausalLM` names (and
@@ -128,6 +141,8 @@ const HF_LLAMA_NAMES: NameTable = &[
     ("model.layers.N.self_attn.v_proj.weight", Slot::V, AsIs),               // (kv_heads·head_dim, d_model)
     ("model.layers.N.self_attn.v_proj.bias", Slot::VBias, AsIs),             // Qwen2
     ("model.layers.N.self_attn.o_proj.weight", Slot::O, AsIs),               // (d_model, heads·head_dim)
+    ("model.layers.N.self_attn.qkv_proj.weight", Slot::Qkv, AsIs),           // Phi-3: (heads·hd + 2·kv_heads·hd, d_model)
+    ("model.layers.N.mlp.gate_up_proj.weight", Slot::GateUp, AsIs),          // Phi-3: (2·d_ff, d_model), gate then up
     ("model.layers.N.self_attn.q_norm.weight", Slot::QNorm, AsIs),           // Qwen3, Gemma 3: [head_dim]
     ("model.layers.N.self_attn.k_norm.weight", Slot::KNorm, AsIs),           // Qwen3, Gemma 3: [head_dim]
     ("model.layers.N.post_attention_layernorm.weight", Slot::FfnNorm, AsIs), // [d_model]
@@ -174,18 +189,20 @@ impl Slot {
     /// Whether a model of `family` has a tensor in this slot (`Output` only when untied).
     fn in_family(self, f: Family) -> bool {
         match self {
-            Slot::Embed | Slot::FinalNorm | Slot::AttnNorm | Slot::O | Slot::FfnNorm | Slot::Up | Slot::Down | Slot::Output | Slot::Ignored => true,
+            Slot::Embed | Slot::FinalNorm | Slot::AttnNorm | Slot::O | Slot::FfnNorm | Slot::Down | Slot::Output | Slot::Ignored => true,
+            Slot::Up => !f.fused_gate_up,
+            Slot::GateUp => f.fused_gate_up,
             Slot::Q | Slot::K | Slot::V => !f.fused_qkv,
             Slot::Qkv => f.fused_qkv,
             Slot::QBias | Slot::KBias | Slot::VBias => f.qkv_bias && !f.fused_qkv,
             Slot::QkvBias => f.qkv_bias && f.fused_qkv,
-            Slot::Gate => f.gated,
+            Slot::Gate => f.gated && !f.fused_gate_up,
             Slot::Positions => f.learned_positions,
             Slot::FinalNormBias | Slot::AttnNormBias | Slot::FfnNormBias => f.layer_norm,
             Slot::OBias | Slot::UpBias | Slot::DownBias => f.out_bias,
             Slot::QNorm | Slot::KNorm => f.qk_norm,
             Slot::PostAttnNorm | Slot::PostFfnNorm => f.sandwich_norms,
-            Slot::RopeFreqs => !f.learned_positions,
+            Slot::RopeFreqs | Slot::RopeShort | Slot::RopeLong => !f.learned_positions,
         }
     }
 
@@ -219,7 +236,7 @@ impl DecoderConfig {
             | Slot::PostAttnNorm
             | Slot::PostFfnNorm => vec![d],
             Slot::QNorm | Slot::KNorm => vec![self.head_dim()],
-            Slot::RopeFreqs => vec![self.head_dim() / 2],
+            Slot::RopeFreqs | Slot::RopeShort | Slot::RopeLong => vec![self.rot_dims() / 2],
             Slot::Q => vec![q, d],
             Slot::QBias => vec![q],
             Slot::K | Slot::V => vec![kv, d],
@@ -228,6 +245,7 @@ impl DecoderConfig {
             Slot::QkvBias => vec![q + 2 * kv],
             Slot::O => vec![d, q],
             Slot::Gate | Slot::Up => vec![ff, d],
+            Slot::GateUp => vec![2 * ff, d],
             Slot::UpBias => vec![ff],
             Slot::Down => vec![d, ff],
             Slot::Ignored => vec![],
@@ -301,7 +319,9 @@ pub struct Entry<'a> {
     pub ty: GgmlType,
     /// Row-major shape.
     pub shape: Vec<usize>,
-    read: Box<dyn Fn() -> Result<&'a [u8]> + 'a>,
+    /// Reads the bytes: borrowed from a file in memory, or read from its source now (and
+    /// dropped once the executor holds the weight: loading holds one tensor of the file at a time).
+    read: Box<dyn Fn() -> Result<Cow<'a, [u8]>> + 'a>,
 }
 
 /// A model file's tensors and how to read them: the walk's input, whatever the format.
@@ -330,12 +350,14 @@ impl<'a> Tensors<'a> {
             .iter()
             .map(|info| {
                 let name = info.name.clone();
-                Entry { ty: info.ty, shape: info.shape(), read: Box::new(move || Ok(gguf.tensor(&name).expect("listed tensor").data)), name: info.name.clone() }
+                let read = move || Ok(gguf.tensor(&name)?.expect("a listed tensor").data);
+                Entry { ty: info.ty, shape: info.shape(), read: Box::new(read), name: info.name.clone() }
             })
             .collect();
         // llama.cpp runs `qwen2`, `qwen3` and `gemma3` with NeoX (half-split) RoPE on unpermuted weights.
         let half_split_rope = config.arch.family().gguf_half_split;
-        Tensors { entries, tables: &[GGUF_NAMES], half_split_rope, norm_offset: 0.0, tied: None, format: "GGUF" }
+        let tables: &'static [NameTable] = if config.arch.family().fused_gate_up { &[GGUF_PHI3_NAMES, GGUF_NAMES] } else { &[GGUF_NAMES] };
+        Tensors { entries, tables, half_split_rope, norm_offset: 0.0, tied: None, format: "GGUF" }
     }
 
     /// Hugging Face safetensors shards (`config` from `config.json`). A tensor may be in any
@@ -425,6 +447,7 @@ impl<'a, 'p> Walk<'a, 'p> {
         let raw = match self.split.remove(&(slot, layer)) {
             Some(raw) => raw,
             None if self.config.arch.family().fused_qkv && matches!(slot, Slot::Q | Slot::QBias) => self.split_qkv(slot, layer)?,
+            None if self.config.arch.family().fused_gate_up && slot == Slot::Gate => self.split_rows(Slot::GateUp, &[Slot::Gate, Slot::Up], layer)?,
             None => self.read(slot, layer)?,
         };
         if let Some(heads) = slot.rotated_heads(self.config).filter(|_| self.tensors.half_split_rope) {
@@ -432,7 +455,7 @@ impl<'a, 'p> Walk<'a, 'p> {
                 return Err(Error::tensor(&self.name(slot, layer), "is a quantised vector; Ember cannot reorder it for RoPE"));
             }
             let unit = raw.row_bytes().map_err(|e| Error::tensor(&self.name(slot, layer), e.to_string()))?;
-            let bytes = rope_interleave(&raw.bytes, heads, self.config.head_dim(), unit);
+            let bytes = rope_interleave(&raw.bytes, heads, self.config.head_dim(), self.config.rot_dims(), unit);
             return Ok(Raw { bytes: Cow::Owned(bytes), ..raw });
         }
         Ok(raw)
@@ -443,7 +466,7 @@ impl<'a, 'p> Walk<'a, 'p> {
         let (entry, layout) = self.index.remove(&(slot, layer)).ok_or_else(|| Error::tensor(&self.name(slot, layer), "is missing from the file"))?;
         self.done += 1;
         (self.progress)(self.done, self.total);
-        let mut raw = Raw { ty: entry.ty, bytes: Cow::Borrowed((entry.read)()?), shape: self.config.expected_shape(slot) };
+        let mut raw = Raw { ty: entry.ty, bytes: (entry.read)()?, shape: self.config.expected_shape(slot) };
         if let Some(bad) = raw.first_non_finite() {
             return Err(Error::tensor(&entry.name, format!("holds a non-finite value at element {bad}")));
         }
@@ -456,25 +479,32 @@ impl<'a, 'p> Walk<'a, 'p> {
         Ok(raw)
     }
 
-    /// GPT-2's fused projection (or bias): rows `[0, q)` are Q, then K, then V. Returns Q and
-    /// keeps K and V for their turn. (GPT-2 has no RoPE, so nothing here needs the permutation.)
+    /// A fused projection (or bias) of GPT-2 or Phi-3: rows `[0, q)` are Q, then K, then V.
+    /// Returns Q and keeps K and V for their turn (each is permuted for RoPE as it is taken).
     fn split_qkv(&mut self, slot: Slot, layer: Option<usize>) -> Result<Raw<'a>> {
-        let bias = slot == Slot::QBias;
-        let fused = self.read(if bias { Slot::QkvBias } else { Slot::Qkv }, layer)?;
-        if bias && fused.ty.block_size() != 1 {
-            return Err(Error::tensor(&self.name(Slot::QkvBias, layer), "is a quantised vector; Ember cannot split it"));
+        if slot == Slot::QBias {
+            return self.split_rows(Slot::QkvBias, &[Slot::QBias, Slot::KBias, Slot::VBias], layer);
         }
-        let unit = fused.row_bytes().map_err(|e| Error::tensor(&self.name(Slot::Qkv, layer), e.to_string()))?;
-        let parts = if bias { [Slot::QBias, Slot::KBias, Slot::VBias] } else { [Slot::Q, Slot::K, Slot::V] };
+        self.split_rows(Slot::Qkv, &[Slot::Q, Slot::K, Slot::V], layer)
+    }
+
+    /// Reads `fused` and splits its rows into `parts`, in order, each as many rows as its own
+    /// shape has: returns the first and keeps the others for their turn.
+    fn split_rows(&mut self, fused_slot: Slot, parts: &[Slot], layer: Option<usize>) -> Result<Raw<'a>> {
+        let fused = self.read(fused_slot, layer)?;
+        if fused.cols() == 1 && fused.ty.block_size() != 1 {
+            return Err(Error::tensor(&self.name(fused_slot, layer), "is a quantised vector; Ember cannot split it"));
+        }
+        let unit = fused.row_bytes().map_err(|e| Error::tensor(&self.name(fused_slot, layer), e.to_string()))?;
         let mut at = 0;
-        for part in parts {
+        for &part in parts {
             let shape = self.config.expected_shape(part);
             let rows = shape[0];
             let bytes = Cow::Owned(fused.bytes[at * unit..(at + rows) * unit].to_vec());
             self.split.insert((part, layer), Raw { ty: fused.ty, bytes, shape });
             at += rows;
         }
-        Ok(self.split.remove(&(slot, layer)).expect("just split"))
+        Ok(self.split.remove(&(parts[0], layer)).expect("just split"))
     }
 
     /// The file's name for `slot` (for a split part, the fused tensor's).
@@ -482,6 +512,7 @@ impl<'a, 'p> Walk<'a, 'p> {
         let named = match slot {
             Slot::Q | Slot::K | Slot::V if self.config.arch.family().fused_qkv => Slot::Qkv,
             Slot::QBias | Slot::KBias | Slot::VBias if self.config.arch.family().fused_qkv => Slot::QkvBias,
+            Slot::Gate | Slot::Up if self.config.arch.family().fused_gate_up => Slot::GateUp,
             s => s,
         };
         let pattern = self.tensors.tables.iter().find_map(|t| t.iter().find(|r| r.1 == named)).map_or("?", |r| r.0);
@@ -531,7 +562,7 @@ impl<'a, 'p> Walk<'a, 'p> {
             v: self.linear(exec, Slot::V, qkv(Slot::VBias), l)?,
             o: self.linear(exec, Slot::O, out(Slot::OBias), l)?,
             ffn_norm: self.norm(exec, Slot::FfnNorm, Some(Slot::FfnNormBias), l)?,
-            gate: f.gated.then(|| self.linear(exec, Slot::Gate, None, l)).transpose()?,
+            gate: f.gated.then(|| self.linear(exec, Slot::Gate, None, l)).transpose()?, // before `up`: a fused pair is split here
             up: self.linear(exec, Slot::Up, out(Slot::UpBias), l)?,
             down: self.linear(exec, Slot::Down, out(Slot::DownBias), l)?,
         })
@@ -563,27 +594,48 @@ pub fn build<E: Executor>(
     let norm = walk.norm(exec, Slot::FinalNorm, Some(Slot::FinalNormBias), None)?;
     let output = untied.then(|| walk.matrix(exec, Slot::Output, None)).transpose()?;
     let config = config.clone().with_tied_embeddings(output.is_none());
-    let factors = rope_factors(&mut walk, &config)?;
+    let factors = rope_factors(&mut walk, &config, max_positions)?;
     let (rope, max_pos) = if f.learned_positions {
         (None, config.context_length.min(max_positions))
     } else {
-        (Some(Rope::scaled(exec, config.head_dim(), max_positions, config.rope_theta, factors.as_deref())?), max_positions)
+        let spec = RopeSpec {
+            head_dim: config.head_dim(),
+            rot_dims: config.rot_dims(),
+            theta: config.rope_theta,
+            factors: factors.as_deref(),
+            mscale: config.longrope.as_ref().map_or(1.0, |l| l.attn_factor),
+        };
+        (Some(Rope::with_spec(exec, &spec, max_positions)?), max_positions)
     };
     let rope_local = config.rope_theta_local.filter(|_| rope.is_some()).map(|theta| Rope::new(exec, config.head_dim(), max_positions, theta)).transpose()?;
     Ok(Decoder { config, embed, positions, layers, norm, output, rope, rope_local, max_pos })
 }
 
-/// Llama 3's RoPE scaling as the frequencies' divisors: the file's `rope_freqs.weight` (GGUF),
-/// or computed from `config.json`'s parameters as llama.cpp's converter computes that tensor.
-fn rope_factors(walk: &mut Walk<'_, '_>, config: &DecoderConfig) -> Result<Option<Vec<f32>>> {
-    if !walk.has(Slot::RopeFreqs, None) {
-        return Ok(config.rope_llama3.map(|r| r.factors(config.head_dim(), config.rope_theta)));
+/// The RoPE frequencies' divisors. Llama 3's: the file's `rope_freqs.weight` (GGUF), or computed
+/// from `config.json`'s parameters as llama.cpp's converter computes that tensor. LongRoPE's
+/// (Phi-3): the short or the long list, by whether `max_positions` passes the context first
+/// trained on, from the file's `rope_factors_*.weight` (GGUF) or `config.json`.
+fn rope_factors(walk: &mut Walk<'_, '_>, config: &DecoderConfig, max_positions: usize) -> Result<Option<Vec<f32>>> {
+    let read = |walk: &mut Walk<'_, '_>, slot: Slot| -> Result<Option<Vec<f32>>> {
+        if !walk.has(slot, None) {
+            return Ok(None);
+        }
+        let factors = walk.take(slot, None)?.to_f32()?;
+        if let Some(bad) = factors.iter().find(|&&f| !(f > 0.0 && f.is_finite())) {
+            return Err(Error::tensor(&walk.name(slot, None), format!("holds the divisor {bad}; RoPE divisors must be positive")));
+        }
+        Ok(Some(factors))
+    };
+    let (short, long) = (read(walk, Slot::RopeShort)?, read(walk, Slot::RopeLong)?);
+    if let Some(lr) = &config.longrope {
+        let from_file = if lr.long(max_positions) { long } else { short };
+        let from_config = lr.factors.as_ref().map(|(s, l)| if lr.long(max_positions) { l.clone() } else { s.clone() });
+        return Ok(from_file.or(from_config));
     }
-    let factors = walk.take(Slot::RopeFreqs, None)?.to_f32()?;
-    if let Some(bad) = factors.iter().find(|&&f| f <= 0.0) {
-        return Err(Error::tensor("rope_freqs.weight", format!("holds the divisor {bad}; RoPE divisors must be positive")));
+    match read(walk, Slot::RopeFreqs)? {
+        Some(f) => Ok(Some(f)),
+        None => Ok(config.rope_llama3.map(|r| r.factors(config.head_dim(), config.rope_theta))),
     }
-    Ok(Some(factors))
 }
 
 /// Splits `blk.12.attn_q.weight` into (`blk.N.attn_q.weight`, Some(12)): the first dotted
@@ -622,8 +674,11 @@ pub(crate) fn transpose<T: Copy + Default>(x: &[T], rows: usize, cols: usize) ->
 /// half-split source goes through; the golden tests against `transformers` prove it. Rows are
 /// `cols` items of any type: f32 values, or a quantised row's bytes (whole blocks, so rows move
 /// without being dequantised).
-pub fn rope_interleave<T: Copy>(x: &[T], heads: usize, head_dim: usize, cols: usize) -> Vec<T> {
-    let half = head_dim / 2;
+///
+/// With partial rotary (`rot` < `head_dim`: Phi-4-mini), only a head's first `rot` dims are
+/// paired (`i` and `i + rot/2`) and reordered; the rest keep their places and pass through.
+pub fn rope_interleave<T: Copy>(x: &[T], heads: usize, head_dim: usize, rot: usize, cols: usize) -> Vec<T> {
+    let half = rot / 2;
     let mut out = Vec::with_capacity(x.len());
     for h in 0..heads {
         for i in 0..half {
@@ -632,6 +687,7 @@ pub fn rope_interleave<T: Copy>(x: &[T], heads: usize, head_dim: usize, cols: us
                 out.extend_from_slice(&x[old * cols..(old + 1) * cols]);
             }
         }
+        out.extend_from_slice(&x[(h * head_dim + rot) * cols..(h + 1) * head_dim * cols]);
     }
     out
 }

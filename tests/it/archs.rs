@@ -1,17 +1,17 @@
-//! Llama, Qwen2, Qwen3, Gemma 3, SmolLM3 and GPT-2, each as a Hugging Face folder and as GGUF, against `transformers`:
+//! Llama, Qwen2, Qwen3, Gemma 3, SmolLM3, Phi-3 and GPT-2, each as a Hugging Face folder and as GGUF, against `transformers`:
 //! tiny random models and the logits, greedy continuations and token ids that `transformers`
 //! and `tokenizers` gave for them (`tests/fixtures/make_hf_models.py`).
 
 use ember::engine::load_file;
 use ember::hf::HfFolder;
-use ember::model::{rope_interleave, Arch, DecoderConfig, Llama3Rope};
+use ember::model::{rope_interleave, Arch, DecoderConfig, Llama3Rope, LongRope};
 use ember::{Engine, GenerateOptions, LoadOptions, Message, Prompt, SamplingConfig};
 use serde_json::Value;
 
 use crate::{assert_close, backends, fixture, json, u32s};
 
 /// The fixtures: `llama3` is a Llama with Llama 3's RoPE scaling and tokenizer.
-const ARCHS: [&str; 7] = ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3"];
+const ARCHS: [&str; 8] = ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3", "phi3"];
 /// Logits are f32 on both sides; the models are tiny, so sums are short.
 const TOL: f32 = 2e-4;
 
@@ -35,7 +35,8 @@ fn each(mut f: impl FnMut(&str, &str, &mut Engine, &Value)) {
 #[test]
 fn logits_match_transformers_in_both_formats() {
     each(|_, what, e, fx| {
-        for case in fx["cases"].as_array().unwrap() {
+        // A case past the context first trained on has a test of its own (a longer context).
+        for case in fx["cases"].as_array().unwrap().iter().filter(|c| c["long"].is_null()) {
             let ids = u32s(&case["ids"]);
             for (n, want) in case["logits"].as_object().unwrap() {
                 let n: usize = n.parse().unwrap();
@@ -144,6 +145,20 @@ fn the_model_card_shows_each_architecture() {
                     .with_sliding_window(Some(u("sliding_window")))
                     .with_swa_pattern(6)
                     .with_rope_theta_local(Some(theta("sliding_attention")))
+            } else if arch == "phi3" {
+                let floats = |k: &str| rope[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
+                let orig = u("original_max_position_embeddings");
+                let attn = LongRope::default_attn_factor(u("max_position_embeddings"), orig);
+                let rot = (c["hidden_size"].as_f64().unwrap() / c["num_attention_heads"].as_f64().unwrap() * rope["partial_rotary_factor"].as_f64().unwrap())
+                    as usize;
+                // A GGUF file holds the factors as tensors, and the attention factor as an f32.
+                let (attn, factors) =
+                    if what.contains("gguf") { (attn as f32 as f64, None) } else { (attn, Some((floats("short_factor"), floats("long_factor")))) };
+                want.with_rope_theta(rope["rope_theta"].as_f64().unwrap()).with_rope_dims(Some(rot)).with_longrope(Some(LongRope {
+                    original_context: orig,
+                    attn_factor: attn,
+                    factors,
+                }))
             } else {
                 let want = if arch == "smollm3" { want.with_nope_interval(Some(u("no_rope_layer_interval"))) } else { want };
                 want.with_rope_theta(c["rope_theta"].as_f64().or(rope["rope_theta"].as_f64()).unwrap()).with_rope_llama3(rope.as_object().map(|r| Llama3Rope {
@@ -158,7 +173,7 @@ fn the_model_card_shows_each_architecture() {
         // GGUF stores epsilon as f32; llama.cpp's converter writes GPT-2's tied head out as a copy.
         // A GGUF file holds Llama 3's RoPE scaling as a tensor, not as parameters.
         let want = if gguf { want.clone().with_norm_eps(want.norm_eps as f32 as f64).with_rope_llama3(None) } else { want };
-        let tied = !(arch == "llama" || (arch == "gpt2" && gguf));
+        let tied = !(arch == "llama" || arch == "phi3" || (arch == "gpt2" && gguf));
         assert_eq!(info.config, want.with_tied_embeddings(tied), "{what}");
         assert_eq!(info.architecture, fx["architecture"].as_str().unwrap(), "{what}");
         assert_eq!(info.format, if gguf { "GGUF" } else { "safetensors" }, "{what}");
@@ -167,7 +182,7 @@ fn the_model_card_shows_each_architecture() {
         assert_eq!(info.n_params, info.config.n_params(), "{what}: the shape's own count");
         if !gguf {
             let dtype = match arch {
-                "llama" | "qwen3" | "llama3" | "gemma3" | "smollm3" => "F32",
+                "llama" | "qwen3" | "llama3" | "gemma3" | "smollm3" | "phi3" => "F32",
                 "qwen2" => "BF16",
                 _ => "F16",
             };
@@ -183,10 +198,35 @@ fn the_model_card_shows_each_architecture() {
 fn rope_interleave_is_convert_hf_to_gguf_permute() {
     let x: Vec<f32> = (0..2).flat_map(|h| (0..4).map(move |r| (10 * h + r) as f32)).collect();
     // Per head, half-split rows [0, 1 | 2, 3] pair (0, 2) and (1, 3): interleaved, 0 2 1 3.
-    assert_eq!(rope_interleave(&x, 2, 4, 1), [0., 2., 1., 3., 10., 12., 11., 13.]);
+    assert_eq!(rope_interleave(&x, 2, 4, 4, 1), [0., 2., 1., 3., 10., 12., 11., 13.]);
     // With columns, whole rows move.
     let x2: Vec<f32> = x.iter().flat_map(|&v| [v, -v]).collect();
-    assert_eq!(rope_interleave(&x2, 2, 4, 2)[..4], [0., -0., 2., -2.]);
+    assert_eq!(rope_interleave(&x2, 2, 4, 4, 2)[..4], [0., -0., 2., -2.]);
+    // Partial rotary (2 of 4 dims rotate): rows 0 and 1 pair up (already in order), 2 and 3 stay.
+    let x3: Vec<f32> = (0..6).map(|r| r as f32).collect();
+    assert_eq!(rope_interleave(&x3, 1, 6, 4, 1), [0., 2., 1., 3., 4., 5.]);
+    assert_eq!(rope_interleave(&x, 2, 4, 2, 1), x, "one rotating pair of rows 0 and 1 is already interleaved");
+}
+
+/// Past the context first trained on, LongRoPE uses its long factors (a model loaded with a
+/// context of 256 against Phi-3's 128): the last logits of a 140-token prompt equal
+/// transformers', which switches to the long factors for such a sequence. Loaded for 128
+/// positions (the short factors), the prompt is refused as too long.
+#[test]
+fn phi3_uses_the_long_factors_past_its_first_context() {
+    let fx = json("hf/phi3.json");
+    let case = fx["cases"].as_array().unwrap().iter().find(|c| c["long"].as_bool() == Some(true)).expect("a long case");
+    let ids = u32s(&case["ids"]);
+    let want = crate::f32s(&case["logits"][ids.len().to_string().as_str()]);
+    for b in backends() {
+        for path in [fixture("hf/phi3"), fixture("hf/phi3.gguf")] {
+            let what = format!("{} on {b:?}", path.display());
+            let mut e = load_file(&path, b, LoadOptions { max_context: 256, ..LoadOptions::default() }).unwrap();
+            assert_close(&e.logits(&ids).unwrap(), &want, TOL, &what);
+            let mut short = load_file(&path, b, options()).unwrap();
+            assert!(short.logits(&ids).is_err(), "{what}: 140 tokens in a context of 128");
+        }
+    }
 }
 
 /// Without the permutation, the Hugging Face Llama folder gives other logits: the golden

@@ -62,10 +62,10 @@ fn reads_every_value_type_and_tensor_infos() {
     assert!(m.req::<bool>("flag").unwrap());
     assert_eq!(m.req::<Vec<String>>("list").unwrap(), vec!["a", "bc"]);
     assert_eq!(m.get("nested").unwrap(), &Value::Array(vec![Value::Array(vec![Value::U32(1)]), Value::Array(vec![Value::U32(2)])]));
-    let a = g.tensor("a").unwrap();
+    let a = g.tensor("a").unwrap().unwrap();
     assert_eq!(a.info.shape(), vec![2, 4]);
     assert_eq!(a.to_f32().unwrap(), vec![1., 2., 3., 4., 5., 6., 7., 8.]);
-    let b = g.tensor("b").unwrap();
+    let b = g.tensor("b").unwrap().unwrap();
     assert_eq!(b.info.ty, GgmlType::Q8_0);
     assert!(b.to_f32().unwrap().iter().all(|&v| (v - 0.5).abs() < 1e-3));
     assert_eq!(g.data_offset % 32, 0);

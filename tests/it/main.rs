@@ -16,6 +16,7 @@ mod layers;
 mod safetensors;
 mod sampling;
 mod smollm;
+mod streaming;
 mod tiny;
 mod tokenizer;
 
@@ -55,8 +56,8 @@ pub fn real_model() -> PathBuf {
 pub fn real_metadata() -> &'static ember::gguf::Metadata {
     static META: std::sync::OnceLock<ember::gguf::Metadata> = std::sync::OnceLock::new();
     META.get_or_init(|| {
-        let bytes = std::fs::read(real_model()).unwrap();
-        ember::gguf::Gguf::parse(&bytes).unwrap().metadata
+        // The header only, read from the file.
+        ember::gguf::Gguf::read(Box::new(ember::gguf::FileSource::open(&real_model()).unwrap())).unwrap().metadata
     })
 }
 

@@ -120,7 +120,7 @@ async fn classroom_calls_peek_commit_and_pipeline() {
     assert_eq!(rust(engine.commit(Some(second)).unwrap())["token"], second);
 }
 
-/// The tiny Llama, Qwen2, GPT-2, Qwen3, Llama 3, Gemma 3 and SmolLM3 models (`tests/fixtures/make_hf_models.py`), as Hugging Face
+/// The tiny Llama, Qwen2, GPT-2, Qwen3, Llama 3, Gemma 3, SmolLM3 and Phi-3 models (`tests/fixtures/make_hf_models.py`), as Hugging Face
 /// folders and as GGUF: in the browser, their greedy tokens are `transformers`' own.
 mod archs {
     use super::*;
@@ -142,6 +142,7 @@ mod archs {
                 "llama3" => include_bytes!("../fixtures/hf/llama3.gguf").to_vec(),
                 "smollm3" => include_bytes!("../fixtures/hf/smollm3.gguf").to_vec(),
                 "gemma3" => include_bytes!("../fixtures/hf/gemma3.gguf").to_vec(),
+                "phi3" => include_bytes!("../fixtures/hf/phi3.gguf").to_vec(),
                 _ => include_bytes!("../fixtures/hf/gpt2.gguf").to_vec(),
             });
         }
@@ -162,6 +163,9 @@ mod archs {
             "gemma3" => {
                 files!("gemma3": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "model.safetensors")
             }
+            "phi3" => {
+                files!("phi3": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "model.safetensors")
+            }
             _ => files!("gpt2": "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"),
         };
         Source::Folder(HfFolder::new(files))
@@ -175,6 +179,7 @@ mod archs {
             "llama3" => include_str!("../fixtures/hf/llama3.json"),
             "smollm3" => include_str!("../fixtures/hf/smollm3.json"),
             "gemma3" => include_str!("../fixtures/hf/gemma3.json"),
+            "phi3" => include_str!("../fixtures/hf/phi3.json"),
             _ => include_str!("../fixtures/hf/gpt2.json"),
         })
         .unwrap()
@@ -183,7 +188,9 @@ mod archs {
     async fn greedy_is_transformers(arch: &str, gguf: bool, backend: &str) {
         let fx = fixture(arch);
         let what = format!("{arch} {} on {backend}", if gguf { "gguf" } else { "folder" });
-        let engine = WasmEngine::load_source(source(arch, gguf), backend, JsValue::UNDEFINED, None).await.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        // The context transformers ran (Phi-3's 256 would take its long LongRoPE factors).
+        let options = js(&serde_json::json!({ "max_context": 128 }));
+        let engine = WasmEngine::load_source(source(arch, gguf), backend, options, None).await.unwrap_or_else(|e| panic!("{what}: {e:?}"));
         assert_eq!(rust(engine.info().unwrap())["architecture"], fx["architecture"], "{what}");
         let case = &fx["cases"][0];
         engine.start(js(&serde_json::json!({ "ids": case["ids"] })), greedy(case["greedy"].as_array().unwrap().len())).unwrap();
@@ -192,7 +199,7 @@ mod archs {
 
     #[wasm_bindgen_test]
     async fn cpu_all_families_both_formats() {
-        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3"] {
+        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3", "phi3"] {
             for gguf in [false, true] {
                 greedy_is_transformers(arch, gguf, "cpu").await;
             }
@@ -201,7 +208,7 @@ mod archs {
 
     #[wasm_bindgen_test]
     async fn webgpu_all_families() {
-        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3"] {
+        for arch in ["llama", "qwen2", "gpt2", "qwen3", "llama3", "gemma3", "smollm3", "phi3"] {
             greedy_is_transformers(arch, false, "webgpu").await;
         }
     }

@@ -96,6 +96,8 @@ function limits() {
   const l = {};
   if (params.has("memory_limit_mb")) l.memory_mb = Number(params.get("memory_limit_mb"));
   if (params.has("storage_quota_mb")) l.quota_mb = Number(params.get("storage_quota_mb"));
+  // The positions the engine keeps (default 2048, and never past the model's own).
+  if (params.has("max_context")) l.max_context = Math.max(1, Math.floor(Number(params.get("max_context")))) || undefined;
   // Test-only fault injection (see worker.js).
   if (params.has("fault")) l.fault = params.get("fault");
   return l;
@@ -107,7 +109,7 @@ function showProgress(p) {
   bar.value = p.total ? p.loaded : 0;
   if (!p.total) bar.removeAttribute("value");
   const amount = p.total
-    ? p.stage === "uploading" ? ` ${p.loaded} / ${p.total}` : ` ${(p.loaded / 1e6).toFixed(1)} / ${(p.total / 1e6).toFixed(1)} MB`
+    ? p.unit === "tensors" ? ` ${p.loaded} / ${p.total} ${t("tensors")}` : ` ${(p.loaded / 1e6).toFixed(1)} / ${(p.total / 1e6).toFixed(1)} MB`
     : p.loaded ? ` ${(p.loaded / 1e6).toFixed(1)} MB` : "…";
   $("progress-text").textContent = t(p.stage) + amount;
   $("load-progress").dataset.stage = p.stage;

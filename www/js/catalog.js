@@ -40,27 +40,28 @@ export const CATALOG = [
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
 
-/** What loading a file of `size` bytes takes, as the worker loads it: the downloaded bytes in the
- *  worker and their copy in wasm while the weights are built (about 1.15 × the file: quantised
- *  blocks with f32 scales), the KV cache and the engine (~200 MB). */
-export function memoryNeeded(size) {
-  return Math.round(2 * size + 1.15 * size + 200 * MiB);
+/** What loading a file of `size` bytes takes, as the worker loads it: the engine reads the file a
+ *  tensor at a time into the weights (about 1.15 × the file at most: quantised blocks with f32
+ *  scales, and the tensor being read), plus the KV cache and the engine (~200 MB). A file that
+ *  cannot be kept (no storage) is held once more, as the downloaded chunks. */
+export function memoryNeeded(size, { kept = true } = {}) {
+  return Math.round(1.15 * size + (kept ? 0 : size) + 200 * MiB);
 }
 
 /** Whether `entry` fits, before anything is downloaded:
  *  - `memory`: "ok", "tight" (within 25 % of the device's memory) or "no" (over it, or over what
- *    wasm32 can address: the worker refuses weights past 3.5 GiB less two copies of the file);
+ *    wasm32 can address: the worker allows weights of up to 3.5 GiB);
  *  - `storage`: "ok" (it can be kept for offline use), "no" (it still loads, but is not kept), or
  *    null where the browser does not say.
  *  `device`: `{ memoryBytes }` (navigator.deviceMemory, or the page's ?memory_limit_mb=),
  *  `{ storageFree }` (quota less usage, or ?storage_quota_mb=). */
 export function fits(entry, { memoryBytes = null, storageFree = null } = {}) {
-  const need = memoryNeeded(entry.size);
-  const wasmRoom = 3.5 * GiB - 2 * entry.size >= 1.15 * entry.size;
+  const storage = storageFree == null ? null : entry.url === null || storageFree >= entry.size ? "ok" : "no";
+  const need = memoryNeeded(entry.size, { kept: storage !== "no" });
+  const wasmRoom = 1.15 * entry.size <= 3.5 * GiB;
   let memory = "ok";
   if (!wasmRoom || (memoryBytes != null && need > memoryBytes)) memory = "no";
   else if (memoryBytes != null && need > 0.75 * memoryBytes) memory = "tight";
-  const storage = storageFree == null ? null : entry.url === null || storageFree >= entry.size ? "ok" : "no";
   return { memory, storage, need };
 }
 

@@ -21,7 +21,7 @@ export function renderModelCard(engine) {
     ["card_arch", i.architecture + (i.name ? ` · ${i.name}` : "")],
     ["card_format", i.format],
     ["card_mode", i.has_chat_template ? t("modeChat") : t("modeCompletion")],
-    ["card_positions", i.architecture === "gpt2" ? t("posLearned") : t("posRope", { theta: c.rope_theta.toLocaleString("en-US") })],
+    ["card_positions", positionsText(i)],
     ["card_attention", attentionText(i.architecture, c)],
     ["card_thinking", i.thinking ? t("thinkingYes") : t("thinkingNo")],
     ["card_params", `${count(i.n_params)} (${i.n_params.toLocaleString("en-US")})`],
@@ -32,6 +32,8 @@ export function renderModelCard(engine) {
     ["card_size", `${(i.file_size / 1e6).toFixed(1)} MB`],
     // On WebGPU, what the GPU allocator counted while the weights loaded; else the computed size.
     ["card_weights", `${((i.gpu_weight_bytes ?? i.weight_bytes) / 1e6).toFixed(1)} MB` + (i.gpu_weight_bytes != null ? ` (${t("gpuCounted")})` : "")],
+    // The engine's wasm memory after the load: the most loading took (against the file size).
+    ["card_wasm", engine.wasmBytes == null ? null : `${(engine.wasmBytes / 1e6).toFixed(1)} MB`],
     ["card_license", i.license || "—"],
     ["card_org", i.organization || "—"],
     ["card_langs", i.languages.length ? i.languages.join(", ") : "—"],
@@ -46,6 +48,21 @@ export function renderModelCard(engine) {
     dd.textContent = String(v ?? "—");
     dl.append(dt, dd);
   }
+}
+
+/** Positions: learned, or RoPE with its base, the dims it turns where not all, and LongRoPE. */
+function positionsText(i) {
+  const c = i.config;
+  if (i.architecture === "gpt2") return t("posLearned");
+  const parts = [t("posRope", { theta: c.rope_theta.toLocaleString("en-US") })];
+  const headDim = c.head_width ?? Math.floor(c.d_model / c.n_head);
+  if (c.rope_dims != null) parts.push(t("posPartial", { n: c.rope_dims, of: headDim }));
+  if (c.longrope) {
+    // The engine takes the long factors for a context past the one first trained on.
+    const which = i.max_context > c.longrope.original_context ? t("lrLong") : t("lrShort");
+    parts.push(t("posLongRope", { which, orig: c.longrope.original_context }));
+  }
+  return parts.join(" · ");
 }
 
 /** How the model attends: head width, QK-norm, and local sliding-window layers with their RoPE base. */

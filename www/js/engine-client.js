@@ -69,6 +69,7 @@ export class EngineClient {
       });
       client.info = ready.info;
       client.loadS = ready.load_s;
+      client.wasmBytes = ready.wasm_bytes ?? null;
       return client;
     } catch (e) {
       client.terminate();
@@ -88,6 +89,8 @@ export class EngineClient {
     this.why = why;
     this.info = null;
     this.loadS = 0;
+    /** The engine's wasm memory once loaded: the most loading took (wasm memory only grows). */
+    this.wasmBytes = null;
     /** Called once with an EngineError when the engine dies (a trap in wasm, the GPU lost). */
     this.onfatal = null;
     this.nextId = 1;

@@ -68,26 +68,27 @@ export class DownloadError extends Error {
 }
 
 /**
- * Downloads `url` into the cache and returns its bytes (worker only: it writes with a sync
- * access handle). `sha256` is the expected hash where known; otherwise a Hugging Face LFS
- * hash from the response headers is used. `onProgress(loaded, total)` reports bytes;
- * `onNotice(kind, vars)` reports a model that is loaded but not cached (no room).
- */
-/**
- * Downloads `url` into the cache and returns its bytes. One tab at a time downloads a given
- * model (a Web Lock per model): a second tab waits, then reads the copy the first one kept.
+ * Downloads `url` into the cache and returns it as a Blob (the cached file, or where there is no
+ * room, the downloaded chunks): the model is never one buffer, so the engine can read it a tensor
+ * at a time. Worker only (it writes with a sync access handle). `sha256` is the expected hash
+ * where known; otherwise a Hugging Face LFS hash from the response headers is used. `hasher()`
+ * makes an incremental SHA-256 ({update(bytes), hex()}); the worker passes the engine's.
+ * `onProgress(loaded, total)` reports bytes; `onNotice(kind, vars)` reports a model that is
+ * loaded but not cached (no room). One tab at a time downloads a given model (a Web Lock per
+ * model): a second tab waits, then reads the copy the first one kept.
  */
 export async function download(url, options = {}) {
   if (!navigator.locks) return downloadOnce(url, options);
   return navigator.locks.request(`ember-model:${await keyFor(url)}`, async () => {
     let hit = null;
     try { hit = await lookup(url); } catch { /* no OPFS */ }
-    if (hit) return new Uint8Array(await hit.file.arrayBuffer());
+    if (hit) return hit.file;
     return downloadOnce(url, options);
   });
 }
 
-async function downloadOnce(url, { sha256: expected = null, onProgress = () => {}, onNotice = () => {}, quota: quotaLimit = null } = {}) {
+async function downloadOnce(url, options) {
+  const { sha256: expected = null, onProgress = () => {}, onNotice = () => {}, quota: quotaLimit = null, hasher } = options;
   // Without a usable OPFS (a private window, an old browser) the model is downloaded, not kept.
   let d = null;
   try { d = await dir(); } catch (e) { onNotice("errCache", { m: e.message || String(e) }); }
@@ -104,7 +105,7 @@ async function downloadOnce(url, { sha256: expected = null, onProgress = () => {
   let res;
   try { res = await fetch(url, { headers }); } catch { throw new DownloadError("errNetwork", { url }); }
   if (res.status === 404) throw new DownloadError("errNotFound", { url });
-  if (res.status === 416 && d) { await remove(key); return downloadOnce(url, { sha256: expected, onProgress, onNotice, quota: quotaLimit }); }
+  if (res.status === 416 && d) { await remove(key); return downloadOnce(url, options); }
   if (!res.ok) throw new DownloadError("errHttp", { url, status: res.status });
   if (res.status !== 206) have = 0; // the server sent the whole file
   const range = /\/(\d+)$/.exec(res.headers.get("content-range") || "");
@@ -125,6 +126,13 @@ async function downloadOnce(url, { sha256: expected = null, onProgress = () => {
     }
   } catch { /* no estimate: try */ }
 
+  // The hash runs over the file as it arrives; a resumed download first hashes what it kept
+  // (read before the write handle opens, which would make the snapshot unreadable).
+  let hash = hasher();
+  if (have > 0) {
+    const kept = partFile.stream().getReader();
+    for (let r = await kept.read(); !r.done; r = await kept.read()) hash.update(r.value);
+  }
   let handle = null;
   if (cache) {
     try {
@@ -134,8 +142,8 @@ async function downloadOnce(url, { sha256: expected = null, onProgress = () => {
       if (have === 0) handle.truncate(0);
     } catch (e) {
       onNotice("errCache", { m: e.message || String(e) });
+      // Not kept: what a resumed download kept is still the .part file, hashed above.
       cache = false;
-      have = 0;
     }
   }
   const chunks = [];
@@ -148,35 +156,29 @@ async function downloadOnce(url, { sha256: expected = null, onProgress = () => {
       try { step = await reader.read(); } catch { throw new DownloadError("errInterrupted", { url, got: (loaded / 1e6).toFixed(1) }); }
       if (step.done) break;
       if (handle) handle.write(step.value, { at: loaded }); else chunks.push(step.value);
+      hash.update(step.value);
       loaded += step.value.length;
       if (loaded - last > 1 << 20 || loaded === total) { onProgress(loaded, total); last = loaded; }
     }
     if (total && loaded !== total) throw new DownloadError("errInterrupted", { url, got: (loaded / 1e6).toFixed(1) });
-    let bytes;
     if (handle) {
       handle.flush();
-      bytes = new Uint8Array(handle.getSize());
-      handle.read(bytes, { at: 0 });
       handle.close();
       handle = null;
-    } else {
-      bytes = new Uint8Array(loaded);
-      let at = 0;
-      for (const c of chunks) { bytes.set(c, at); at += c.length; }
     }
-    const got = await sha256(bytes);
+    const got = hash.hex();
     if (want && got !== want) {
       if (d) await remove(key);
       throw new DownloadError("errChecksum", { url });
     }
-    if (cache) {
-      // Commit: the complete file takes its final name only now.
-      const part = await d.getFileHandle(`${key}.part`);
-      await part.move(d, `${key}.gguf`);
-      await writeJson(d, `${key}.json`, { url, name: decodeURIComponent(new URL(url).pathname.split("/").pop() || url), size: bytes.length, sha256: got, verified: Boolean(want), saved: Date.now() });
-      try { await d.removeEntry(`${key}.part.json`); } catch { /* gone */ }
-    }
-    return bytes;
+    // Not kept: a resumed download's first part is the .part file (no handle wrote to it).
+    if (!cache) return new Blob(have > 0 ? [partFile, ...chunks] : chunks);
+    // Commit: the complete file takes its final name only now.
+    const part = await d.getFileHandle(`${key}.part`);
+    await part.move(d, `${key}.gguf`);
+    await writeJson(d, `${key}.json`, { url, name: decodeURIComponent(new URL(url).pathname.split("/").pop() || url), size: loaded, sha256: got, verified: Boolean(want), saved: Date.now() });
+    try { await d.removeEntry(`${key}.part.json`); } catch { /* gone */ }
+    return await fileOf(d, `${key}.gguf`);
   } finally {
     if (handle) { try { handle.flush(); handle.close(); } catch { /* closed */ } }
   }
