@@ -34,7 +34,8 @@ pub struct LoadOptions {
     pub memory_limit: Option<u64>,
     /// Bytes one weight tensor may take: a GPU's largest storage buffer.
     pub tensor_limit: Option<u64>,
-    /// A name for the model card when the files give none (a folder's or repository's name).
+    /// The name to show (the file's, folder's or repository's, made readable); the card keeps the
+    /// file's own `general.name` beside it, and it stands in where the files give none.
     pub name: Option<String>,
 }
 
@@ -47,8 +48,12 @@ impl Default for LoadOptions {
 /// What is known about the loaded model, for the model card.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
-    /// `general.name`, if the file has one.
+    /// `general.name`, if the file has one (else the name the loader gave).
     pub name: Option<String>,
+    /// The name to show: the one the loader gave (from the file's or folder's name:
+    /// "SmolLM2 135M Instruct"), else `general.name`, which is often a training run's
+    /// ("Smollm2 135M 8k Lc100K Mix1 Ep2").
+    pub display_name: Option<String>,
     /// `general.architecture` or `model_type`: `llama`, `qwen2` or `gpt2`.
     pub architecture: String,
     /// The file format: `GGUF` or `safetensors`.
@@ -113,12 +118,34 @@ pub struct GenerateOptions {
     pub top_n: usize,
     /// Runs all `max_tokens` tokens, past end-of-sequence (benchmarks measure a fixed length).
     pub ignore_eos: bool,
+    /// Ends the answer when its last tokens repeat a short stretch over and over ([`repeating`]):
+    /// a small model's loops otherwise run to the token cap.
+    pub stop_repeats: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 256, stop: Vec::new(), top_n: 10, ignore_eos: false }
+        GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 256, stop: Vec::new(), top_n: 10, ignore_eos: false, stop_repeats: true }
     }
+}
+
+/// The longest stretch the loop guard looks for, in tokens.
+pub const LOOP_PERIOD_MAX: usize = 64;
+/// A loop is a stretch of `p` tokens repeated to fill the last `max(LOOP_REPEATS · p, LOOP_MIN_SPAN)`
+/// tokens: four times over for a phrase, 32 tokens for a short one (a run of one character).
+pub const LOOP_REPEATS: usize = 4;
+/// See [`LOOP_REPEATS`].
+pub const LOOP_MIN_SPAN: usize = 32;
+
+/// Whether `tokens` end in a loop: some stretch of 1 to [`LOOP_PERIOD_MAX`] tokens repeated
+/// back to back over the last `max(4 · period, 32)` tokens. A list or a table repeats its shape,
+/// not its tokens (the numbers, names and cells change), so it does not count.
+pub fn repeating(tokens: &[u32]) -> bool {
+    let n = tokens.len();
+    (1..=LOOP_PERIOD_MAX).any(|p| {
+        let span = (LOOP_REPEATS * p).max(LOOP_MIN_SPAN);
+        span <= n && (n - span + p..n).all(|i| tokens[i] == tokens[i - p])
+    })
 }
 
 /// What `start` did.
@@ -200,6 +227,8 @@ pub enum StopReason {
     StopString,
     /// The context window is full.
     ContextFull,
+    /// The answer's last tokens were one stretch repeated over and over ([`repeating`]).
+    Repeating,
 }
 
 /// One generated token.
@@ -423,6 +452,7 @@ impl Engine {
         let config = runner.config().clone();
         let card = files.card;
         let info = ModelInfo {
+            display_name: options.name.clone().or(card.name.clone()),
             name: card.name.or(options.name),
             architecture: config.arch.name().to_string(),
             format: card.format.into(),
@@ -695,6 +725,8 @@ impl Engine {
                 done = Some(StopReason::MaxTokens);
             } else if self.cached.len() + 1 >= self.runner.capacity() {
                 done = Some(StopReason::ContextFull);
+            } else if g.options.stop_repeats && !g.options.ignore_eos && repeating(&g.produced) {
+                done = Some(StopReason::Repeating);
             }
         }
         if done.is_some() {
@@ -876,6 +908,32 @@ fn check_size(bytes: &[u64], reading: u64, options: &LoadOptions) -> Result<()> 
 /// Bytes at the end of `text` that could be the start of a stop string.
 fn held_back(text: &str, stops: &[String]) -> usize {
     stops.iter().map(|s| (1..s.len().min(text.len() + 1)).rev().find(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k])).unwrap_or(0)).max().unwrap_or(0)
+}
+
+/// Checks a GGUF file from its first bytes alone, as they arrive: the header, the architecture
+/// and shape, the tokenizer and the chat template, so that a download of a model Ember cannot
+/// run stops after its first megabytes. `head` is the file's start, `file_len` its whole length.
+/// A header longer than `head` is not judged (`Ok`): the load checks it again in full.
+pub fn check_gguf_head(head: &[u8], file_len: usize) -> Result<()> {
+    /// The file's first bytes, standing for the whole.
+    struct Head<'h>(&'h [u8], usize);
+    impl ByteSource for Head<'_> {
+        fn len(&self) -> usize {
+            self.1
+        }
+        fn read(&self, offset: usize, len: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+            let end = (offset + len).min(self.0.len());
+            let bytes = self.0.get(offset..end).filter(|b| !b.is_empty() || len == 0).ok_or_else(|| Error::Io(std::io::ErrorKind::UnexpectedEof.into()))?;
+            Ok(std::borrow::Cow::Borrowed(bytes))
+        }
+    }
+    let gguf = match Gguf::read(Box::new(Head(head, file_len.max(head.len())))) {
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+        other => other?,
+    };
+    let files = ModelFiles::gguf(&gguf, &LoadOptions::default())?;
+    check_tokens_and_template(&files.tokenizer, &files.config, files.template)?;
+    Ok(())
 }
 
 /// Loads a model from disk (native): a GGUF file, or a Hugging Face model folder.

@@ -135,7 +135,7 @@ fn cmd_generate(mut args: Args) -> Result<(), Fail> {
     let load_s = t0.elapsed().as_secs_f64();
     for _ in 0..repeat.unwrap_or(1).max(1) {
         engine.reset();
-        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: stop.clone(), top_n: 0, ignore_eos };
+        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: stop.clone(), top_n: 0, ignore_eos, stop_repeats: true };
         // The JSON line keeps its documented keys; `--repeat` (the benchmark) adds its counts.
         generate_once(&mut engine, &prompt, options, json, backend, repeat.map(|_| load_s))?;
     }
@@ -236,7 +236,7 @@ fn cmd_chat(mut args: Args) -> Result<(), Fail> {
             _ => {}
         }
         messages.push(Message::new("user", line));
-        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: Vec::new(), top_n: 0, ignore_eos: false };
+        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: Vec::new(), top_n: 0, ignore_eos: false, stop_repeats: true };
         if let Err(e) = engine.start(&Prompt::Chat(messages.clone()), options) {
             eprintln!("error: {e}");
             messages.pop();

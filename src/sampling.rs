@@ -191,7 +191,8 @@ pub struct Stage {
 
 /// The pipeline stage by stage, for the `top_n` most probable tokens: the model's own softmax
 /// (after the repetition penalty), then temperature, top-k, top-p and min-p, each renormalised.
-/// Computed by the same functions as [`distribution`], whose result is the last stage.
+/// Computed by the same functions as [`distribution`], whose result is the last stage; at
+/// temperature 0 the last stage is the greedy pick alone (the draw is no draw).
 pub fn stages(logits: &[f32], recent: &[u32], cfg: &SamplingConfig, top_n: usize) -> (Vec<u32>, Vec<Stage>) {
     let mut logits = logits.to_vec();
     let window = &recent[recent.len().saturating_sub(cfg.repeat_window)..];
@@ -206,7 +207,9 @@ pub fn stages(logits: &[f32], recent: &[u32], cfg: &SamplingConfig, top_n: usize
     let shown: Vec<u32> = raw.iter().take(top_n).map(|c| c.0).collect();
     let probs_of = |c: &[(u32, f32)]| shown.iter().map(|id| c.iter().find(|x| x.0 == *id).map_or(0.0, |x| x.1)).collect::<Vec<f32>>();
     let mut out = vec![Stage { name: "softmax", kept: raw.len(), probs: probs_of(&raw) }];
-    let mut c = sorted(softmax(&logits, cfg.temperature));
+    // Temperature 0 is greedy: the limit of a colder and colder softmax, all on the most probable
+    // token (the one `Sampler::pick` takes), which every later stage keeps.
+    let mut c = if cfg.temperature == 0.0 { vec![(raw[0].0, 1.0)] } else { sorted(softmax(&logits, cfg.temperature)) };
     out.push(Stage { name: "temperature", kept: c.len(), probs: probs_of(&c) });
     top_k(&mut c, cfg.top_k);
     out.push(Stage { name: "top_k", kept: c.len(), probs: probs_of(&c) });

@@ -200,6 +200,33 @@ pub fn write_random_model(out: &mut impl std::io::Write, shape: RandomShape) -> 
     })
 }
 
+/// The tiny model made to loop: every token's embedding is the same vector `e`, the blocks add
+/// nothing (zero output projections), and the head scores `token` alone (its row is `e`), so
+/// greedy decoding says `token` forever. The loop guard's end-to-end tests run it.
+pub fn tiny_loop_model_bytes(token: u32) -> Vec<u8> {
+    let mut w = tiny_model_writer();
+    let (d, ff) = (64usize, 128usize);
+    let vocab = match w.get_meta("tokenizer.ggml.tokens") {
+        Some(Value::Array(t)) => t.len(),
+        _ => unreachable!("the tiny model has a vocabulary"),
+    };
+    let e: Vec<f32> = (0..d).map(|i| if i % 2 == 0 { 0.5 } else { -0.25 }).collect();
+    let rows: Vec<f32> = std::iter::repeat_n(e.clone(), vocab).flatten().collect();
+    w.edit_tensor("token_embd.weight", |_, _, _, data| *data = quant::quantize_q8_0(&rows));
+    for l in 0..2 {
+        w.edit_tensor(&format!("blk.{l}.attn_output.weight"), |_, _, _, data| *data = quant::quantize_q4_1(&vec![0.0; d * d]));
+        w.edit_tensor(&format!("blk.{l}.ffn_down.weight"), |_, _, ty, data| {
+            *ty = GgmlType::F32;
+            *data = vec![0u8; ff * d * 4];
+        });
+    }
+    let mut head = vec![0f32; vocab * d];
+    head[token as usize * d..(token as usize + 1) * d].copy_from_slice(&e);
+    w.tensor_f32("output.weight", &[d, vocab], &head);
+    w.set_meta("general.name", Value::String("tiny looping llama".into()));
+    w.to_bytes()
+}
+
 /// The backends the native tests run on: the CPU always, wgpu (lavapipe natively) unless
 /// `EMBER_TEST_BACKENDS` says otherwise (e.g. `cpu`).
 #[cfg(feature = "engine")]

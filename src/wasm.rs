@@ -185,6 +185,13 @@ impl WasmEngine {
         future_to_promise(async move { Ok(Self::load_source(Source::Blob(blob), &backend, options, progress).await?.into()) })
     }
 
+    /// Checks a GGUF file from its first bytes (`head`, of a file of `file_len` bytes) as a
+    /// download arrives: throws the load's own error (an unsupported architecture, a bad
+    /// header, a tokenizer Ember cannot build) before the rest is downloaded.
+    pub fn check_head(head: &[u8], file_len: f64) -> Result<(), JsValue> {
+        crate::engine::check_gguf_head(head, file_len as usize).map_err(js_err)
+    }
+
     /// Loads a Hugging Face model folder: `files[i]` is the file named `names[i]`
     /// (`config.json`, `tokenizer.json`, `model.safetensors` or the shards and their index,
     /// `tokenizer_config.json`, `generation_config.json`), a `Uint8Array`, or a `Blob` (a

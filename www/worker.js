@@ -29,6 +29,7 @@
 // each token (so that a test can act mid-answer). Several are joined by commas.
 import init, { Sha256, WasmEngine } from "./ember.js";
 import * as modelCache from "./js/model-cache.js";
+import { readable } from "./js/names.js";
 
 let engine = null;
 let wasm = null; // the module's exports (its memory, for the benchmark's figures)
@@ -109,7 +110,7 @@ async function readAll(stream, total, stage) {
 // A model from a URL comes from the cache when it is there, else is downloaded into it. Either
 // way it is a Blob (the cached file, or the download's chunks), which the engine reads a tensor
 // at a time: the file is never one buffer, in wasm or out.
-async function fetchModel({ url, sha256 }, limits) {
+async function fetchModel({ url, sha256 }, limits, gguf = true) {
   let hit = null;
   try { hit = await modelCache.lookup(url); } catch { /* no OPFS here */ }
   if (hit) return { blob: hit.file, stored: true };
@@ -117,6 +118,8 @@ async function fetchModel({ url, sha256 }, limits) {
     const blob = await modelCache.download(url, {
       sha256,
       hasher: () => new Sha256(),
+      // A GGUF is judged from its first megabytes: a model Ember cannot run stops the download.
+      checkHead: gguf ? (head, total) => { checkMagicBytes(head); WasmEngine.check_head(head, total); } : null,
       onProgress: (loaded, total) => event(loadId, "progress", { stage: "downloading", loaded, total }),
       onNotice: (kind, vars) => event(loadId, "notice", { kind, vars }),
       quota: limits?.quota_mb ? limits.quota_mb * 2 ** 20 : null,
@@ -128,7 +131,11 @@ async function fetchModel({ url, sha256 }, limits) {
 }
 
 async function checkMagic(blob) {
-  const bytes = new Uint8Array(await blob.slice(0, 64).arrayBuffer());
+  checkMagicBytes(new Uint8Array(await blob.slice(0, 64).arrayBuffer()));
+}
+
+function checkMagicBytes(bytes) {
+  bytes = bytes.subarray(0, 64);
   const head = new TextDecoder().decode(bytes).trimStart().toLowerCase();
   if (head.startsWith("<!doctype") || head.startsWith("<html") || head.startsWith("<")) throw new LoadError("errHtml", {});
   if (bytes.length < 4 || String.fromCharCode(...bytes.subarray(0, 4)) !== "GGUF") throw new LoadError("errNotGguf", {});
@@ -161,7 +168,7 @@ async function fetchFolder(base, limits) {
   const files = new Map();
   const get = async (name, optional) => {
     try {
-      const { blob } = await fetchModel({ url: new URL(name, base).href }, limits);
+      const { blob } = await fetchModel({ url: new URL(name, base).href }, limits, false);
       files.set(name, isWeights(name) ? blob : await readAll(blob.stream(), blob.size, "cache"));
     }
     catch (e) { if (!optional) throw e; }
@@ -188,11 +195,13 @@ async function readFolder(picked) {
 function sourceName(source) {
   if (source.files) return source.files[0]?.webkitRelativePath?.split("/")[0] || null;
   const file = source.file?.name;
-  if (file) return file.replace(/\.gguf$/i, "");
+  if (file) return readable(file);
   const parts = new URL(source.url).pathname.split("/").filter(Boolean).map(decodeURIComponent);
   const r = parts.indexOf("resolve");
-  return (r > 0 ? parts[r - 1] : parts.pop()?.replace(/\.gguf$/i, "")) || null;
+  if (r > 0 && parts.at(-1) !== "main" && /\.gguf$/i.test(parts.at(-1))) return readable(parts.at(-1));
+  return (r > 0 ? readable(parts[r - 1]) : readable(parts.pop() || "")) || null;
 }
+
 
 async function gpuLimits() {
   try {

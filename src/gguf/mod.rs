@@ -41,7 +41,8 @@ pub trait ByteSource {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// `len` bytes at `offset`: borrowed where the file is in memory, read where it is not.
+    /// `len` bytes at `offset`: borrowed where the file is in memory, read where it is not. A
+    /// source holding only the file's start may give fewer (the header parse then stops).
     fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>>;
 }
 
@@ -476,6 +477,10 @@ impl<'a> Gguf<'a> {
                 Ok(h) => {
                     let Header { version, metadata, tensors, alignment, data_offset, by_name } = h;
                     return Ok(Gguf { version, metadata, tensors, alignment, data_offset, source, by_name });
+                }
+                // A source that gave less than asked (the first bytes of a download) has no more.
+                Err(_) if c.short && head.len() < want.min(file_len) => {
+                    return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the header runs past the bytes at hand")))
                 }
                 Err(_) if c.short && want < MAX_HEAD => want = (want * 4).min(MAX_HEAD),
                 Err(_) if c.short => return Err(Error::gguf(format!("its header takes more than {} MiB, more than any model's", MAX_HEAD >> 20))),

@@ -11,8 +11,68 @@ pub fn tiny_engine() -> Engine {
     Engine::load(&tiny_model_bytes(), dev, LoadOptions { max_context: 96, ..LoadOptions::default() }).unwrap()
 }
 
+/// The loop guard on its own: a stretch repeated back to back over the last max(4 · period, 32)
+/// tokens is a loop; three repeats, 31 identical tokens, or a list whose items change are not.
+#[test]
+fn the_loop_guard_finds_repeated_stretches_only() {
+    use ember::engine::repeating;
+    let phrase: Vec<u32> = (100..107).collect(); // 7 tokens: 4 repeats = 28 < 32, so 5 are needed
+    let times = |n: usize| -> Vec<u32> { std::iter::repeat_n(phrase.clone(), n).flatten().collect() };
+    assert!(!repeating(&times(4)), "28 tokens of a 7-token phrase");
+    assert!(repeating(&[&[1, 2, 3][..], &times(5)].concat()), "35 tokens of it, after other text");
+    assert!(repeating(&[9; 32]), "32 identical tokens");
+    assert!(!repeating(&[9; 31]), "31 identical tokens");
+    let long: Vec<u32> = (200..240).collect(); // a 40-token stretch needs 160 tokens
+    let long_times = |n: usize| -> Vec<u32> { std::iter::repeat_n(long.clone(), n).flatten().collect() };
+    assert!(!repeating(&long_times(3)) && repeating(&long_times(4)));
+    // "1. a\n2. b\n…": the shape repeats, the tokens do not.
+    let list: Vec<u32> = (0..40u32).flat_map(|i| [1000 + i, 5, 2000 + i, 7]).collect();
+    assert!(!repeating(&list));
+}
+
+/// Forced into a loop, an answer ends with `Repeating` at the 32nd identical token; with the
+/// guard off it runs to the cap.
+#[test]
+fn a_looping_answer_stops_with_a_reason() {
+    let prompt = Prompt::Text("the".into());
+    for (guard, want_len, want) in [(true, 32, StopReason::Repeating), (false, 40, StopReason::MaxTokens)] {
+        let mut e = tiny_engine();
+        e.start(&prompt, GenerateOptions { stop_repeats: guard, ..greedy(40) }).unwrap();
+        let mut last = None;
+        while pollster::block_on(e.peek_async()).unwrap().is_some() {
+            let step = e.commit(Some(100)).unwrap().unwrap();
+            last = step.done;
+            if last.is_some() {
+                break;
+            }
+        }
+        assert_eq!((e.produced().len(), last), (want_len, Some(want)), "guard {guard}");
+    }
+}
+
+/// A model that can only loop (`testkit::tiny_loop_model_bytes`: it says "a" forever) is
+/// stopped by the guard after 32 tokens, with the reason; the browser suite loads the same file
+/// (`tests/artifacts/tiny-loop.gguf`) to see the notice and Continue.
+#[test]
+fn a_model_that_loops_is_stopped_by_the_guard() {
+    let a = tiny_engine().tokenizer().encode("a").unwrap();
+    assert_eq!(a.len(), 1);
+    let bytes = ember::testkit::tiny_loop_model_bytes(a[0]);
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tiny-loop.gguf"), &bytes).unwrap();
+    let mut e = Engine::load(&bytes, ember::backend::Device::Cpu, LoadOptions { max_context: 128, ..LoadOptions::default() }).unwrap();
+    let chat = Prompt::Chat(vec![Message::new("user", "hi")]);
+    let (ids, text, done) = run(&mut e, &chat, GenerateOptions { stop_repeats: true, ..greedy(80) });
+    assert_eq!((ids.len(), done), (32, Some(StopReason::Repeating)));
+    assert_eq!(text, "a".repeat(32));
+    e.reset();
+    let (ids, _, done) = run(&mut e, &chat, greedy(80));
+    assert_eq!((ids.len(), done), (80, Some(StopReason::MaxTokens)), "the guard off");
+}
+
 fn greedy(max_tokens: usize) -> GenerateOptions {
-    GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false }
+    GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false, stop_repeats: false }
 }
 
 /// Runs a generation to its end; returns (tokens, text, last stop reason).
@@ -76,6 +136,7 @@ fn the_same_seed_gives_the_same_tokens() {
         stop: vec![],
         top_n: 1,
         ignore_eos: false,
+        stop_repeats: false,
     };
     let p = Prompt::Text("the".into());
     let a = run(&mut e, &p, o(1)).0;
@@ -269,11 +330,13 @@ fn loading_reports_progress_and_refuses_a_model_too_large_for_the_device() {
     let stored: u64 = ember::gguf::Gguf::parse(&bytes).unwrap().tensors.iter().map(|t| t.size as u64).sum();
     assert!(stored < weights && weights <= stored * 6 / 5, "{weights} bytes held for {stored} stored");
 
-    let small = LoadOptions { memory_limit: Some(weights - 1), ..LoadOptions::default() };
+    // Loading holds the weights and, while it builds one, that tensor as read from the file.
+    let largest = ember::gguf::Gguf::parse(&bytes).unwrap().tensors.iter().map(|t| t.size as u64).max().unwrap();
+    let small = LoadOptions { memory_limit: Some(weights + largest - 1), ..LoadOptions::default() };
     let err = Engine::load(&bytes, dev.clone(), small).unwrap_err();
     assert!(matches!(err, Error::TooLarge { what: "this device's memory", .. }), "{err}");
     assert!(err.to_string().contains("too large"), "{err}");
-    assert!(Engine::load(&bytes, dev.clone(), LoadOptions { memory_limit: Some(weights), ..LoadOptions::default() }).is_ok());
+    assert!(Engine::load(&bytes, dev.clone(), LoadOptions { memory_limit: Some(weights + largest), ..LoadOptions::default() }).is_ok());
     // The f32 feed-forward matrices (64 × 128) are the largest tensors on the GPU: the Q8_0
     // embedding (64 × vocab) stays in its blocks there, 72 bytes a row. (The limit is checked
     // before anything reaches the device.)
@@ -360,8 +423,11 @@ fn peek_then_commit_steps_like_next_and_a_forced_token_continues_like_a_fresh_st
 #[test]
 fn the_pipeline_redraws_under_new_settings_without_running_the_model() {
     let mut e = tiny_engine();
-    e.start(&Prompt::Text("he the".into()), GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 4, stop: vec![], top_n: 10, ignore_eos: false })
-        .unwrap();
+    e.start(
+        &Prompt::Text("he the".into()),
+        GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 4, stop: vec![], top_n: 10, ignore_eos: false, stop_repeats: false },
+    )
+    .unwrap();
     let cands = pollster::block_on(e.peek_async()).unwrap().unwrap();
     let cached = e.cached_tokens().to_vec();
     let p = e.pipeline(None, 10).unwrap();

@@ -136,4 +136,11 @@ fn the_pipeline_stage_by_stage_ends_in_the_distribution_drawn_from() {
     crate::assert_close(&hot[0].probs, &st[0].probs, 1e-6, "softmax ignores temperature");
     let z: f32 = [0.05f32, 0.4, 0.1, 0.3, 0.15].iter().map(|p| p.sqrt()).sum();
     crate::assert_close(&hot[1].probs, &[0.4f32.sqrt() / z, 0.3f32.sqrt() / z, 0.15f32.sqrt() / z, 0.1f32.sqrt() / z], 1e-6, "temperature 2");
+
+    // Temperature 0 is greedy: every stage after the softmax holds the pick alone, at 1.
+    let greedy = cfg(0.0, 3, 0.75, 0.3);
+    let (_, cold) = stages(&l, &[], &greedy, 4);
+    assert_eq!(cold.iter().map(|s| s.kept).collect::<Vec<_>>(), [5, 1, 1, 1, 1]);
+    assert_eq!(cold[4].probs, [1.0, 0.0, 0.0, 0.0], "the last stage: the most probable token");
+    assert_eq!(Sampler::new(greedy).unwrap().pick(&l, &[]).token, shown[0], "which is greedy's pick");
 }

@@ -82,7 +82,7 @@ fn greedy_continuations_equal_the_reference() {
                 _ => Prompt::Chat(serde_json::from_value::<Vec<Message>>(case["messages"].clone()).unwrap()),
             };
             e.reset();
-            let o = GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens: n_new, stop: vec![], top_n: 0, ignore_eos: false };
+            let o = GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens: n_new, stop: vec![], top_n: 0, ignore_eos: false, stop_repeats: false };
             let start = e.generate(&prompt, o, |_| {}).unwrap();
             assert_eq!(start.prompt_text, case["prompt_text"].as_str().unwrap());
             assert_eq!(start.prompt_ids, u32s(&case["prompt_ids"]), "prompt tokens");

@@ -98,6 +98,25 @@ fn an_unsupported_architecture_is_refused_from_the_header() {
     assert_eq!(counting.reads.borrow().len(), 1, "only the header was read");
 }
 
+/// A download is judged from its first bytes: a model of an architecture Ember does not run is
+/// refused from them (before the rest arrives), a good one passes, and a header longer than
+/// what arrived is left to the load.
+#[test]
+fn a_download_is_judged_from_its_first_bytes() {
+    use ember::engine::check_gguf_head;
+    let mid = mid_model();
+    check_gguf_head(&mid[..1 << 20], mid.len()).unwrap();
+    let mut w = tiny_model_writer();
+    w.set_meta("general.architecture", Value::String("mamba".into()));
+    let bad = w.to_bytes();
+    let err = check_gguf_head(&bad, bad.len() + (500 << 20)).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)) && err.to_string().contains("mamba"), "{err}");
+    let err = check_gguf_head(b"<!doctype html><html>", 1 << 20).unwrap_err();
+    assert!(err.to_string().contains("not a GGUF file"), "{err}");
+    // Too little of a header to judge.
+    check_gguf_head(&mid[..64], mid.len()).unwrap();
+}
+
 /// A header longer than the first read (a vocabulary of megabytes) is read again, larger, and
 /// parses as from memory.
 #[test]

@@ -34,10 +34,11 @@ try {
     await waitState(page, "ready", 60_000);
     assertEq(await page.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
     const statusText = await page.getByTestId("status").textContent();
-    assert(/tiny test llama/.test(statusText) && /CPU \(as asked\)/.test(statusText) && /loaded in/.test(statusText), statusText);
+    // The file's name, readable ("tiny-chat.gguf"); the name inside the file stays on the card.
+    assert(statusText.startsWith("tiny chat ·") && /CPU \(as asked\)/.test(statusText) && /loaded in/.test(statusText), statusText);
     await page.getByRole("button", { name: "Model" }).click();
     const card = await page.locator("#model-card").textContent();
-    for (const want of ["Layers2", "Heads / KV heads4 / 2", "Embedding width64", "Context used / trained128 / 128", "Q4_1 ×2"]) {
+    for (const want of ["Architecturellama · tiny chat", "Name in the filetiny test llama", "Layers2", "Heads / KV heads4 / 2", "Embedding width64", "Context used / trained128 / 128", "Q4_1 ×2"]) {
       assert(card.includes(want), `model card lacks ${want}: ${card}`);
     }
     await page.keyboard.press("Escape");
@@ -54,6 +55,20 @@ try {
     assertEq(await texts(page, "system"), ["be brief"], "system message shown");
     const stats = await page.locator('#transcript [data-role="assistant"] .stats').textContent();
     assert(/first token [\d.]+ s · prompt [\d.]+ tok\/s · [\d.]+ tok\/s · 12 tokens/.test(stats), stats);
+  });
+
+  await check("an answer cut at the token cap says so, and Continue extends the same message", async () => {
+    const last = page.locator('#transcript [data-role="assistant"]').last();
+    assert(/cut off at the length limit/.test(await last.locator(".stats").textContent()), await last.locator(".stats").textContent());
+    const count = await assistantCount(page);
+    await last.getByRole("button", { name: "Continue" }).click();
+    await waitState(page, "ready", 60_000);
+    const conv = JSON.parse(await exportJson(page)).conversation;
+    const answers = Object.values(conv.nodes).filter((n) => n.role === "assistant");
+    assertEq(answers.length, 1, "no new message");
+    assertEq(await assistantCount(page), count, "no new message shown");
+    assert(answers[0].content.startsWith(fixture.text) && answers[0].content.length > fixture.text.length, JSON.stringify(answers[0].content));
+    assertEq(answers[0].reason, "max_tokens", "cut at the cap again (12 more tokens)");
   });
 
   await check("multi-turn chat; Enter sends, Shift+Enter adds a line; the log is busy only while streaming", async () => {
@@ -271,6 +286,30 @@ try {
     await page.goto(`${origin}/sub/?model=../files/not-a-model.html&backend=cpu`);
     await waitState(page, "error");
     assert(/returned a web page/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
+    // A model Ember cannot run is refused from its first megabytes: a 17 MB file (a tiny model
+    // whose architecture reads "mamba", then padding) is not downloaded whole, nor kept.
+    const tinyBytes = readFileSync(tiny);
+    const key = Buffer.from("general.architecture");
+    const at = tinyBytes.indexOf(key) + key.length + 4 + 8;
+    assertEq(tinyBytes.subarray(at, at + 5).toString(), "llama", "the architecture's value");
+    const mamba = Buffer.concat([tinyBytes.subarray(0, at), Buffer.from("mamba"), tinyBytes.subarray(at + 5), Buffer.alloc(16 << 20)]);
+    writeFileSync(join(artifacts, "mamba-big.gguf"), mamba);
+    await page.goto(`${origin}/sub/?model=../fixtures/mamba-big.gguf&backend=cpu`);
+    await waitState(page, "error");
+    assert(/mamba/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
+    const kept = await page.evaluate(async () => {
+      const d = await (await navigator.storage.getDirectory()).getDirectoryHandle("models", { create: true });
+      const names = [];
+      for await (const [n] of d.entries()) names.push(n);
+      return names;
+    });
+    const sizes = await page.evaluate(async () => {
+      const d = await (await navigator.storage.getDirectory()).getDirectoryHandle("models", { create: true });
+      const out = [];
+      for await (const [, h] of d.entries()) if (h.kind === "file") out.push((await h.getFile()).size);
+      return out;
+    });
+    assert(!sizes.some((n) => n >= mamba.length - 1000), `nothing of its size kept: ${kept.join(" ")}`);
     await page.goto(`${origin}/sub/?model=../fixtures/tiny-chat.gguf&backend=cpu&memory_limit_mb=0.1`);
     await waitState(page, "error");
     assert(/too large for this device/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
@@ -361,6 +400,31 @@ try {
     assertEq((await texts(page, "assistant")).length, 2, "and the chat goes on");
   });
 
+  await check("a new chat offers example prompts (a click sends one); every message copies; equal titles are told apart", async () => {
+    await page.getByRole("button", { name: "New chat" }).click();
+    const empty = page.getByTestId("empty");
+    assert(/nothing you type leaves this computer/.test(await empty.textContent()), await empty.textContent());
+    const examples = await empty.getByRole("button").allTextContents();
+    assert(examples.length === 4 && examples.includes("What is 12 times 7?"), examples.join(" | "));
+    await empty.getByRole("button", { name: "What is 12 times 7?" }).click();
+    await page.waitForFunction(() => document.querySelectorAll('#transcript [data-role="assistant"]').length === 1 && document.getElementById("transcript").getAttribute("aria-busy") === "false");
+    assertEq(await texts(page, "user"), ["What is 12 times 7?"], "sent as the first message");
+    assertEq(await page.getByTestId("empty").count(), 0, "the examples go once there is a message");
+    // Copy: the message's own text (Markdown as written), to the clipboard.
+    await page.evaluate(() => { window.__copied = []; navigator.clipboard.writeText = async (x) => { window.__copied.push(x); }; });
+    await page.locator('#transcript [data-role="user"]').getByRole("button", { name: "Copy message" }).click();
+    await page.locator('#transcript [data-role="assistant"]').getByRole("button", { name: "Copy message" }).click();
+    const conv = JSON.parse(await exportJson(page)).conversation;
+    const answer = Object.values(conv.nodes).find((n) => n.role === "assistant").content;
+    assertEq(await page.evaluate(() => window.__copied), ["What is 12 times 7?", answer], "copied");
+    // A second chat with the same first message: the list tells them apart.
+    await page.getByRole("button", { name: "New chat" }).click();
+    await page.getByTestId("empty").getByRole("button", { name: "What is 12 times 7?" }).click();
+    await page.waitForFunction(() => document.getElementById("transcript").getAttribute("aria-busy") === "false" && document.querySelectorAll('#transcript [data-role="assistant"]').length === 1);
+    const titles = await page.locator("#conversations button.conv").allTextContents();
+    assert(titles.includes("What is 12 times 7?") && titles.includes("What is 12 times 7? (2)"), titles.join(" | "));
+  });
+
   await check("中文 UI from ?lang=zh and the language switch; every control has a name", async () => {
     await page.goto(app("&backend=cpu&lang=zh"));
     await waitState(page, "ready");
@@ -400,6 +464,24 @@ try {
     await waitState(other, "ready");
     assertEq(await other.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
     assert(/on the CPU \(this browser has no WebGPU\)/.test(await other.getByTestId("status").textContent()), await other.getByTestId("status").textContent());
+    await other.close();
+  });
+
+  await check("a model that loops is stopped with a notice, and Continue goes on in the same message", async () => {
+    // tests/artifacts/tiny-loop.gguf says "a" forever (written by the native suite).
+    const other = await b.context.newPage();
+    await other.goto(`${origin}/sub/?model=../fixtures/tiny-loop.gguf&backend=cpu&temperature=0&max_tokens=200`);
+    await waitState(other, "ready");
+    await other.getByRole("button", { name: "New chat" }).click();
+    await sendMessage(other, "hi");
+    const last = other.locator('#transcript [data-role="assistant"]').last();
+    assertEq(await last.locator(".content").textContent(), "a".repeat(32), "stopped at 32 repeats, not at the cap of 200");
+    assert(/stopped: the model was repeating itself/.test(await last.locator(".stats").textContent()), await last.locator(".stats").textContent());
+    await last.getByRole("button", { name: "Continue" }).click();
+    await other.waitForFunction(() => [...document.querySelectorAll('#transcript [data-role="assistant"] .content')].at(-1)?.textContent.length === 64, null, { timeout: 60_000 });
+    await waitState(other, "ready");
+    assertEq(await assistantCount(other), 1, "the same message");
+    await other.screenshot({ path: join(artifacts, "loop-guard.png") });
     await other.close();
   });
 

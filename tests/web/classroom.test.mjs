@@ -95,7 +95,19 @@ try {
     await page.waitForFunction((p) => document.querySelector("#c-stages figure:nth-child(2) .p").textContent !== p, s2[1].probs[0]);
     assertEq((await stages())[0].probs, s1[0].probs, "still the same softmax");
     assertEq(await tokenCount(), before, "no token was generated");
+    // Temperature 0 is greedy: one candidate at 100 %, the model's most probable, and Step takes it.
     await slide("#c-top_k", "10");
+    await slide("#c-temperature", "0");
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="topk"] [data-token-id]').length === 1);
+    const [only] = await candidates();
+    assertEq(only.p, 1, "the greedy pick, at 100 %");
+    const top = await page.locator("#c-stages figure:first-child .srow").first().locator(".tok-text").textContent();
+    assertEq(await page.locator('[data-testid="topk"] [data-token-id] .tok-text').textContent(), top, "the softmax's most probable token");
+    assert(/Temperature 0/.test(await page.locator("#c-next-hint").textContent()), "the hint says greedy");
+    const taken = await page.locator('[data-testid="topk"] [data-token-id]').getAttribute("data-token-id");
+    await page.getByRole("button", { name: "Step", exact: true }).click();
+    await page.waitForFunction((n) => document.querySelectorAll("#transcript [data-role='assistant'] .tok").length === n + 1, before);
+    assertEq(String((await trace()).steps.at(-1).token_id), taken, "Step took it");
     await slide("#c-temperature", "1");
     await page.waitForFunction(() => document.querySelectorAll('[data-testid="topk"] [data-token-id]').length > 2);
   });
@@ -110,6 +122,24 @@ try {
     const paused = await tokenCount();
     await page.waitForTimeout(500);
     assertEq(await tokenCount(), paused, "no more tokens while paused");
+  });
+
+  await check("each token's colour is its probability's class in the legend (low to high)", async () => {
+    const chips = await page.locator("#transcript [data-role='assistant'] .tok").evaluateAll((els) => els.map((e) => ({
+      p: Number(/: ([\d.]+)%$/.exec(e.getAttribute("aria-label"))[1]) / 100, cls: [...e.classList].find((c) => /^p\d$/.test(c)),
+      bg: getComputedStyle(e).backgroundColor,
+    })));
+    const legend = await page.locator(".legend .tok").evaluateAll((els) => els.map((e) => ({ label: e.textContent, cls: [...e.classList].find((c) => /^p\d$/.test(c)), bg: getComputedStyle(e).backgroundColor })));
+    // The legend's own words: "<5%", "5–20%", "20–50%", "50–80%", "≥80%".
+    const range = (label) => {
+      const n = label.match(/[\d.]+/g).map(Number);
+      return label.startsWith("<") ? [0, n[0] / 100] : label.startsWith("≥") ? [n[0] / 100, 1.01] : [n[0] / 100, n[1] / 100];
+    };
+    assert(chips.length >= 3, `tokens: ${chips.length}`);
+    for (const c of chips) {
+      const entry = legend.find((l) => { const [lo, hi] = range(l.label); return c.p >= lo && c.p < hi; });
+      assertEq([c.cls, c.bg], [entry.cls, entry.bg], `a token of ${(c.p * 100).toFixed(2)}% is coloured as "${entry.label}"`);
+    }
   });
 
   await check("a generated token shows its alternatives; choosing one branches, and the old answer stays", async () => {
@@ -161,7 +191,7 @@ try {
 
   await check("the model next to GPT-1/2/3, and the explainers", async () => {
     const rows = await page.locator("#c-history tr").allTextContents();
-    assert(rows.length === 5 && /GPT-3 \(2020\)9612288/.test(rows[3]) && /This model: tiny test llama2644 \(2 KV\)12891K/.test(rows[4]), JSON.stringify(rows));
+    assert(rows.length === 5 && /GPT-3 \(2020\)9612288/.test(rows[3]) && /This model: tiny chat2644 \(2 KV\)12891K/.test(rows[4]), JSON.stringify(rows));
     for (const s of ["Next-token prediction", "GPT and BERT", "How a chat model is made", "What it cannot do"]) {
       await page.getByText(s, { exact: true }).click();
     }

@@ -128,8 +128,23 @@ try {
     const n = await list.getByRole("listitem").count();
     assertEq(n, 4, "stored models (the default, and the tiny one from three URLs)");
     assert(/MB used of [\d]+ MB/.test(await page.locator("#storage-used").textContent()), "usage shown");
+    // A deletion the browser refuses is reported, and the model stays listed.
+    await page.evaluate(() => {
+      const real = FileSystemDirectoryHandle.prototype.removeEntry;
+      window.__restoreRemove = () => { FileSystemDirectoryHandle.prototype.removeEntry = real; };
+      FileSystemDirectoryHandle.prototype.removeEntry = function (name, ...rest) {
+        if (name.endsWith(".gguf")) return Promise.reject(new DOMException("the file is in use", "NoModificationAllowedError"));
+        return real.call(this, name, ...rest);
+      };
+    });
+    await list.getByRole("button", { name: /^Delete stored model: tiny-chat.gguf/ }).first().click();
+    await page.waitForFunction(() => !document.getElementById("storage-error").hidden);
+    assert(/tiny-chat.gguf could not be deleted \(the file is in use\)/.test(await page.locator("#storage-error").textContent()), await page.locator("#storage-error").textContent());
+    assertEq(await list.getByRole("listitem").count(), n, "still listed");
+    await page.evaluate(() => window.__restoreRemove());
     await list.getByRole("button", { name: /^Delete stored model: tiny-chat.gguf/ }).first().click();
     await page.waitForFunction((k) => document.querySelectorAll("#stored-models li").length === k, n - 1);
+    assert(await page.locator("#storage-error").isHidden(), "the error goes with a deletion that works");
     await page.getByRole("button", { name: "Delete all conversations" }).click();
     await page.keyboard.press("Escape");
     assertEq(await page.locator("#conversations li").count(), 0, "no conversations left");

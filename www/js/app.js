@@ -60,7 +60,7 @@ function describeStatus() {
   if (k.key === "ready" || k.key === "generating" || k.key === "prefill") {
     const i = engine.info;
     const where = (engine.backend === "webgpu" ? t("onGpu") : t("onCpu")) + (engine.why ? ` (${t(engine.why.key, engine.why.vars)})` : "");
-    let base = `${i.name || "model"} · ${t("params", { n: count(i.n_params) })} · ${where} · ${t("loadedIn", { s: engine.loadS.toFixed(1) })}`;
+    let base = `${i.display_name || i.name || "model"} · ${t("params", { n: count(i.n_params) })} · ${where} · ${t("loadedIn", { s: engine.loadS.toFixed(1) })}`;
     if (!i.has_chat_template) base += ` · ${t("completion")}`;
     if (k.key === "generating") return `${base} · ${t("generating")}`;
     if (k.key === "prefill") return `${base} · ${t("prefilling", k.vars)}`;
@@ -164,6 +164,17 @@ function becomeReady(client) {
   input.dataset.i18nPlaceholder = base ? "messagePlaceholderCompletion" : "messagePlaceholder";
   input.placeholder = t(input.dataset.i18nPlaceholder);
   if (base) notice(t("completionMode"), "info");
+  else languageNotice();
+}
+
+/** Says so when the page's language is not among those the model's file lists (a 中文 page on
+ *  an English-only model: its answers in Chinese are poor, or loops). */
+function languageNotice() {
+  const langs = (engine?.info?.languages || []).map((l) => l.toLowerCase().split(/[-_]/)[0]);
+  const ui = $("lang").value;
+  if (!langs.length || langs.includes(ui)) return;
+  const names = new Intl.DisplayNames([ui], { type: "language" });
+  notice(t("langNotice", { langs: langs.map((l) => names.of(l) || l).join(", "), ui: names.of(ui) || ui }), "info");
 }
 
 function loadFailed(e, source) {
@@ -217,10 +228,11 @@ function renderSidebar() {
   const list = $("conversations");
   list.replaceChildren();
   const items = [...conversations.values()].sort((a, b) => b.updated - a.updated);
+  const titles = C.shownTitles(items, t("untitled"));
   for (const c of items) {
     const li = document.createElement("li");
     li.dataset.id = c.id;
-    const title = c.title || t("untitled");
+    const title = titles.get(c.id);
     const open = document.createElement("button");
     open.type = "button";
     open.className = "conv";
@@ -320,6 +332,34 @@ function generateAfter(userNode) {
     prefill: (e) => { if (gen === run) showStatus("prefill", { d: e.done, t: e.total }); },
     token: (step) => { if (gen === run) onToken(step); },
   }).then((r) => { if (gen === run) finishGeneration(r.reason, r.stats); }, (e) => { if (gen === run) engineError(e); });
+}
+
+/** Extends `node`, the last answer (cut at the cap, stopped as a loop, or interrupted): the
+ *  model sees the conversation and the answer so far, and the new text is added to the same
+ *  message. */
+async function continueAnswer(node) {
+  if (gen || status.dataset.state !== "ready" || classroom.isOn()) return;
+  const run = { convId: conv.id, nodeId: node.id, t0: performance.now(), firstAt: null, tokens: 0 };
+  gen = run;
+  node.partial = true;
+  delete node.reason;
+  saveConv();
+  transcript.render();
+  $("transcript").setAttribute("aria-busy", "true");
+  showStatus("generating");
+  setState("generating");
+  const options = settings.chatOptions();
+  try {
+    // The template's text for a new answer, then this answer's: what the model saw writing it.
+    const text = (await engine.render(C.history(conv, node.parent))) + node.content;
+    if (gen !== run) return;
+    await engine.generate({ text, options, reserve: options.max_tokens }, {
+      prefill: (e) => { if (gen === run) showStatus("prefill", { d: e.done, t: e.total }); },
+      token: (step) => { if (gen === run) onToken(step); },
+    }).then((r) => { if (gen === run) finishGeneration(r.reason, r.stats); });
+  } catch (e) {
+    if (gen === run) engineError(e);
+  }
 }
 
 function send() {
@@ -518,6 +558,7 @@ function wire() {
     renderModelCard(engine);
     renderHistoryTable(engine);
     classroom.fillSliders();
+    if (engine?.info?.has_chat_template) { notice(""); languageNotice(); }
   });
 }
 
@@ -552,6 +593,10 @@ const transcript = createTranscript({
   ready: () => status.dataset.state === "ready",
   classroom,
   answer,
+  continueAnswer,
+  // Example prompts for an empty conversation (none for a base model, which continues text).
+  examples: () => (engine?.info?.has_chat_template === false ? null : t("examples").split("|")),
+  sendText: (text) => { input.value = text; send(); },
   switched: () => { saveConv(); requestFit(); },
 });
 

@@ -9,11 +9,13 @@ const $ = (id) => document.getElementById(id);
 const TOP_N = 10;
 const STAGES = ["softmax", "temperature", "top_k", "top_p", "min_p"];
 // Probability bins for colouring tokens, most to least probable.
-const BINS = [0.8, 0.5, 0.2, 0.05, 0];
+// Lower bounds of the colour classes p1…p4 (p0 is under 5 %), low to high as the CSS and the
+// legend run: a token's class is how many bounds its probability reaches.
+export const BINS = [0.05, 0.2, 0.5, 0.8];
 
 export const visible = (s) => s.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅";
 const pct = (p) => `${(p * 100).toFixed(p >= 0.1 ? 1 : 2)}%`;
-const bin = (p) => BINS.findIndex((b) => p >= b);
+export const bin = (p) => BINS.filter((b) => p >= b).length;
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -159,7 +161,8 @@ export function createClassroom(api) {
       updateControls();
       return;
     }
-    $("c-next-hint").textContent = t("nextHint");
+    // At temperature 0 nothing is drawn: the most probable token is taken (the engine's last stage).
+    $("c-next-hint").textContent = t(Number(sampling().temperature) === 0 ? "nextHintGreedy" : "nextHint");
     const { tokens, stages } = current.pipeline;
     const final = stages.at(-1).probs;
     tokens.forEach((tok, i) => {
@@ -303,7 +306,7 @@ export function createClassroom(api) {
   function traceJson(node) {
     const s = api.settings.read();
     return JSON.stringify({
-      format: "ember-trace", version: 1, model: api.info()?.name || "", prompt_ids: node.prompt_ids || [],
+      format: "ember-trace", version: 1, model: api.info()?.display_name || api.info()?.name || "", prompt_ids: node.prompt_ids || [],
       messages: api.historyBefore(node),
       settings: { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p, repeat_penalty: s.repeat_penalty },
       steps: node.trace.map((x, i) => ({ step: i + 1, token_id: x.id, text: x.text, prob: x.p, forced: x.forced, top: x.top.map((c) => ({ token_id: c.id, text: c.text, prob: c.p })) })),

@@ -100,3 +100,17 @@ export function importJson(text) {
   if (seen.size !== Object.keys(c.nodes).length) throw new Error("the message tree has unreachable nodes");
   return c;
 }
+
+/** The titles the sidebar shows: each conversation's own, and where several share one, a number
+ *  after it by age ("Hello", "Hello (2)"), so that no two look the same. `untitled` stands for
+ *  none. Returns id → title. */
+export function shownTitles(convs, untitled) {
+  const byTitle = new Map();
+  for (const c of [...convs].sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1))) {
+    const title = c.title || untitled;
+    byTitle.set(title, [...(byTitle.get(title) || []), c.id]);
+  }
+  const out = new Map();
+  for (const [title, ids] of byTitle) ids.forEach((id, i) => out.set(id, i === 0 ? title : `${title} (${i + 1})`));
+  return out;
+}

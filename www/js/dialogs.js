@@ -18,7 +18,9 @@ export function renderModelCard(engine) {
   const i = engine.info;
   const c = i.config;
   const rows = [
-    ["card_arch", i.architecture + (i.name ? ` · ${i.name}` : "")],
+    ["card_arch", i.architecture + (i.display_name ? ` · ${i.display_name}` : "")],
+    // The file's own name for the model (often a training run's), where it differs.
+    ["card_filename", i.name && i.name !== i.display_name ? i.name : undefined],
     ["card_format", i.format],
     ["card_mode", i.has_chat_template ? t("modeChat") : t("modeCompletion")],
     ["card_positions", positionsText(i)],
@@ -41,7 +43,7 @@ export function renderModelCard(engine) {
     ["card_backend", engine.backend === "webgpu" ? "WebGPU" : "CPU (wasm)"],
     ["card_load", `${engine.loadS.toFixed(1)} s`],
   ];
-  for (const [k, v] of rows) {
+  for (const [k, v] of rows.filter((r) => r[1] !== undefined)) {
     const dt = document.createElement("dt");
     dt.textContent = t(k);
     const dd = document.createElement("dd");
@@ -129,7 +131,15 @@ export async function renderStorage() {
     const label = document.createElement("span");
     label.textContent = `${m.name} · ${(m.size / 1e6).toFixed(1)} MB` + (m.complete ? (m.verified ? ` · ${t("verified")}` : "") : ` · ${t("partial")}`);
     label.title = m.url;
-    li.append(label, iconButton("✕", `${t("deleteModel")}: ${m.name}`, async () => { await modelCache.remove(m.key); renderStorage(); }));
+    li.append(label, iconButton("✕", `${t("deleteModel")}: ${m.name}`, async () => {
+      const error = $("storage-error");
+      error.hidden = true;
+      try { await modelCache.remove(m.key); } catch (e) {
+        error.textContent = t("errDelete", { name: m.name, m: e?.message || String(e) });
+        error.hidden = false;
+      }
+      renderStorage();
+    }));
     ul.append(li);
   }
   try {
@@ -144,7 +154,7 @@ export function renderHistoryTable(engine) {
   const rows = [["GPT-1 (2018)", 12, 768, 12, 512, "117M"], ["GPT-2 (2019)", 48, 1600, 25, 1024, "1.5B"], ["GPT-3 (2020)", 96, 12288, 96, 2048, "175B"]];
   if (engine) {
     const c = engine.info.config;
-    rows.push([`${t("h_this")}: ${engine.info.name || engine.info.architecture}`, c.n_layer, c.d_model, `${c.n_head} (${c.n_kv_head} KV)`, c.context_length, count(engine.info.n_params)]);
+    rows.push([`${t("h_this")}: ${engine.info.display_name || engine.info.name || engine.info.architecture}`, c.n_layer, c.d_model, `${c.n_head} (${c.n_kv_head} KV)`, c.context_length, count(engine.info.n_params)]);
   }
   const head = document.createElement("tr");
   for (const k of ["h_model", "h_layers", "h_width", "h_heads", "h_ctx", "h_params"]) {

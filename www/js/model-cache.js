@@ -56,12 +56,20 @@ export async function list() {
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }
 
+/** Deletes a stored model's files, the model's own first. A file that is not there is fine; one
+ *  that cannot be deleted (in use by another tab, a browser refusal) is an error, and what is
+ *  left (its description included) stays: the caller says so rather than showing a model as
+ *  gone that is not. */
 export async function remove(key) {
   const d = await dir();
   for (const n of [`${key}.gguf`, `${key}.part`, `${key}.json`, `${key}.part.json`]) {
-    try { await d.removeEntry(n); } catch { /* not there */ }
+    try { await d.removeEntry(n); } catch (e) { if (e?.name !== "NotFoundError") throw e; }
   }
 }
+
+/** How much of a download `checkHead` sees: a GGUF's header and metadata are in its first
+ *  megabytes (a 262k-token vocabulary takes about 8). */
+const HEAD_BYTES = 4 << 20;
 
 export class DownloadError extends Error {
   constructor(kind, vars) { super(kind); this.kind = kind; this.vars = vars; }
@@ -88,7 +96,7 @@ export async function download(url, options = {}) {
 }
 
 async function downloadOnce(url, options) {
-  const { sha256: expected = null, onProgress = () => {}, onNotice = () => {}, quota: quotaLimit = null, hasher } = options;
+  const { sha256: expected = null, onProgress = () => {}, onNotice = () => {}, quota: quotaLimit = null, hasher, checkHead = null } = options;
   // Without a usable OPFS (a private window, an old browser) the model is downloaded, not kept.
   let d = null;
   try { d = await dir(); } catch (e) { onNotice("errCache", { m: e.message || String(e) }); }
@@ -148,13 +156,26 @@ async function downloadOnce(url, options) {
   }
   const chunks = [];
   let loaded = have;
+  // The file's first bytes, for `checkHead` (a fresh download only: a resumed one was checked).
+  let head = have === 0 && checkHead ? [] : null;
+  const judge = (total) => {
+    const bytes = new Uint8Array(head.reduce((a, c) => a + c.length, 0));
+    let at = 0;
+    for (const c of head) { bytes.set(c, at); at += c.length; }
+    head = null;
+    checkHead(bytes, total || bytes.length);
+  };
+  const reader = res.body.getReader();
   try {
-    const reader = res.body.getReader();
     let last = 0;
     for (;;) {
       let step;
       try { step = await reader.read(); } catch { throw new DownloadError("errInterrupted", { url, got: (loaded / 1e6).toFixed(1) }); }
-      if (step.done) break;
+      if (step.done) { if (head) judge(total || loaded); break; }
+      if (head) {
+        head.push(step.value);
+        if (loaded + step.value.length >= HEAD_BYTES) judge(total);
+      }
       if (handle) handle.write(step.value, { at: loaded }); else chunks.push(step.value);
       hash.update(step.value);
       loaded += step.value.length;
@@ -179,6 +200,14 @@ async function downloadOnce(url, options) {
     await writeJson(d, `${key}.json`, { url, name: decodeURIComponent(new URL(url).pathname.split("/").pop() || url), size: loaded, sha256: got, verified: Boolean(want), saved: Date.now() });
     try { await d.removeEntry(`${key}.part.json`); } catch { /* gone */ }
     return await fileOf(d, `${key}.gguf`);
+  } catch (e) {
+    // A file refused from its first bytes is not downloaded further, nor kept.
+    if (!(e instanceof DownloadError)) {
+      try { await reader.cancel(); } catch { /* closed */ }
+      if (handle) { try { handle.close(); } catch { /* closed */ } handle = null; }
+      if (d) await remove(key).catch(() => {});
+    }
+    throw e;
   } finally {
     if (handle) { try { handle.flush(); handle.close(); } catch { /* closed */ } }
   }

@@ -54,7 +54,9 @@ export function createTranscript(api) {
     const conv = api.conv();
     box.replaceChildren();
     if (conv.system.trim()) box.append(messageElement({ id: "system", role: "system", content: conv.system }));
-    for (const node of C.path(conv)) box.append(messageElement(node));
+    const path = C.path(conv);
+    for (const node of path) box.append(messageElement(node));
+    if (!path.length && api.examples) box.append(emptyState());
     box.scrollTop = box.scrollHeight;
     updateRegenerate();
   }
@@ -86,9 +88,19 @@ export function createTranscript(api) {
       const s = node.stats;
       info.textContent = t("statsLine", { ttft: s.ttft.toFixed(2), pt: s.prefill_tok_s.toFixed(1), dt: s.decode_tok_s.toFixed(1), n: s.tokens });
     }
-    if (node.partial && api.streamingNode() !== node.id && !api.classroom.running(node.id)) info.textContent += ` (${t("interrupted")})`;
+    if (node.partial && api.streamingNode() !== node.id && !api.classroom.running(node.id)) info.textContent += ` (${t(api.classroom.isOn() ? "interrupted" : "interruptedContinue")})`;
     else if (node.reason === "stopped") info.textContent += ` (${t("stopped")})`;
+    else if (node.reason === "repeating") info.textContent += ` (${t("stoppedRepeating")})`;
+    else if (node.reason === "max_tokens") info.textContent += ` (${t("cutOff")})`;
     return info;
+  }
+
+  /** Whether `node` is the answer at the end of the shown path, and ended short of its end: at
+   *  the token cap, stopped as a loop, or interrupted (a reload mid-answer). */
+  function continuable(node) {
+    if (node.role !== "assistant" || api.streamingNode() === node.id || api.classroom.running(node.id)) return false;
+    if (C.path(api.conv()).at(-1)?.id !== node.id) return false;
+    return node.partial || node.reason === "repeating" || node.reason === "max_tokens";
   }
 
   function messageElement(node) {
@@ -106,8 +118,43 @@ export function createTranscript(api) {
     meta.className = "meta";
     meta.append(...branchButtons(node));
     if (node.role === "user") meta.append(iconButton("✎", t("edit"), () => startEdit(el, node)));
+    meta.append(iconButton("⧉", t("copyMessage"), async (e) => {
+      const b = e.currentTarget;
+      try { await navigator.clipboard.writeText(node.content); b.textContent = "✓"; } catch { b.textContent = "✗"; }
+      setTimeout(() => { b.textContent = "⧉"; }, 1500);
+    }));
     if (node.role === "assistant") meta.append(statsLine(node));
+    if (continuable(node) && !api.classroom.isOn()) {
+      const more = document.createElement("button");
+      more.type = "button";
+      more.className = "secondary continue";
+      more.textContent = t("continue");
+      more.addEventListener("click", () => api.continueAnswer(node));
+      meta.append(more);
+    }
     el.append(meta);
+    return el;
+  }
+
+  /** A new conversation's page: what to try, a few example prompts (a click sends one). */
+  function emptyState() {
+    const el = document.createElement("div");
+    el.className = "empty";
+    el.dataset.testid = "empty";
+    const p = document.createElement("p");
+    p.textContent = t(api.examples() ? "emptyHint" : "emptyHintBase");
+    el.append(p);
+    const list = document.createElement("div");
+    list.className = "examples";
+    for (const text of api.examples() || []) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "secondary example";
+      b.textContent = text;
+      b.addEventListener("click", () => api.sendText(text));
+      list.append(b);
+    }
+    el.append(list);
     return el;
   }
 
