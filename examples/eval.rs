@@ -45,7 +45,7 @@ fn candidates() -> Vec<Candidate> {
     let greedy = |rp: f32| SamplingConfig { repeat_penalty: rp, ..SamplingConfig::greedy() };
     vec![
         Candidate { name: "old defaults: T 0.2, top-p 0.9, no penalty, cap 512", sampling: sampled(0.2, 1.0), max_tokens: 512, stop_repeats: false },
-        Candidate { name: "T 0.7 (the model card's), no penalty", sampling: sampled(0.7, 1.0), max_tokens: 512, stop_repeats: false },
+        Candidate { name: "T 0.7, no penalty", sampling: sampled(0.7, 1.0), max_tokens: 512, stop_repeats: false },
         Candidate { name: "greedy", sampling: greedy(1.0), max_tokens: 512, stop_repeats: false },
         Candidate { name: "greedy, penalty 1.1", sampling: greedy(1.1), max_tokens: 512, stop_repeats: false },
         Candidate { name: "T 0.2, penalty 1.1", sampling: sampled(0.2, 1.1), max_tokens: 512, stop_repeats: false },

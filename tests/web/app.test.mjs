@@ -30,7 +30,7 @@ await prepare();
 
 try {
   await check("status contract: loads on the CPU when asked, with a model card", async () => {
-    await page.goto(app("&backend=cpu&temperature=0&max_tokens=12"));
+    await page.goto(app("&backend=cpu&temperature=0&repeat_penalty=1&max_tokens=12"));
     await waitState(page, "ready", 60_000);
     assertEq(await page.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
     const statusText = await page.getByTestId("status").textContent();
@@ -153,10 +153,20 @@ try {
     assert(Object.values(conv.nodes).filter((n) => n.role === "assistant").every((n) => n.stats.tokens <= 9), "max new tokens honoured");
     await page.getByRole("button", { name: "Settings" }).click();
     await dialog.getByRole("button", { name: "Reset to defaults" }).click();
-    assertEq(await dialog.getByLabel("Temperature").inputValue(), "0.2", "default temperature");
+    // The measured defaults (examples/eval.rs): greedy, with a repetition penalty of 1.1.
+    assertEq(await dialog.getByLabel("Temperature").inputValue(), "0", "default temperature");
+    assertEq(await dialog.getByLabel("Repetition penalty").inputValue(), "1.1", "default repetition penalty");
     assertEq(await dialog.getByLabel("Seed (empty: random)").inputValue(), "", "default seed");
     await shot(page, "tiny-settings");
     await dialog.getByRole("button", { name: "Close" }).click();
+    // At temperature 0, Regenerate draws (at 0.7): another answer, not the same one again.
+    await page.getByRole("button", { name: "New chat" }).click();
+    await sendMessage(page, "vary");
+    await page.getByRole("button", { name: "Regenerate" }).click();
+    await answered(page, 0);
+    const again = await page.locator('#transcript [data-role="assistant"] .content').last().textContent();
+    await page.locator('#transcript [data-role="assistant"]').last().getByRole("button", { name: "Previous version" }).click();
+    assert(again !== await page.locator('#transcript [data-role="assistant"] .content').last().textContent(), "Regenerate gave another answer");
   });
 
   await check("Stop ends an answer at once; Esc stops too", async () => {
@@ -375,7 +385,7 @@ try {
   });
 
   await check("WebGPU is chosen where there is an adapter, and gives the native greedy answer", async () => {
-    await page.goto(app("&temperature=0&max_tokens=12"));
+    await page.goto(app("&temperature=0&repeat_penalty=1&max_tokens=12"));
     await waitState(page, "ready", 120_000);
     assertEq(await page.getByTestId("status").getAttribute("data-backend"), "webgpu", "data-backend");
     assert(/ · on WebGPU · loaded in/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
@@ -450,8 +460,34 @@ try {
     assert(overflow <= 0, `${overflow}px of sideways scrolling`);
     const side = await page.locator("#sidebar").boundingBox();
     assert(side.x + side.width <= 0, `the drawer starts closed (${JSON.stringify(side)})`);
+    // The newest answer is in view: the transcript scrolls, not the page below the fold.
+    for (const m of ["two", "three", "four", "five"]) await sendMessage(page, m);
+    const inView = await page.evaluate(() => {
+      const last = [...document.querySelectorAll('#transcript [data-role="assistant"]')].at(-1).getBoundingClientRect();
+      const box = document.getElementById("transcript").getBoundingClientRect();
+      return last.bottom <= Math.min(box.bottom, innerHeight) + 1 && last.top >= box.top - 1;
+    });
+    assert(inView, "the last answer is scrolled into view");
     await shot(page, "tiny-phone");
-    await page.getByRole("button", { name: "Menu" }).click();
+    const closed = async () => (await page.locator("#sidebar").boundingBox()).x + (await page.locator("#sidebar").boundingBox()).width <= 0;
+    const menu = page.getByRole("button", { name: "Menu" });
+    await menu.click();
+    await page.waitForTimeout(300);
+    assert(await page.getByRole("button", { name: "Close the list" }).isVisible(), "the drawer has its own close button");
+    await page.keyboard.press("Escape");
+    await page.waitForTimeout(300);
+    assert(await closed(), "Esc closes the drawer");
+    await menu.click();
+    await page.waitForTimeout(300);
+    await page.mouse.click(370, 600);
+    await page.waitForTimeout(300);
+    assert(await closed(), "a tap outside closes it");
+    await menu.click();
+    await page.waitForTimeout(300);
+    await page.getByRole("button", { name: "Close the list" }).click();
+    await page.waitForTimeout(300);
+    assert(await closed(), "its ✕ closes it");
+    await menu.click();
     await page.getByRole("button", { name: "New chat" }).click();
     assertEq(await assistantCount(page), 0, "new chat from the drawer");
     await page.setViewportSize({ width: 1280, height: 800 });
@@ -470,7 +506,7 @@ try {
   await check("a model that loops is stopped with a notice, and Continue goes on in the same message", async () => {
     // tests/artifacts/tiny-loop.gguf says "a" forever (written by the native suite).
     const other = await b.context.newPage();
-    await other.goto(`${origin}/sub/?model=../fixtures/tiny-loop.gguf&backend=cpu&temperature=0&max_tokens=200`);
+    await other.goto(`${origin}/sub/?model=../fixtures/tiny-loop.gguf&backend=cpu&temperature=0&repeat_penalty=1&max_tokens=200`);
     await waitState(other, "ready");
     await other.getByRole("button", { name: "New chat" }).click();
     await sendMessage(other, "hi");

@@ -126,7 +126,7 @@ try {
 
   await check("each token's colour is its probability's class in the legend (low to high)", async () => {
     const chips = await page.locator("#transcript [data-role='assistant'] .tok").evaluateAll((els) => els.map((e) => ({
-      p: Number(/: ([\d.]+)%$/.exec(e.getAttribute("aria-label"))[1]) / 100, cls: [...e.classList].find((c) => /^p\d$/.test(c)),
+      p: Number(e.dataset.p), cls: [...e.classList].find((c) => /^p\d$/.test(c)),
       bg: getComputedStyle(e).backgroundColor,
     })));
     const legend = await page.locator(".legend .tok").evaluateAll((els) => els.map((e) => ({ label: e.textContent, cls: [...e.classList].find((c) => /^p\d$/.test(c)), bg: getComputedStyle(e).backgroundColor })));
@@ -211,6 +211,10 @@ try {
     await page.setViewportSize({ width: 390, height: 844 });
     overflow = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
     assert(overflow <= 0, `${overflow}px sideways on a phone`);
+    // The panel starts within the first screen, under a transcript that scrolls on its own
+    // (not below the whole conversation).
+    const panelTop = await page.evaluate(() => document.getElementById("classroom").getBoundingClientRect().top);
+    assert(panelTop < 844 * 0.75, `the classroom panel starts at ${panelTop}px`);
     await page.getByRole("button", { name: "单步" }).scrollIntoViewIfNeeded();
     await page.waitForTimeout(400); // the drawer's slide
     await page.screenshot({ path: join(artifacts, "classroom-phone.png") });

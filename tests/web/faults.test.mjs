@@ -14,7 +14,7 @@ const fixture = JSON.parse(readFileSync("tests/fixtures/tiny-chat-greedy.json", 
 
 const site = await serve({ "/sub/": dist, "/fixtures/": artifacts });
 const origin = site.origin;
-const app = (query = "") => `${origin}/sub/?model=../fixtures/tiny-chat.gguf&temperature=0${query}`;
+const app = (query = "") => `${origin}/sub/?model=../fixtures/tiny-chat.gguf&temperature=0&repeat_penalty=1${query}`;
 const b = await browser({ origin });
 const page = b.page;
 const figures = [];

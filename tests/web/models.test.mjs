@@ -24,7 +24,7 @@ const origin = site.origin;
 async function open(query, backend = "cpu") {
   const b = await browser({ origin });
   // A context of 128, as transformers ran (Phi-3's 256 would take its long LongRoPE factors).
-  await b.page.goto(`${origin}/sub/?backend=${backend}&temperature=0&max_tokens=12&max_context=128${query}`);
+  await b.page.goto(`${origin}/sub/?backend=${backend}&temperature=0&repeat_penalty=1&max_tokens=12&max_context=128${query}`);
   return b;
 }
 

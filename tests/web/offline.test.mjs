@@ -61,7 +61,7 @@ try {
   });
 
   await check("one visit with the default model, then offline: the app, the model and the chat work", async () => {
-    await page.goto(`${origin}/sub/?backend=cpu&temperature=0&max_tokens=8`);
+    await page.goto(`${origin}/sub/?backend=cpu&temperature=0&repeat_penalty=1&max_tokens=8`);
     await waitState(page, "ready", 300_000);
     await page.evaluate(async () => { await navigator.serviceWorker.ready; });
     await page.waitForFunction(() => navigator.serviceWorker.controller !== null);

@@ -26,7 +26,7 @@ let b = await browser({ origin, webgpu: false });
 let page = b.page;
 try {
   await check("without WebGPU the default model loads on the CPU, from a subpath, and says so", async () => {
-    await page.goto(`${origin}/sub/?temperature=0&max_tokens=16`);
+    await page.goto(`${origin}/sub/?temperature=0&repeat_penalty=1&max_tokens=16`);
     await waitState(page, "ready", 300_000);
     assertEq(await page.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
     const s = await page.getByTestId("status").textContent();
@@ -119,7 +119,7 @@ try {
 
   await check("classroom: stepping greedily gives the reference model's tokens, one per Step", async () => {
     const ref = refFor("What is the capital of France?");
-    await page.goto(`${origin}/sub/?mode=classroom&temperature=0&top_k=10&top_p=1&min_p=0`);
+    await page.goto(`${origin}/sub/?mode=classroom&temperature=0&repeat_penalty=1&top_k=10&top_p=1&min_p=0`);
     await waitState(page, "ready", 300_000);
     await page.getByRole("button", { name: "New chat" }).click();
     await page.getByRole("textbox", { name: "Message" }).fill(ref.messages[0].content);
@@ -151,7 +151,7 @@ try {
 
   await check("Gemma 3 270M (Q4_K_M, a 262k SentencePiece vocabulary) from its GGUF alone, on the CPU: completion mode, transformers' greedy continuation", async () => {
     const c = gemma.cases.find((x) => x.prompt === "The capital of France is");
-    await page.goto(`${origin}/sub/?model=${encodeURIComponent("../models/gemma-3-270m-q4_k_m.gguf")}&temperature=0&max_tokens=${c.greedy.length}`);
+    await page.goto(`${origin}/sub/?model=${encodeURIComponent("../models/gemma-3-270m-q4_k_m.gguf")}&temperature=0&repeat_penalty=1&max_tokens=${c.greedy.length}`);
     await waitState(page, "ready", 300_000);
     const status = await page.getByTestId("status").textContent();
     assert(/completion mode/.test(status) && /gemma ?3/i.test(status), status);
@@ -181,7 +181,7 @@ page = b.page;
 try {
   await check("on WebGPU the default model loads and answers as the reference does", async () => {
     const ref = refFor("What is the capital of France?");
-    await page.goto(`${origin}/sub/?temperature=0&max_tokens=2`);
+    await page.goto(`${origin}/sub/?temperature=0&repeat_penalty=1&max_tokens=2`);
     await waitState(page, "ready", 400_000);
     assertEq(await page.getByTestId("status").getAttribute("data-backend"), "webgpu", "data-backend");
     await sendMessage(page, ref.messages[0].content, { timeout: 400_000 });

@@ -316,7 +316,7 @@ function renderAll() {
 }
 
 // ---------------------------------------------------------------- generation
-function generateAfter(userNode) {
+function generateAfter(userNode, { again = false } = {}) {
   const assistant = C.add(conv, userNode.id, "assistant", "", { partial: true });
   const run = { convId: conv.id, nodeId: assistant.id, t0: performance.now(), firstAt: null, tokens: 0 };
   gen = run;
@@ -326,7 +326,7 @@ function generateAfter(userNode) {
   $("transcript").setAttribute("aria-busy", "true");
   showStatus("generating");
   setState("generating");
-  const options = settings.chatOptions();
+  const options = settings.chatOptions({ again });
   engine.generate({ messages: C.history(conv, userNode.id), options, reserve: options.max_tokens }, {
     start: (e) => { if (gen === run) onStart(e); },
     prefill: (e) => { if (gen === run) showStatus("prefill", { d: e.done, t: e.total }); },
@@ -371,8 +371,8 @@ function send() {
 }
 
 /** Answers `userNode`: streamed, or one token at a time in classroom mode. */
-function answer(userNode) {
-  if (!classroom.isOn()) { generateAfter(userNode); return; }
+function answer(userNode, { again = false } = {}) {
+  if (!classroom.isOn()) { generateAfter(userNode, { again }); return; }
   if (classroom.active()) classroom.stop();
   const assistant = C.add(conv, userNode.id, "assistant", "", { partial: true, trace: [] });
   saveConv();
@@ -385,8 +385,8 @@ function regenerate() {
   if (gen || status.dataset.state !== "ready") return;
   const last = C.path(conv).at(-1);
   if (!last) return;
-  // A new sibling of the last answer (or a first answer to a lone question).
-  answer(last.role === "assistant" ? conv.nodes[last.parent] : last);
+  // A new sibling of the last answer (or a first answer to a lone question), drawn again.
+  answer(last.role === "assistant" ? conv.nodes[last.parent] : last, { again: last.role === "assistant" });
 }
 
 function stopGeneration() {
@@ -536,7 +536,15 @@ function wire() {
   $("menu").addEventListener("click", () => {
     const open = document.body.classList.toggle("side-open");
     $("menu").setAttribute("aria-expanded", String(open));
+    if (open) $("new-chat").focus();
   });
+  // The drawer closes with its ✕, with Esc, and with a tap outside it.
+  const closeDrawer = () => { if (document.body.classList.contains("side-open")) { closeSidebarOnPhone(); $("menu").focus(); } };
+  $("menu-close").addEventListener("click", closeDrawer);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && document.body.classList.contains("side-open")) { e.preventDefault(); closeDrawer(); } });
+  $("app").addEventListener("pointerdown", (e) => {
+    if (document.body.classList.contains("side-open") && !e.target.closest("#menu")) { e.preventDefault(); closeDrawer(); }
+  }, true);
   settings.wire(() => {
     if (engine) engine.thinking = settings.read().thinking;
     classroom.fillSliders();

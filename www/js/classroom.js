@@ -220,7 +220,7 @@ export function createClassroom(api) {
     node.trace.forEach((tok, i) => {
       // A token that ends part way through a character has no text of its own yet: show its bytes' stand-in.
       const shown = tok.text || tok.top.find((c) => c.id === tok.id)?.text || "�";
-      const chip = el("span", { class: `tok p${bin(tok.p)}` + (tok.forced ? " forced" : ""), tabindex: "0", "data-i": String(i),
+      const chip = el("span", { class: `tok p${bin(tok.p)}` + (tok.forced ? " forced" : ""), tabindex: "0", "data-i": String(i), "data-p": String(tok.p),
                                "aria-label": `${visible(shown)}: ${pct(tok.p)}`, text: shown });
       const show = () => showToken(node, i);
       chip.addEventListener("mouseenter", show);
