@@ -25,6 +25,14 @@ pub enum Error {
     /// The file describes a model Ember cannot run.
     #[error("unsupported model: {0}")]
     Unsupported(String),
+    /// The file is of an architecture Ember does not run (named, with the list of those it runs).
+    #[error("unsupported model: architecture `{name}` (Ember runs {supported})")]
+    UnsupportedArch {
+        /// `general.architecture` or `model_type`.
+        name: String,
+        /// The architectures Ember runs, for the message.
+        supported: &'static str,
+    },
     /// A tensor is missing, unexpected or has the wrong shape.
     #[error("tensor `{name}`: {msg}")]
     Tensor {
@@ -88,6 +96,7 @@ impl Error {
             Error::MissingKey(_) => "missing_key",
             Error::BadKey { .. } => "bad_key",
             Error::Unsupported(_) => "unsupported",
+            Error::UnsupportedArch { .. } => "unsupported_arch",
             Error::Tensor { .. } => "bad_tensor",
             Error::Tokenizer(_) => "tokenizer",
             Error::Template(_) => "template",
@@ -107,6 +116,7 @@ impl Error {
         match self {
             Error::Gguf(m) | Error::Format(m) | Error::Unsupported(m) | Error::Tokenizer(m) | Error::Template(m) | Error::Device(m) => json!({ "detail": m }),
             Error::MissingKey(key) => json!({ "key": key }),
+            Error::UnsupportedArch { name, supported } => json!({ "name": name, "supported": supported }),
             Error::BadKey { key, msg } => json!({ "key": key, "detail": msg }),
             Error::Tensor { name, msg } => json!({ "name": name, "detail": msg }),
             Error::Sampling { name, msg } => json!({ "name": name, "detail": msg }),

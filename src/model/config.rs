@@ -431,7 +431,8 @@ impl Arch {
 }
 
 fn unsupported_arch(name: &str) -> Error {
-    Error::Unsupported(format!("architecture `{name}` (Ember runs `llama` (SmolLM2, Llama), `qwen2`, `qwen3`, `gemma3`, `smollm3`, `phi3` and `gpt2` models)"))
+    let supported = "llama (SmolLM2, Llama), qwen2, qwen3, gemma3, smollm3, phi3 and gpt2 models";
+    Error::UnsupportedArch { name: name.to_string(), supported }
 }
 
 impl DecoderConfig {

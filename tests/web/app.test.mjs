@@ -286,6 +286,12 @@ try {
     assert(meter[0] <= 128 && meter[1] === 128, `meter ${meter}`);
     await page.getByRole("textbox", { name: "Message" }).fill("x".repeat(400));
     await page.waitForFunction(() => /too long for the context window/.test(document.getElementById("context-text").textContent));
+    // Sent anyway, it is refused before it is sent: no new message, the text stays, a notice says why.
+    const users = (await texts(page, "user")).length;
+    await page.getByRole("button", { name: "Send" }).click();
+    await page.waitForFunction(() => /too long for the context window/.test(document.getElementById("notice").textContent));
+    assertEq((await texts(page, "user")).length, users, "no message added");
+    assertEq(await page.getByRole("textbox", { name: "Message" }).inputValue(), "x".repeat(400), "the text stays in the composer");
     await page.getByRole("textbox", { name: "Message" }).fill("");
   });
 
@@ -306,7 +312,12 @@ try {
     writeFileSync(join(artifacts, "mamba-big.gguf"), mamba);
     await page.goto(`${origin}/sub/?model=../fixtures/mamba-big.gguf&backend=cpu`);
     await waitState(page, "error");
-    assert(/mamba/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
+    const refused = await page.getByTestId("status").textContent();
+    assert(/architecture, mamba, is not one Ember runs/.test(refused) && !refused.includes("`"), refused);
+    // In the page's language (the engine's error kind and arguments, translated).
+    await page.goto(`${origin}/sub/?model=../fixtures/mamba-big.gguf&backend=cpu&lang=zh`);
+    await waitState(page, "error");
+    assert(/这个模型的架构 mamba 不在 Ember 支持之列/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
     const kept = await page.evaluate(async () => {
       const d = await (await navigator.storage.getDirectory()).getDirectoryHandle("models", { create: true });
       const names = [];
@@ -336,11 +347,21 @@ try {
     const bytes = readFileSync(tiny);
     writeFileSync(join(artifacts, "truncated.gguf"), bytes.subarray(0, bytes.length - 1000));
     writeFileSync(join(artifacts, "garbage.gguf"), Buffer.from("this is not a model at all"));
+    // A short window: the dialog scrolls, and an error is brought into view.
+    await page.setViewportSize({ width: 1280, height: 420 });
     for (const [file, want] of [["garbage.gguf", /not a GGUF model file/], ["truncated.gguf", /runs past the end of the file/]]) {
+      await page.locator("#model-dialog").evaluate((d) => { d.scrollTop = d.scrollHeight; });
       await page.locator("#model-file").setInputFiles(join(artifacts, file));
       await page.waitForFunction((w) => new RegExp(w).test(document.getElementById("model-error").textContent), want.source, { timeout: 20_000 })
         .catch(async () => { throw new Error(`${file}: ${await page.locator("#model-error").textContent()}`); });
+      const seen = await page.evaluate(() => {
+        const e = document.getElementById("model-error").getBoundingClientRect();
+        const d = document.getElementById("model-dialog").getBoundingClientRect();
+        return e.top >= Math.max(d.top, 0) - 1 && e.bottom <= Math.min(d.bottom, innerHeight) + 1;
+      });
+      assert(seen, `${file}: the error is in view`);
     }
+    await page.setViewportSize({ width: 1280, height: 800 });
     await dialog.getByRole("button", { name: "Close" }).click();
     assertEq(await page.getByTestId("status").getAttribute("data-state"), "ready", "still ready");
     await sendMessage(page, "still works");
@@ -395,6 +416,14 @@ try {
     await sendMessage(page, fixture.messages[1].content);
     const conv = JSON.parse(await exportJson(page)).conversation;
     assertEq(Object.values(conv.nodes).find((n) => n.role === "assistant").content, fixture.text, "greedy answer on WebGPU");
+    // The Model dialog's backend choice applies at once: the model loads again on the CPU.
+    await page.getByRole("button", { name: "Model" }).click();
+    await page.getByRole("combobox", { name: "Backend" }).selectOption("cpu");
+    await page.waitForFunction(() => document.querySelector('[data-testid="status"]').dataset.backend === "cpu" && document.querySelector('[data-testid="status"]').dataset.state === "ready", null, { timeout: 60_000 });
+    assert(/on the CPU \(as asked\)/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
+    await page.getByRole("combobox", { name: "Backend" }).selectOption("auto");
+    await page.waitForFunction(() => document.querySelector('[data-testid="status"]').dataset.backend === "webgpu" && document.querySelector('[data-testid="status"]').dataset.state === "ready", null, { timeout: 120_000 });
+    await page.keyboard.press("Escape");
   });
 
   await check("when the engine dies (a trap in wasm, e.g. device lost), it comes back on the CPU and the chat goes on", async () => {

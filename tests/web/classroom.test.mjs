@@ -40,6 +40,12 @@ try {
     const sum = c.reduce((a, x) => a + x.p, 0);
     assert(Math.abs(sum - 1) < 1e-3, `top-10 of a top-k 10 distribution sums to 1 (${sum})`);
     assertEq(await tokenCount(), 0, "nothing generated yet");
+    // The toggle looks on, the delay shows its value, and the composer has let go of the keys.
+    const bg = (name) => page.getByRole("button", { name, exact: true }).evaluate((b) => getComputedStyle(b).backgroundColor);
+    assert(await bg("Classroom") !== await bg("Model"), "the pressed toggle looks pressed");
+    assertEq(await page.locator("#c-speed-out").textContent(), "400 ms", "the delay's value and unit");
+    assert(await page.evaluate(() => document.activeElement !== document.getElementById("message")), "focus left the composer");
+    assert(!/interrupted/.test(await page.locator('#transcript [data-role="assistant"]').last().textContent()), "not 'interrupted' before the first Step");
   });
 
   await check("Step generates exactly one token, drawn from the candidates shown", async () => {
@@ -110,6 +116,16 @@ try {
     assertEq(String((await trace()).steps.at(-1).token_id), taken, "Step took it");
     await slide("#c-temperature", "1");
     await page.waitForFunction(() => document.querySelectorAll('[data-testid="topk"] [data-token-id]').length > 2);
+    // The classroom's sliders are its own: the chat's settings are as they were.
+    await slide("#c-temperature", "0.3");
+    await page.getByRole("button", { name: "Settings" }).click();
+    const dialog = page.getByRole("dialog", { name: "Settings" });
+    assertEq(await dialog.getByLabel("Temperature").inputValue(), "1", "the chat's temperature");
+    // Esc closes the dialog, and only that: the classroom's answer goes on.
+    await page.keyboard.press("Escape");
+    await page.waitForFunction(() => !document.querySelector("dialog[open]"));
+    assert(await page.getByRole("button", { name: "Play" }).isEnabled(), "the answer was not stopped");
+    await slide("#c-temperature", "1");
   });
 
   await check("Play generates until Pause", async () => {

@@ -63,5 +63,6 @@ test("malformed or hostile files are refused with a reason", () => {
 test("conversations with the same title are told apart in the list, oldest first", () => {
   const mk = (title, created, id) => ({ ...C.create(), title, created, id });
   const shown = C.shownTitles([mk("Hello", 3, "c"), mk("Hello", 1, "a"), mk("", 2, "b"), mk("", 4, "d"), mk("Other", 5, "e")], "Untitled");
-  assert.deepEqual(Object.fromEntries(shown), { a: "Hello", c: "Hello (2)", b: "Untitled", d: "Untitled (2)", e: "Other" });
+  const joined = Object.fromEntries([...shown].map(([id, t]) => [id, t.title + t.suffix]));
+  assert.deepEqual(joined, { a: "Hello", c: "Hello (2)", b: "Untitled", d: "Untitled (2)", e: "Other" });
 });

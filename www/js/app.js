@@ -32,10 +32,14 @@ let storageMessage = "";
 let statusKind = { key: "starting", vars: {} };
 
 /** An engine error in the page's language: its kind's translation where there is one. */
+/** An error in the page's language: its kind's message with its arguments (the engine's details
+ *  are in English; backticks, a developer's quoting, are dropped). */
 function errorText(e) {
-  if (e.kind && has(e.kind)) return t(e.kind, e.vars);
-  if (e.kind && has(`err_${e.kind}`)) return t(`err_${e.kind}`, e.vars);
-  return e.message;
+  const plain = (v) => (typeof v === "string" ? v.replace(/`/g, "").replace(/\.$/, "") : v);
+  const vars = Object.fromEntries(Object.entries(e.vars || {}).map(([k, v]) => [k, plain(v)]));
+  if (e.kind && has(e.kind)) return t(e.kind, vars);
+  if (e.kind && has(`err_${e.kind}`)) return t(`err_${e.kind}`, vars);
+  return plain(e.message || String(e));
 }
 
 // ---------------------------------------------------------------- status and notices
@@ -184,6 +188,8 @@ function loadFailed(e, source) {
   const err = $("model-error");
   err.textContent = message + keeps;
   err.hidden = false;
+  // In view: the dialog may be scrolled to the catalog, or taller than the window.
+  err.scrollIntoView({ block: "nearest" });
   // The GPU is too small for this model: the CPU may hold it; the user decides.
   const action = e.kind === "errGpuMemory" ? { label: t("useCpu"), run: () => loadModel(source, "cpu", { key: "whyGpuMemory", vars: {} }) } : null;
   if (engine) {
@@ -232,11 +238,21 @@ function renderSidebar() {
   for (const c of items) {
     const li = document.createElement("li");
     li.dataset.id = c.id;
-    const title = titles.get(c.id);
+    const shown = titles.get(c.id);
+    const title = shown.title + shown.suffix;
     const open = document.createElement("button");
     open.type = "button";
     open.className = "conv";
-    open.textContent = title;
+    const name = document.createElement("span");
+    name.className = "conv-title";
+    name.textContent = shown.title;
+    open.append(name);
+    if (shown.suffix) {
+      const n = document.createElement("span");
+      n.className = "conv-n";
+      n.textContent = shown.suffix;
+      open.append(n);
+    }
     if (c.id === conv.id) open.setAttribute("aria-current", "true");
     open.addEventListener("click", () => openConversation(c.id));
     const rename = iconButton("✎", `${t("rename")}: ${title}`, () => startRename(li, c));
@@ -362,11 +378,24 @@ async function continueAnswer(node) {
   }
 }
 
-function send() {
+let sending = false;
+async function send() {
   const text = input.value.trim();
-  if (!text || gen || status.dataset.state !== "ready") return;
-  input.value = "";
+  if (!text || gen || sending || status.dataset.state !== "ready") return;
   const last = C.path(conv).at(-1);
+  // A message the context cannot hold (with the system prompt and room for an answer) is not
+  // sent: it stays in the composer, and the page says why.
+  const messages = [...(last ? C.history(conv, last.id) : C.history(conv, null)), { role: "user", content: text }];
+  sending = true;
+  try {
+    await engine.fit(messages, settings.read().max_tokens);
+  } catch (e) {
+    if (e.kind === "context_full") { notice(t("tooLong", { n: e.vars.needed, limit: e.vars.limit })); return; }
+  } finally {
+    sending = false;
+  }
+  if (gen || input.value.trim() !== text) return;
+  input.value = "";
   answer(C.add(conv, last ? last.id : "root", "user", text));
 }
 
@@ -376,9 +405,12 @@ function answer(userNode, { again = false } = {}) {
   if (classroom.active()) classroom.stop();
   const assistant = C.add(conv, userNode.id, "assistant", "", { partial: true, trace: [] });
   saveConv();
+  // The run first, so that the empty answer shows as waiting for its first Step, not interrupted.
+  classroom.begin(assistant, { messages: C.history(conv, userNode.id) });
   transcript.render();
   renderSidebar();
-  classroom.begin(assistant, { messages: C.history(conv, userNode.id) });
+  // The keys step (→, .) once the composer lets go of them.
+  input.blur();
 }
 
 function regenerate() {
@@ -395,7 +427,7 @@ function stopGeneration() {
 }
 
 function onStart(e) {
-  if (e.fit?.dropped > 0) notice(t("trimmed", { n: e.fit.dropped }) + (storageMessage ? ` ${storageMessage}` : ""), storageMessage ? "error" : "info");
+  if (e.fit?.dropped > 0) notice(trimmedText(e.fit.dropped) + (storageMessage ? ` ${storageMessage}` : ""), storageMessage ? "error" : "info");
   else notice(storageMessage);
 }
 
@@ -457,8 +489,10 @@ function showFit(f) {
   meter.value = f.tokens;
   $("meter").dataset.over = f.dropped > 0 ? "true" : "false";
   $("meter").dataset.tokens = String(f.tokens);
-  $("context-text").textContent = t("contextMeter", { n: f.tokens, limit: f.limit }) + (f.dropped > 0 ? ` · ${t("trimmed", { n: f.dropped })}` : "");
+  $("context-text").textContent = t("contextMeter", { n: f.tokens, limit: f.limit }) + (f.dropped > 0 ? ` · ${trimmedText(f.dropped)}` : "");
 }
+
+const trimmedText = (n) => t(n === 1 ? "trimmedOne" : "trimmed", { n });
 
 // ---------------------------------------------------------------- export / import
 function download(name, type, text) {
@@ -518,7 +552,11 @@ function wire() {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
   });
   input.addEventListener("input", requestFit);
-  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && (gen || classroom.active())) { e.preventDefault(); stopGeneration(); } });
+  // Esc stops an answer, but not the Esc that closes a dialog or the drawer.
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || document.querySelector("dialog[open]") || document.body.classList.contains("side-open")) return;
+    if (gen || classroom.active()) { e.preventDefault(); stopGeneration(); }
+  });
   $("stop").addEventListener("click", stopGeneration);
   $("regenerate").addEventListener("click", regenerate);
   $("new-chat").addEventListener("click", () => { newConversation(); closeSidebarOnPhone(); });

@@ -53,9 +53,14 @@ export function createClassroom(api) {
     $("c-play").setAttribute("aria-pressed", String(playing));
   }
 
+  // The classroom's own sliders: they start from the chat's settings, and moving them changes the
+  // classroom's draws only (the chat's settings stay as the user set them).
+  let mine = {};
+  const classroomSettings = () => ({ ...api.settings.read(), ...mine });
+
   /** The sampler settings; one seed for the whole answer. */
   function sampling() {
-    const s = api.settings.sampling(run?.seed ?? null);
+    const s = { ...api.settings.sampling(run?.seed ?? null), ...mine };
     if (run) run.seed = s.seed;
     return s;
   }
@@ -193,7 +198,7 @@ export function createClassroom(api) {
     const form = $("c-sliders");
     for (const k of ["temperature", "top_k", "top_p", "min_p"]) {
       const v = Number(form.elements[k].value);
-      api.settings.set(k, k === "top_k" ? Math.round(v) : v);
+      mine[k] = k === "top_k" ? Math.round(v) : v;
       form.querySelector(`output[for="c-${k}"]`).textContent = k === "top_k" && v === 0 ? t("off") : String(v);
     }
     if (!current) return;
@@ -204,7 +209,7 @@ export function createClassroom(api) {
   }
 
   function fillSliders() {
-    const s = api.settings.read();
+    const s = classroomSettings();
     const form = $("c-sliders");
     for (const k of ["temperature", "top_k", "top_p", "min_p"]) {
       form.elements[k].value = s[k];
@@ -304,7 +309,7 @@ export function createClassroom(api) {
   }
 
   function traceJson(node) {
-    const s = api.settings.read();
+    const s = classroomSettings();
     return JSON.stringify({
       format: "ember-trace", version: 1, model: api.info()?.display_name || api.info()?.name || "", prompt_ids: node.prompt_ids || [],
       messages: api.historyBefore(node),
@@ -327,6 +332,9 @@ export function createClassroom(api) {
     $("c-sliders").addEventListener("input", onSlider);
     $("c-export-json").addEventListener("click", () => { const n = lastTraced(); if (n) api.download("trace.json", "application/json", traceJson(n)); });
     $("c-export-csv").addEventListener("click", () => { const n = lastTraced(); if (n) api.download("trace.csv", "text/csv", traceCsv(n)); });
+    const speedOut = () => { $("c-speed-out").textContent = `${$("c-speed").value} ms`; };
+    $("c-speed").addEventListener("input", speedOut);
+    speedOut();
     // Keys, outside text fields: → or . steps, p plays and pauses.
     document.addEventListener("keydown", (e) => {
       if (!on || e.target.closest("textarea, input, select, [contenteditable]") || e.ctrlKey || e.metaKey || e.altKey) return;

@@ -103,7 +103,8 @@ export function importJson(text) {
 
 /** The titles the sidebar shows: each conversation's own, and where several share one, a number
  *  after it by age ("Hello", "Hello (2)"), so that no two look the same. `untitled` stands for
- *  none. Returns id → title. */
+ *  none. Returns id → {title, suffix} (suffix "" or " (2)", shown apart so that a long title's
+ *  ellipsis never hides it). */
 export function shownTitles(convs, untitled) {
   const byTitle = new Map();
   for (const c of [...convs].sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1))) {
@@ -111,6 +112,6 @@ export function shownTitles(convs, untitled) {
     byTitle.set(title, [...(byTitle.get(title) || []), c.id]);
   }
   const out = new Map();
-  for (const [title, ids] of byTitle) ids.forEach((id, i) => out.set(id, i === 0 ? title : `${title} (${i + 1})`));
+  for (const [title, ids] of byTitle) ids.forEach((id, i) => out.set(id, { title, suffix: i === 0 ? "" : ` (${i + 1})` }));
   return out;
 }

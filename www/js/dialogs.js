@@ -180,10 +180,17 @@ export function wireModelDialog({ load, importFile, deleteAll, engine, defaultUr
     renderStorage();
     renderCatalog(pickCatalog, engine()?.source?.url, defaultUrl);
     $("model-dialog").showModal();
+    // The card first: the focused URL field may sit below it, and would scroll it away.
+    $("model-dialog").scrollTop = 0;
   });
   $("delete-all").addEventListener("click", deleteAll);
   $("backend-choice").value = params.get("backend") || "auto";
   const pref = () => $("backend-choice").value;
+  // A new choice applies at once: the model in use is loaded again on that backend.
+  $("backend-choice").addEventListener("change", () => {
+    const e = engine();
+    if (e?.source && (pref() === "auto" || pref() !== e.backend)) load(e.source, pref());
+  });
   $("load-url").addEventListener("click", () => {
     const url = $("model-url").value.trim();
     if (url) load({ url: new URL(url, location.href).href }, pref());

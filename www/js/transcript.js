@@ -118,11 +118,12 @@ export function createTranscript(api) {
     meta.className = "meta";
     meta.append(...branchButtons(node));
     if (node.role === "user") meta.append(iconButton("✎", t("edit"), () => startEdit(el, node)));
-    meta.append(iconButton("⧉", t("copyMessage"), async (e) => {
-      const b = e.currentTarget;
-      try { await navigator.clipboard.writeText(node.content); b.textContent = "✓"; } catch { b.textContent = "✗"; }
-      setTimeout(() => { b.textContent = "⧉"; }, 1500);
-    }));
+    const copy = iconButton(t("copy"), t("copyMessage"), async () => {
+      try { await navigator.clipboard.writeText(node.content); copy.textContent = t("copied"); } catch { copy.textContent = t("copyFailed"); }
+      setTimeout(() => { copy.textContent = t("copy"); }, 1500);
+    });
+    copy.classList.add("copy");
+    meta.append(copy);
     if (node.role === "assistant") meta.append(statsLine(node));
     if (continuable(node) && !api.classroom.isOn()) {
       const more = document.createElement("button");
