@@ -61,6 +61,8 @@ fn a_model_that_loops_is_stopped_by_the_guard() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("tiny-loop.gguf"), &bytes).unwrap();
+    // The same made to end at once (it says <|im_end|>, id 2): the classroom's end-of-answer chip.
+    std::fs::write(dir.join("tiny-eos.gguf"), ember::testkit::tiny_loop_model_bytes(2)).unwrap();
     let mut e = Engine::load(&bytes, ember::backend::Device::Cpu, LoadOptions { max_context: 128, ..LoadOptions::default() }).unwrap();
     let chat = Prompt::Chat(vec![Message::new("user", "hi")]);
     let (ids, text, done) = run(&mut e, &chat, GenerateOptions { stop_repeats: true, ..greedy(80) });

@@ -237,6 +237,23 @@ try {
     await page.setViewportSize({ width: 1280, height: 720 });
   });
 
+  await check("an answer that ends shows its end-of-turn token as the end, not as text", async () => {
+    // tests/artifacts/tiny-eos.gguf says <|im_end|> at once (written by the native suite).
+    const other = await b.context.newPage();
+    await other.goto(`${origin}/sub/?model=../fixtures/tiny-eos.gguf&backend=cpu&mode=classroom&temperature=0&repeat_penalty=1`);
+    await waitState(other, "ready");
+    await other.getByRole("button", { name: "New chat" }).click();
+    await other.getByRole("textbox", { name: "Message" }).fill("hi");
+    await other.getByRole("button", { name: "Send" }).click();
+    await other.waitForFunction(() => document.querySelector('[data-testid="topk"] [data-token-id]'));
+    await other.getByRole("button", { name: "Step", exact: true }).click();
+    await other.waitForFunction(() => document.querySelector('#transcript [data-role="assistant"] .tok'));
+    const chip = other.locator('#transcript [data-role="assistant"] .tok').last();
+    assertEq(await chip.textContent(), "⏹ end of answer", "the end, in words");
+    assertEq(await chip.getAttribute("title"), "<|im_end|>", "the token itself on hover");
+    await other.close();
+  });
+
   await check("the toggle leaves classroom mode and back; no request to another origin, no page error", async () => {
     await page.goto(url());
     await waitState(page, "ready");

@@ -225,8 +225,10 @@ export function createClassroom(api) {
     node.trace.forEach((tok, i) => {
       // A token that ends part way through a character has no text of its own yet: show its bytes' stand-in.
       const shown = tok.text || tok.top.find((c) => c.id === tok.id)?.text || "�";
-      const chip = el("span", { class: `tok p${bin(tok.p)}` + (tok.forced ? " forced" : ""), tabindex: "0", "data-i": String(i), "data-p": String(tok.p),
-                               "aria-label": `${visible(shown)}: ${pct(tok.p)}`, text: shown });
+      // The end-of-turn token that ended the answer is the model's choice to stop, not text.
+      const end = node.reason === "eos" && i === node.trace.length - 1;
+      const chip = el("span", { class: `tok p${bin(tok.p)}` + (tok.forced ? " forced" : "") + (end ? " end" : ""), tabindex: "0", "data-i": String(i), "data-p": String(tok.p),
+                               "aria-label": `${end ? t("endChip") : visible(shown)}: ${pct(tok.p)}`, title: end ? shown : "", text: end ? t("endChip") : shown });
       const show = () => showToken(node, i);
       chip.addEventListener("mouseenter", show);
       chip.addEventListener("focus", show);
