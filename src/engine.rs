@@ -304,7 +304,7 @@ fn held_bytes(backend: Backend, ty: GgmlType, n: u64) -> u64 {
     match (backend, ty) {
         (_, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => 4 * n,
         (Backend::Wgpu, _) | (Backend::Cpu, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) => QFormat::of(ty).map_or(4 * n, |f| f.held_bytes(n)),
-        (Backend::Cpu, t) => n / t.block_size() as u64 * t.type_size() as u64,
+        (Backend::Cpu, t) => t.stored_bytes(n as usize) as u64,
     }
 }
 
@@ -440,7 +440,7 @@ impl Engine {
         let entries = &files.tensors.entries;
         let held: Vec<u64> = entries.iter().map(|e| held_bytes(backend, e.ty, e.shape.iter().product::<usize>() as u64)).collect();
         // While the weights are built, one stored tensor is read beside them.
-        let largest_read = entries.iter().map(|e| e.shape.iter().product::<usize>() as u64 / e.ty.block_size() as u64 * e.ty.type_size() as u64).max();
+        let largest_read = entries.iter().map(|e| e.ty.stored_bytes(e.shape.iter().product()) as u64).max();
         check_size(&held, largest_read.unwrap_or(0), &options)?;
         let tensor_types = count_types(entries.iter().map(|e| e.ty.name()));
         let max_context = options.max_context.clamp(1, files.config.context_length);

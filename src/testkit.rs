@@ -41,8 +41,26 @@ pub fn tiny_model_with(extra: &[(&str, Value)]) -> Vec<u8> {
     w.to_bytes()
 }
 
-/// The tiny model before it is written, for tests that craft variants of it.
-pub fn tiny_model_writer() -> GgufWriter {
+/// The tiny model's shape: 2 blocks of width 64, 4 heads over 2 KV heads.
+const TINY: RandomShape = RandomShape { width: 64, heads: 4, kv_heads: 2, ff: 128, layers: 2 };
+
+/// The `llama.*` keys of a model of `shape` with a context of `context` positions (RoPE base
+/// 10⁴, RMSNorm ε 1e-5).
+fn llama_meta(w: &mut GgufWriter, shape: RandomShape, context: u32) {
+    let RandomShape { width, heads, kv_heads, ff, layers } = shape;
+    w.meta("llama.block_count", Value::U32(layers as u32))
+        .meta("llama.context_length", Value::U32(context))
+        .meta("llama.embedding_length", Value::U32(width as u32))
+        .meta("llama.feed_forward_length", Value::U32(ff as u32))
+        .meta("llama.attention.head_count", Value::U32(heads as u32))
+        .meta("llama.attention.head_count_kv", Value::U32(kv_heads as u32))
+        .meta("llama.rope.freq_base", Value::F32(10000.0))
+        .meta("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+}
+
+/// The tiny model's tokenizer (a byte-level BPE: three specials, the 256 bytes, three merges)
+/// and its ChatML template, as metadata; returns the vocabulary's size.
+fn tiny_tokenizer(w: &mut GgufWriter) -> usize {
     let chars = byte_chars();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     let mut types = vec![3i32; 3];
@@ -54,8 +72,21 @@ pub fn tiny_model_writer() -> GgufWriter {
         tokens.push(format!("{a}{b}"));
         types.push(1);
     }
-    let vocab = tokens.len();
-    let (d, nh, nkv, ff, nl) = (64usize, 4usize, 2usize, 128usize, 2usize);
+    let s = |x: &str| Value::String(x.into());
+    w.meta("tokenizer.ggml.model", s("gpt2"))
+        .meta("tokenizer.ggml.pre", s("smollm"))
+        .meta("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| s(t)).collect()))
+        .meta("tokenizer.ggml.token_type", Value::Array(types.iter().map(|&t| Value::I32(t)).collect()))
+        .meta("tokenizer.ggml.merges", Value::Array(merges.iter().map(|(a, b)| s(&format!("{a} {b}"))).collect()))
+        .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .meta("tokenizer.ggml.eos_token_id", Value::U32(2))
+        .meta("tokenizer.chat_template", s(CHATML));
+    tokens.len()
+}
+
+/// The tiny model before it is written, for tests that craft variants of it.
+pub fn tiny_model_writer() -> GgufWriter {
+    let RandomShape { width: d, heads: nh, kv_heads: nkv, ff, layers: nl } = TINY;
     let hd = d / nh;
 
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
@@ -70,25 +101,9 @@ pub fn tiny_model_writer() -> GgufWriter {
             .collect()
     };
     let mut w = GgufWriter::new();
-    let s = |x: &str| Value::String(x.into());
-    w.meta("general.architecture", s("llama"))
-        .meta("general.name", s("tiny test llama"))
-        .meta("llama.block_count", Value::U32(nl as u32))
-        .meta("llama.context_length", Value::U32(128))
-        .meta("llama.embedding_length", Value::U32(d as u32))
-        .meta("llama.feed_forward_length", Value::U32(ff as u32))
-        .meta("llama.attention.head_count", Value::U32(nh as u32))
-        .meta("llama.attention.head_count_kv", Value::U32(nkv as u32))
-        .meta("llama.rope.freq_base", Value::F32(10000.0))
-        .meta("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .meta("tokenizer.ggml.model", s("gpt2"))
-        .meta("tokenizer.ggml.pre", s("smollm"))
-        .meta("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| s(t)).collect()))
-        .meta("tokenizer.ggml.token_type", Value::Array(types.iter().map(|&t| Value::I32(t)).collect()))
-        .meta("tokenizer.ggml.merges", Value::Array(merges.iter().map(|(a, b)| s(&format!("{a} {b}"))).collect()))
-        .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
-        .meta("tokenizer.ggml.eos_token_id", Value::U32(2))
-        .meta("tokenizer.chat_template", s(CHATML));
+    w.meta("general.architecture", Value::String("llama".into())).meta("general.name", Value::String("tiny test llama".into()));
+    llama_meta(&mut w, TINY, 128);
+    let vocab = tiny_tokenizer(&mut w);
     w.tensor("token_embd.weight", &[d, vocab], GgmlType::Q8_0, quant::quantize_q8_0(&rand(d * vocab, 1.0)));
     for l in 0..nl {
         let p = |n: &str| format!("blk.{l}.{n}.weight");
@@ -112,7 +127,7 @@ pub fn tiny_model_writer() -> GgufWriter {
 pub struct RandomShape {
     /// Hidden width.
     pub width: usize,
-    /// Query heads (head width 64).
+    /// Query heads.
     pub heads: usize,
     /// Key/value heads.
     pub kv_heads: usize,
@@ -131,35 +146,11 @@ impl RandomShape {
 /// (so a test can write a file of gigabytes without holding it): the tiny model's tokenizer and
 /// template, weights of standard deviation about 0.02, unit norms.
 pub fn write_random_model(out: &mut impl std::io::Write, shape: RandomShape) -> std::io::Result<()> {
-    let tiny = tiny_model_writer();
     let mut w = GgufWriter::new();
     let RandomShape { width: d, heads, kv_heads, ff, layers } = shape;
-    let vocab = match tiny.get_meta("tokenizer.ggml.tokens") {
-        Some(Value::Array(t)) => t.len(),
-        _ => unreachable!("the tiny model has a vocabulary"),
-    };
-    for key in [
-        "general.architecture",
-        "tokenizer.ggml.model",
-        "tokenizer.ggml.pre",
-        "tokenizer.ggml.tokens",
-        "tokenizer.ggml.token_type",
-        "tokenizer.ggml.merges",
-        "tokenizer.ggml.bos_token_id",
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.chat_template",
-    ] {
-        w.meta(key, tiny.get_meta(key).expect("the tiny model's key").clone());
-    }
-    w.meta("general.name", Value::String(format!("random llama {d}x{layers}")))
-        .meta("llama.block_count", Value::U32(layers as u32))
-        .meta("llama.context_length", Value::U32(2048))
-        .meta("llama.embedding_length", Value::U32(d as u32))
-        .meta("llama.feed_forward_length", Value::U32(ff as u32))
-        .meta("llama.attention.head_count", Value::U32(heads as u32))
-        .meta("llama.attention.head_count_kv", Value::U32(kv_heads as u32))
-        .meta("llama.rope.freq_base", Value::F32(10000.0))
-        .meta("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    w.meta("general.architecture", Value::String("llama".into())).meta("general.name", Value::String(format!("random llama {d}x{layers}")));
+    llama_meta(&mut w, shape, 2048);
+    let vocab = tiny_tokenizer(&mut w);
     let kv = kv_heads * d / heads;
     let q8 = |w: &mut GgufWriter, name: &str, dims: &[usize]| {
         w.tensor(name, dims, GgmlType::Q8_0, Vec::new());
@@ -205,7 +196,7 @@ pub fn write_random_model(out: &mut impl std::io::Write, shape: RandomShape) -> 
 /// greedy decoding says `token` forever. The loop guard's end-to-end tests run it.
 pub fn tiny_loop_model_bytes(token: u32) -> Vec<u8> {
     let mut w = tiny_model_writer();
-    let (d, ff) = (64usize, 128usize);
+    let RandomShape { width: d, ff, layers, .. } = TINY;
     let vocab = match w.get_meta("tokenizer.ggml.tokens") {
         Some(Value::Array(t)) => t.len(),
         _ => unreachable!("the tiny model has a vocabulary"),
@@ -213,7 +204,7 @@ pub fn tiny_loop_model_bytes(token: u32) -> Vec<u8> {
     let e: Vec<f32> = (0..d).map(|i| if i % 2 == 0 { 0.5 } else { -0.25 }).collect();
     let rows: Vec<f32> = std::iter::repeat_n(e.clone(), vocab).flatten().collect();
     w.edit_tensor("token_embd.weight", |_, _, _, data| *data = quant::quantize_q8_0(&rows));
-    for l in 0..2 {
+    for l in 0..layers {
         w.edit_tensor(&format!("blk.{l}.attn_output.weight"), |_, _, _, data| *data = quant::quantize_q4_1(&vec![0.0; d * d]));
         w.edit_tensor(&format!("blk.{l}.ffn_down.weight"), |_, _, ty, data| {
             *ty = GgmlType::F32;

@@ -183,7 +183,7 @@ async function fetchFolder(base, limits) {
 
 /** Picked files (or a picked folder): the ones a model folder uses, read. */
 async function readFolder(picked) {
-  const wanted = (n) => FOLDER_REQUIRED.includes(n) || FOLDER_OPTIONAL.includes(n) || n.endsWith(".safetensors") || n === INDEX;
+  const wanted = (n) => FOLDER_REQUIRED.includes(n) || FOLDER_OPTIONAL.includes(n) || isWeights(n) || n === INDEX;
   const files = new Map();
   for (const f of picked) if (wanted(f.name)) files.set(f.name, isWeights(f.name) ? f : await readAll(f.stream(), f.size, "reading"));
   for (const n of FOLDER_REQUIRED) if (!files.has(n)) throw new LoadError("errFolderMissing", { name: n });
@@ -198,10 +198,9 @@ function sourceName(source) {
   if (file) return readable(file);
   const parts = new URL(source.url).pathname.split("/").filter(Boolean).map(decodeURIComponent);
   const r = parts.indexOf("resolve");
-  if (r > 0 && parts.at(-1) !== "main" && /\.gguf$/i.test(parts.at(-1))) return readable(parts.at(-1));
+  if (r > 0 && /\.gguf$/i.test(parts.at(-1))) return readable(parts.at(-1));
   return (r > 0 ? readable(parts[r - 1]) : readable(parts.pop() || "")) || null;
 }
-
 
 async function gpuLimits() {
   try {

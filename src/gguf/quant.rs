@@ -105,6 +105,11 @@ impl GgmlType {
         }
     }
 
+    /// Bytes that `n` elements take as stored (`n` a whole number of blocks).
+    pub fn stored_bytes(self, n: usize) -> usize {
+        n / self.block_size() * self.type_size()
+    }
+
     /// Where a quantised type's fields sit in its blocks; `None` for F32, F16 and BF16.
     pub fn layout(self) -> Option<&'static BlockLayout> {
         LAYOUTS.iter().find(|l| l.ty == self)

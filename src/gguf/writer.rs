@@ -101,8 +101,7 @@ impl GgufWriter {
     /// added is not used). A test writes a model far larger than it wants to hold this way.
     pub fn write_generated(&self, out: &mut impl std::io::Write, mut fill: impl FnMut(usize, &mut [u8])) -> std::io::Result<()> {
         let align = DEFAULT_ALIGNMENT as usize;
-        let size = |dims: &[usize], ty: GgmlType| dims.iter().product::<usize>() / ty.block_size() * ty.type_size();
-        let sizes: Vec<usize> = self.tensors.iter().map(|t| size(&t.1, t.2)).collect();
+        let sizes: Vec<usize> = self.tensors.iter().map(|t| t.2.stored_bytes(t.1.iter().product())).collect();
         out.write_all(&self.header(&sizes))?;
         for (i, &n) in sizes.iter().enumerate() {
             let mut buf = vec![0u8; n.div_ceil(align) * align];

@@ -146,9 +146,9 @@ pub struct LongRope {
 }
 
 impl LongRope {
-    /// The attention factor transformers and llama.cpp's converter derive from the two contexts.
-    pub fn default_attn_factor(context: usize, original: usize) -> f64 {
-        let s = context as f64 / original as f64;
+    /// The attention factor transformers and llama.cpp's converter derive from the scale `s` (the
+    /// context over the one first trained on, or `config.json`'s `factor`).
+    pub fn default_attn_factor(s: f64, original: usize) -> f64 {
         if s <= 1.0 {
             1.0
         } else {
@@ -495,7 +495,7 @@ impl DecoderConfig {
             Some(orig) => {
                 let attn_factor = match meta.opt::<f32>(&key("rope.scaling.attn_factor"))? {
                     Some(f) => f64::from(f),
-                    None => LongRope::default_attn_factor(self.context_length, orig),
+                    None => LongRope::default_attn_factor(self.context_length as f64 / orig as f64, orig),
                 };
                 Some(LongRope { original_context: orig, attn_factor, factors: None })
             }
@@ -724,8 +724,8 @@ fn hf_phi3_rope(hf: &HfConfig, config: DecoderConfig) -> Result<DecoderConfig> {
     let attn_factor = match (num("attention_factor")?, num("factor")?) {
         (Some(a), _) => a,
         // transformers: a `factor` given stands for context / original.
-        (None, Some(f)) => LongRope::default_attn_factor((f * original as f64) as usize, original),
-        (None, None) => LongRope::default_attn_factor(config.context_length, original),
+        (None, Some(f)) => LongRope::default_attn_factor(f, original),
+        (None, None) => LongRope::default_attn_factor(config.context_length as f64 / original as f64, original),
     };
     let longrope = LongRope { original_context: original, attn_factor, factors: Some((factors("short_factor")?, factors("long_factor")?)) };
     Ok(config.with_longrope(Some(longrope)))

@@ -750,7 +750,7 @@ mod tests {
             GgmlType::Q6_K => &[208],
             _ => &[0],
         };
-        let n = rows * cols / ty.block_size() * ty.type_size();
+        let n = ty.stored_bytes(rows * cols);
         let mut out: Vec<u8> = (0..n).map(|_| next() as u8).collect();
         for block in out.chunks_exact_mut(ty.type_size()) {
             for &at in halves {
@@ -843,7 +843,7 @@ mod tests {
         for ty in types() {
             let f = QFormat::of(ty).unwrap();
             let n = 256u64;
-            let (held, stored) = (f.held_bytes(n), n / ty.block_size() as u64 * ty.type_size() as u64);
+            let (held, stored) = (f.held_bytes(n), ty.stored_bytes(n as usize) as u64);
             assert!(held > stored && held * 5 <= stored * 6, "{ty:?}: {held} bytes for {stored}");
         }
     }

@@ -141,7 +141,7 @@ impl QMatrix {
                 }
             }
             QData::Blocks { ty, bytes } => {
-                let rb = c / ty.block_size() * ty.type_size();
+                let rb = ty.stored_bytes(c);
                 dequantize_into(*ty, &bytes[r * rb..(r + 1) * rb], out).expect("block sizes checked in new");
             }
         }

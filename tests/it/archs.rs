@@ -148,7 +148,7 @@ fn the_model_card_shows_each_architecture() {
             } else if arch == "phi3" {
                 let floats = |k: &str| rope[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
                 let orig = u("original_max_position_embeddings");
-                let attn = LongRope::default_attn_factor(u("max_position_embeddings"), orig);
+                let attn = LongRope::default_attn_factor(u("max_position_embeddings") as f64 / orig as f64, orig);
                 let rot = (c["hidden_size"].as_f64().unwrap() / c["num_attention_heads"].as_f64().unwrap() * rope["partial_rotary_factor"].as_f64().unwrap())
                     as usize;
                 // A GGUF file holds the factors as tensors, and the attention factor as an f32.

@@ -136,7 +136,7 @@ async function downloadOnce(url, options) {
 
   // The hash runs over the file as it arrives; a resumed download first hashes what it kept
   // (read before the write handle opens, which would make the snapshot unreadable).
-  let hash = hasher();
+  const hash = hasher();
   if (have > 0) {
     const kept = partFile.stream().getReader();
     for (let r = await kept.read(); !r.done; r = await kept.read()) hash.update(r.value);
