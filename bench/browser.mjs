@@ -1,5 +1,7 @@
 // The browser benchmark: Ember (WebGPU, CPU) and wllama (1 thread, 2 threads) on the same GGUF
-// file, in the same headless Chromium, one after the other, each in a fresh profile. Prints the
+// file, in the same headless Chromium, one after the other, each in a fresh profile; and Ember's
+// CPU path again in Firefox ESR and WebKitGTK (ember-cpu-firefox, ember-cpu-webkit), so that a
+// slow path in SpiderMonkey or JavaScriptCore shows beside V8's. Prints the
 // figures and the ratios to wllama, and writes bench/results/<time>.json (everything),
 // bench/latest.json (medians, min and max per subject) and bench/chart.svg.
 // Usage: node bench/browser.mjs [--runs N] [--n-predict N] [--only a,b] [--webgpu-n-predict N]
@@ -8,6 +10,7 @@ import { cpus, totalmem } from "node:os";
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { serve, browser } from "../tests/web/harness.mjs";
+import { firefox, webkit } from "../tests/web/drivers.mjs";
 
 const arg = (name, def) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -20,7 +23,7 @@ const nPredict = Number(arg("n-predict", 128));
 // sentence and decodes 8 tokens (said in the results).
 const webgpuFull = process.argv.includes("--webgpu-full");
 const webgpuPredict = webgpuFull ? nPredict : Number(arg("webgpu-n-predict", 8));
-const subjects = arg("only", "wllama-1t,wllama-mt,ember-cpu,ember-webgpu").split(",");
+const subjects = arg("only", "wllama-1t,wllama-mt,ember-cpu,ember-webgpu,ember-cpu-firefox,ember-cpu-webkit").split(",");
 const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
 if (!existsSync(join("models", MODEL))) { console.error(`models/${MODEL} is missing: run models/fetch.sh`); process.exit(2); }
 if (!existsSync("dist/worker.js")) { console.error("dist/ is missing: run trunk build --release"); process.exit(2); }
@@ -58,6 +61,8 @@ for (const which of subjects) {
   // One profile per subject (its cache makes every load after the first a cached one), and a fresh
   // page per run: wllama's wasm memory is only given back when its page goes (five instances in one
   // page crashed the renderer).
+  const other = /-(firefox|webkit)$/.exec(which)?.[1];
+  if (other) { await otherEngine(which, other); continue; }
   const b = await browser({ origin: site.origin, args: ["--enable-blink-features=ForceEagerMeasureMemory"] });
   const short = which === "ember-webgpu" && !webgpuFull;
   const n = short ? webgpuPredict : nPredict;
@@ -91,6 +96,33 @@ for (const which of subjects) {
 }
 await site.close();
 
+/** A subject in Firefox or WebKit (tests/web/drivers.mjs): the same page and runs, one browser,
+ *  the page loaded afresh for each run. */
+async function otherEngine(which, engine) {
+  const url = `${site.origin}/bench/?which=${which}&runs=1&n_predict=${nPredict}&model=${encodeURIComponent(`/models/${MODEL}`)}&prompt=${encodeURIComponent(PROMPT)}`;
+  console.log(`== ${which}: ${runs} runs, ${nPredict} tokens each`);
+  const t0 = Date.now();
+  const got = [];
+  let d = null;
+  try {
+    d = await (engine === "firefox" ? firefox : webkit)({ origin: site.origin });
+    for (let i = 0; i < runs; i++) {
+      await d.goto(url);
+      const r = await d.waitFor(() => window.bench, undefined, 3_600_000);
+      if (r.error) throw new Error(r.error);
+      const run = { ...r.runs[0], cold: i === 0 };
+      console.log(`   run ${i + 1}/${runs}: ${JSON.stringify(run)}`);
+      got.push(run);
+      raw[which] = { ...r, runs: got, n_predict: nPredict, wall_s: (Date.now() - t0) / 1000, engine: d.version };
+    }
+  } catch (e) {
+    console.log(`   ${which} failed: ${e.message.split("\n")[0]}`);
+    raw[which] = { error: e.message.split("\n")[0], runs_done: got };
+  } finally {
+    await d?.close();
+  }
+}
+
 const mb = (x) => (x == null ? null : x / 2 ** 20);
 const summary = {};
 for (const [which, r] of Object.entries(raw)) {
@@ -107,6 +139,7 @@ for (const [which, r] of Object.entries(raw)) {
     prompt_tokens: r.runs[0]?.prompt_tokens ?? null,
     decode_tokens: r.runs[0]?.decode_tokens ?? null,
     runs: r.runs.length,
+    ...(r.engine ? { engine: r.engine } : {}),
     ...(which.startsWith("wllama") ? { threads: r.runs[0]?.threads, multithread: r.runs[0]?.multithread } : {}),
     ...(which.startsWith("ember") ? {
       // The weights as the backend holds them (computed from the file), and on WebGPU as the GPU
@@ -159,7 +192,7 @@ for (const [k, s] of Object.entries(summary)) {
   console.log(`${k.padEnd(14)} ${f(s.prefill_tok_s).padEnd(20)} ${f(s.decode_tok_s).padEnd(20)} ${f(s.load_s, 2).padEnd(17)} ${(s.load_cold_s ?? 0).toFixed(2).padEnd(13)} ${f(s.memory_mb, 0)}`);
 }
 console.log("\nratios (Ember ÷ wllama, medians):");
-for (const e of ["ember-cpu", "ember-webgpu"]) for (const w of ["wllama-1t", "wllama-mt"]) {
+for (const e of ["ember-cpu", "ember-webgpu", "ember-cpu-firefox", "ember-cpu-webkit"]) for (const w of ["wllama-1t", "wllama-mt"]) {
   const a = summary[e], b = summary[w];
   if (!a?.decode_tok_s || !b?.decode_tok_s) continue;
   console.log(`  ${e} / ${w}: prefill ${(a.prefill_tok_s.median / b.prefill_tok_s.median).toFixed(3)}, decode ${(a.decode_tok_s.median / b.decode_tok_s.median).toFixed(3)}`);

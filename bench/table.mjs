@@ -16,6 +16,11 @@ for (const [k, s] of Object.entries(l.native?.runs ?? {})) {
 const r = (a, b, k) => (l.runs[a]?.[k] && l.runs[b]?.[k] ? (l.runs[a][k].median / l.runs[b][k].median).toFixed(2) : "—");
 console.log(`\nEmber CPU ÷ wllama 1 thread: prefill ${r("ember-cpu", "wllama-1t", "prefill_tok_s")}×, decode ${r("ember-cpu", "wllama-1t", "decode_tok_s")}×; ` +
   `÷ wllama 2 threads: prefill ${r("ember-cpu", "wllama-mt", "prefill_tok_s")}×, decode ${r("ember-cpu", "wllama-mt", "decode_tok_s")}×.`);
+for (const e of ["ember-cpu-firefox", "ember-cpu-webkit"]) {
+  if (!l.runs[e]?.decode_tok_s) continue;
+  console.log(`${e} (${l.runs[e].engine}) ÷ ember-cpu (Chromium): prefill ${r(e, "ember-cpu", "prefill_tok_s")}×, decode ${r(e, "ember-cpu", "decode_tok_s")}×; ` +
+    `÷ wllama 1 thread (Chromium): prefill ${r(e, "wllama-1t", "prefill_tok_s")}×, decode ${r(e, "wllama-1t", "decode_tok_s")}×.`);
+}
 const n = l.native?.runs ?? {};
 const rn = (k) => (n["ember-cli-cpu"]?.[k] && n["llama.cpp-1t"]?.[k] ? (n["ember-cli-cpu"][k].median / n["llama.cpp-1t"][k].median).toFixed(2) : "—");
 console.log(`Native ember CLI (CPU) ÷ llama.cpp 1 thread: prefill ${rn("prefill_tok_s")}×, decode ${rn("decode_tok_s")}×.`);

@@ -508,8 +508,15 @@ impl Engine {
     /// "conversation" is completion mode: the turns' texts joined as one document (the system
     /// prompt left out, since nothing marks it as one), so that each answer continues the text so far.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        self.render_chat_as(messages, true)
+    }
+
+    /// The conversation as the model reads it, with or without the assistant's turn opened after
+    /// it: without, it is the conversation as it stands (what classroom mode shows while the draft
+    /// is empty, since nothing would be sent).
+    pub fn render_chat_as(&self, messages: &[Message], generation_prompt: bool) -> Result<String> {
         match &self.template {
-            Some(t) => t.render(messages, true),
+            Some(t) => t.render(messages, generation_prompt),
             None => Ok(messages.iter().filter(|m| m.role != "system").map(|m| m.content.as_str()).collect()),
         }
     }

@@ -8,6 +8,20 @@ pub enum Error {
     /// The model file is not a valid GGUF file, or is corrupt or hostile.
     #[error("invalid GGUF file: {0}")]
     Gguf(String),
+    /// The file ends before what its header describes: a download or copy cut short. (The
+    /// message names where, as `Gguf` would; the page needs only the kind.)
+    #[error("invalid GGUF file: {0}")]
+    Truncated(String),
+    /// A tensor is stored in a GGML type Ember does not read (Q2_K, Q3_K, the IQ types, …).
+    #[error("tensor `{name}`: type {ty} is not one Ember reads (it reads {supported})")]
+    UnsupportedType {
+        /// The tensor's name in the file.
+        name: String,
+        /// llama.cpp's name for the type, or its number where unnamed.
+        ty: String,
+        /// The types Ember reads, for the message.
+        supported: String,
+    },
     /// A safetensors file or a `config.json` is invalid (the message names which).
     #[error("{0}")]
     Format(String),
@@ -92,6 +106,8 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Gguf(_) => "bad_gguf",
+            Error::Truncated(_) => "truncated",
+            Error::UnsupportedType { .. } => "unsupported_type",
             Error::Format(_) => "bad_format",
             Error::MissingKey(_) => "missing_key",
             Error::BadKey { .. } => "bad_key",
@@ -114,9 +130,12 @@ impl Error {
     pub fn vars(&self) -> serde_json::Value {
         use serde_json::json;
         match self {
-            Error::Gguf(m) | Error::Format(m) | Error::Unsupported(m) | Error::Tokenizer(m) | Error::Template(m) | Error::Device(m) => json!({ "detail": m }),
+            Error::Gguf(m) | Error::Truncated(m) | Error::Format(m) | Error::Unsupported(m) | Error::Tokenizer(m) | Error::Template(m) | Error::Device(m) => {
+                json!({ "detail": m })
+            }
             Error::MissingKey(key) => json!({ "key": key }),
             Error::UnsupportedArch { name, supported } => json!({ "name": name, "supported": supported }),
+            Error::UnsupportedType { name, ty, supported } => json!({ "name": name, "type": ty, "supported": supported }),
             Error::BadKey { key, msg } => json!({ "key": key, "detail": msg }),
             Error::Tensor { name, msg } => json!({ "name": name, "detail": msg }),
             Error::Sampling { name, msg } => json!({ "name": name, "detail": msg }),

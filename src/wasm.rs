@@ -231,10 +231,12 @@ impl WasmEngine {
         Ok(())
     }
 
-    /// The exact prompt text the model sees for `messages` (`[{role, content}, ...]`).
-    pub fn render(&self, messages: JsValue) -> Result<String, JsValue> {
+    /// The exact prompt text the model sees for `messages` (`[{role, content}, ...]`), with the
+    /// assistant's turn opened after them unless `generation_prompt` is false.
+    pub fn render(&self, messages: JsValue, generation_prompt: Option<bool>) -> Result<String, JsValue> {
         let messages: Vec<Message> = arg(messages, "messages")?;
-        self.engine.try_borrow().map_err(|_| busy())?.render_chat(&messages).map_err(js_err)
+        let engine = self.engine.try_borrow().map_err(|_| busy())?;
+        engine.render_chat_as(&messages, generation_prompt.unwrap_or(true)).map_err(js_err)
     }
 
     /// How `messages` fit the context window with `reserve` tokens kept for the answer: a

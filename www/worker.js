@@ -15,7 +15,7 @@
 //   generate  {messages | text, options, reserve} → start {fit, prompt_tokens, reused, prompt_ids, prompt_text},
 //             prefill {done, total}, token {step} → {reason, stats, wasm_bytes}
 //   stop  reset  → null (a running generation then ends with reason "stopped")
-//   fit {messages, reserve} → ChatFit      render {messages} → text      tokens {text | messages} → {ids, texts}
+//   fit {messages, reserve} → ChatFit      render {messages} → text      tokens {text | messages, generation?} → {ids, texts}
 //   classroom: cstart {messages | ids, options, reserve} → start, prefill → next
 //              cstep {forced?, sampling} → {step, forced, next}      cpipeline {sampling, topN} → pipeline
 //              where next is {candidates, pipeline} for the token to come, or {done, reason, stats}
@@ -376,8 +376,8 @@ function classroomStep({ forced, sampling, topN }) {
   });
 }
 
-function tokens({ text, messages }) {
-  const prompt = messages ? engine.render(messages) : text;
+function tokens({ text, messages, generation }) {
+  const prompt = messages ? engine.render(messages, generation !== false) : text;
   const ids = Array.from(engine.tokenize(prompt));
   return { ids, texts: engine.token_texts(Uint32Array.from(ids)) };
 }

@@ -91,7 +91,7 @@ async function main() {
   }
   for (let i = 0; i < runs; i++) {
     const r = which === "ember-webgpu" ? await emberRun("webgpu")
-      : which === "ember-cpu" ? await emberRun("cpu")
+      : which.startsWith("ember-cpu") ? await emberRun("cpu") // -firefox, -webkit: the same run in another engine
       : which === "wllama-1t" ? await wllamaRun(1)
       : which === "wllama-mt" ? await wllamaRun(2)
       : null;

@@ -358,7 +358,7 @@ impl<'a> Cursor<'a> {
     }
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            return Err(Error::gguf(format!("truncated: {what} needs {n} bytes at offset {}, but only {} remain", self.pos, self.remaining())));
+            return Err(Error::Truncated(format!("truncated: {what} needs {n} bytes at offset {}, but only {} remain", self.pos, self.remaining())));
         }
         if n > self.buf.len() - self.pos {
             self.short = true;
@@ -535,7 +535,7 @@ impl<'a> Gguf<'a> {
                 dims.push(d);
             }
             let ty_code = c.u32("tensor type")?;
-            let ty = GgmlType::from_code(ty_code).ok_or_else(|| Error::tensor(&name, format!("has unknown or unsupported type {ty_code}")))?;
+            let ty = GgmlType::from_code(ty_code).ok_or_else(|| quant::unsupported_type(&name, ty_code))?;
             let offset = c.u64("tensor offset")?;
             let n = dims
                 .iter()
@@ -562,10 +562,12 @@ impl<'a> Gguf<'a> {
         for t in &tensors {
             let end = t.offset.checked_add(t.size);
             if end.is_none_or(|e| e > data_len) {
-                return Err(Error::tensor(
-                    &t.name,
-                    format!("its data ({} bytes at offset {}) runs past the end of the file (the data section holds {data_len} bytes)", t.size, t.offset),
-                ));
+                let msg = format!("its data ({} bytes at offset {}) runs past the end of the file (the data section holds {data_len} bytes)", t.size, t.offset);
+                // A sum that overflows is crafted; an end past the file's is a file cut short.
+                return Err(match end {
+                    None => Error::tensor(&t.name, msg),
+                    Some(_) => Error::Truncated(format!("tensor `{}`: {msg}", t.name)),
+                });
             }
         }
         // Overlapping tensors are a sign of a crafted file.

@@ -33,6 +33,32 @@ pub enum GgmlType {
     Q6_K,
 }
 
+/// The refusal of a tensor stored in a type Ember does not read, named as llama.cpp names it
+/// (`ggml.h`'s `ggml_type`), so that a person knows which file to pick instead.
+pub fn unsupported_type(tensor: &str, code: u32) -> Error {
+    const NAMES: [(u32, &str); 16] = [
+        (10, "Q2_K"),
+        (11, "Q3_K"),
+        (15, "Q8_K"),
+        (16, "IQ2_XXS"),
+        (17, "IQ2_XS"),
+        (18, "IQ3_XXS"),
+        (19, "IQ1_S"),
+        (20, "IQ4_NL"),
+        (21, "IQ3_S"),
+        (22, "IQ2_S"),
+        (23, "IQ4_XS"),
+        (24, "I8"),
+        (26, "I32"),
+        (29, "IQ1_M"),
+        (34, "TQ1_0"),
+        (39, "MXFP4"),
+    ];
+    let ty = NAMES.iter().find(|(c, _)| *c == code).map_or_else(|| format!("number {code}"), |(_, n)| n.to_string());
+    let supported = GgmlType::ALL.map(GgmlType::name).join(", ");
+    Error::UnsupportedType { name: tensor.to_string(), ty, supported }
+}
+
 impl GgmlType {
     /// Every supported type.
     pub const ALL: [GgmlType; 11] = [

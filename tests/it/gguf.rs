@@ -116,10 +116,31 @@ fn with_tensor_header(patch: impl Fn(&mut Vec<u8>, usize)) -> String {
     parse_err(&bytes)
 }
 
+/// The errors a person meets most (a file cut short, a quantisation Ember does not read) carry
+/// their own kind and arguments, so that the page can say them in its own language.
+#[test]
+fn common_refusals_have_their_own_kind() {
+    let good = sample_file();
+    for cut in [0, 12, good.len() - 1] {
+        let e = Gguf::parse(&good[..cut]).map(|_| ()).expect_err("cut short");
+        assert_eq!(e.kind(), "truncated", "cut at {cut}: {e}");
+    }
+    let mut w = GgufWriter::new();
+    w.tensor_f32("blk.0.ffn_up.weight", &[8], &[0.0; 8]);
+    let mut bytes = w.to_bytes();
+    let ty = 24 + 8 + 19 + 12; // counts, the name's length and bytes, n_dims and the dim
+    bytes[ty..ty + 4].copy_from_slice(&11u32.to_le_bytes()); // Q3_K
+    let e = Gguf::parse(&bytes).map(|_| ()).expect_err("Q3_K");
+    assert_eq!(e.kind(), "unsupported_type", "{e}");
+    let vars = e.vars();
+    assert_eq!((vars["type"].as_str(), vars["name"].as_str()), (Some("Q3_K"), Some("blk.0.ffn_up.weight")));
+    assert!(vars["supported"].as_str().unwrap().contains("Q4_K"), "{vars}");
+}
+
 #[test]
 fn hostile_tensor_headers_are_rejected() {
     let e = with_tensor_header(|b, at| b[at + 12..at + 16].copy_from_slice(&99u32.to_le_bytes()));
-    assert!(e.contains("unknown or unsupported type 99"), "{e}");
+    assert!(e.contains("type number 99 is not one Ember reads"), "{e}");
     let e = with_tensor_header(|b, at| b[at..at + 4].copy_from_slice(&7u32.to_le_bytes()));
     assert!(e.contains("7 dims"), "{e}");
     let e = with_tensor_header(|b, at| b[at + 4..at + 12].copy_from_slice(&(1u64 << 40).to_le_bytes()));

@@ -184,7 +184,7 @@ pub fn corpus() -> Vec<Bad> {
             bytes: Raw::header(3, 1, 0).tensor("t", &[1 << 32, 1 << 32, 1 << 32], 0, 0).data(64),
             expect: "element count of dims",
         },
-        Bad { name: "tensor-unknown-type", bytes: Raw::header(3, 1, 0).tensor("t", &[32], 99, 0).data(64), expect: "unknown or unsupported type 99" },
+        Bad { name: "tensor-unknown-type", bytes: Raw::header(3, 1, 0).tensor("t", &[32], 99, 0).data(64), expect: "type number 99 is not one Ember reads" },
         Bad { name: "tensor-partial-block", bytes: Raw::header(3, 1, 0).tensor("t", &[33], 8, 0).data(64), expect: "not a multiple of the Q8_0 block size" },
         Bad { name: "tensor-misaligned", bytes: Raw::header(3, 1, 0).tensor("t", &[4], 0, 4).data(64), expect: "is not aligned to 32" },
         Bad { name: "tensor-past-end", bytes: Raw::header(3, 1, 0).tensor("t", &[16], 0, 1 << 40).data(64), expect: "runs past the end of the file" },

@@ -94,8 +94,12 @@ async fn prefill_in_chunks_stop_and_fit() {
     let fit = rust(engine.fit(js(&want["messages"]), 16).unwrap());
     assert_eq!(fit["dropped"], 0);
     assert_eq!(fit["limit"], 128);
-    let text = engine.render(js(&want["messages"])).unwrap();
+    let text = engine.render(js(&want["messages"]), None).unwrap();
     assert!(text.starts_with("<|im_start|>system\nbe brief<|im_end|>"), "{text}");
+    assert!(text.ends_with("<|im_start|>assistant\n"), "the assistant's turn opened: {text}");
+    // Without the generation prompt: the conversation as it stands (classroom's empty draft).
+    let as_is = engine.render(js(&want["messages"]), Some(false)).unwrap();
+    assert_eq!(format!("{as_is}<|im_start|>assistant\n"), text);
 }
 
 #[wasm_bindgen_test]

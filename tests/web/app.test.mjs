@@ -349,7 +349,7 @@ try {
     writeFileSync(join(artifacts, "garbage.gguf"), Buffer.from("this is not a model at all"));
     // A short window: the dialog scrolls, and an error is brought into view.
     await page.setViewportSize({ width: 1280, height: 420 });
-    for (const [file, want] of [["garbage.gguf", /not a GGUF model file/], ["truncated.gguf", /runs past the end of the file/]]) {
+    for (const [file, want] of [["garbage.gguf", /not a GGUF model file/], ["truncated.gguf", /The file ends before the model does: it is incomplete/]]) {
       await page.locator("#model-dialog").evaluate((d) => { d.scrollTop = d.scrollHeight; });
       await page.locator("#model-file").setInputFiles(join(artifacts, file));
       await page.waitForFunction((w) => new RegExp(w).test(document.getElementById("model-error").textContent), want.source, { timeout: 20_000 })

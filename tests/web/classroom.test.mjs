@@ -190,7 +190,12 @@ try {
     }, null, { timeout: 10_000 });
     assert((await page.locator("#c-prompt-tokens .chip.special").first().textContent()).startsWith("<|im_start|>"), "special tokens visible");
     assert(/\d+ of 128 tokens/.test(await page.locator("#c-prompt-count").textContent()), "context fullness");
+    const lastSpecial = () => page.locator("#c-prompt-tokens .chip.special").last().evaluate((c) => c.firstChild.textContent);
+    assertEq(await lastSpecial(), "<|im_start|>", "with a draft, the prompt ends with the assistant's turn opened");
     await page.getByRole("textbox", { name: "Message" }).fill("");
+    // Nothing would be sent: the model sees the conversation as it stands, with no turn opened.
+    await page.waitForFunction(() => [...document.querySelectorAll("#c-prompt-tokens .chip.special")].at(-1)?.firstChild.textContent === "<|im_end|>", null, { timeout: 10_000 });
+    assertEq(await page.locator("#c-draft-tokens .chip").count(), 0, "no draft tokens");
   });
 
   await check("the trace exports as JSON and CSV", async () => {

@@ -468,11 +468,12 @@ function requestFit() {
     const messages = last ? C.history(conv, last.id) : C.history(conv, null);
     const draft = input.value.trim();
     if (draft) messages.push({ role: "user", content: draft });
+    // With an empty draft nothing would be sent: the model sees the conversation as it stands.
+    classroom.refreshTokens([...messages], draft);
     if (!messages.some((m) => m.role !== "system")) messages.push({ role: "user", content: "" });
     engine.fit(messages, settings.read().max_tokens).then(showFit, (e) => {
       if (e.kind !== "superseded" && e.kind !== "aborted") showFitError(e);
     });
-    classroom.refreshTokens(messages, draft);
   }, 200);
 }
 

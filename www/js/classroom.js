@@ -280,7 +280,7 @@ export function createClassroom(api) {
     tokTimer = setTimeout(() => {
       const engine = api.engine();
       if (!engine) return;
-      for (const [which, args] of [["draft", { text: draft }], ["prompt", { messages }]]) {
+      for (const [which, args] of [["draft", { text: draft }], ["prompt", { messages, generation: !!draft }]]) {
         engine.tokens(args).then((r) => showTokens(which, r), () => { /* superseded, or the engine went */ });
       }
     }, 250);

@@ -142,10 +142,15 @@ export async function renderStorage() {
     }));
     ul.append(li);
   }
+  // Whether the browser promised to keep the site's data (Safari and WebKitGTK have no
+  // `persist()`; Chromium and Firefox may refuse it): a person should know a model may need
+  // downloading again.
+  const persisted = await Promise.resolve(navigator.storage?.persisted?.()).catch(() => undefined);
+  const kept = persisted === true ? t("storagePersisted") : t("storageMayClear");
   try {
     const { usage = 0, quota = 0 } = await navigator.storage.estimate();
-    $("storage-used").textContent = t("storageUsed", { used: (usage / 1e6).toFixed(1), quota: (quota / 1e6).toFixed(0) });
-  } catch { $("storage-used").textContent = ""; }
+    $("storage-used").textContent = `${t("storageUsed", { used: (usage / 1e6).toFixed(1), quota: (quota / 1e6).toFixed(0) })} ${kept}`;
+  } catch { $("storage-used").textContent = kept; }
 }
 
 /** GPT-1/2/3 next to the loaded model: the same recipe, at very different sizes. */

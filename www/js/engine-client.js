@@ -152,8 +152,9 @@ export class EngineClient {
   fit(messages, reserve) { return this.request("fit", { messages, reserve }); }
   /** The exact prompt text for `messages`. */
   render(messages) { return this.request("render", { messages }); }
-  /** Token ids and texts of `text`, or of the rendered `messages`. */
-  tokens({ text, messages }) { return this.request("tokens", { text, messages }); }
+  /** Token ids and texts of `text`, or of the rendered `messages` (the assistant's turn opened
+   *  after them unless `generation` is false). */
+  tokens({ text, messages, generation }) { return this.request("tokens", { text, messages, generation }); }
 
   // Classroom mode: each call resolves to what comes next ({candidates, pipeline} or {done, reason, stats}).
   classroomStart({ messages, ids, options, reserve }, on = {}) {

@@ -4,6 +4,9 @@
 //   <key>.gguf  a complete, verified model, committed by renaming the .part file
 //   <key>.json  what is known of it: {url, name, size, sha256, verified, saved}
 // An interrupted download therefore never leaves a .gguf behind.
+// Where there is no OPFS (WebKitGTK; a private window in Firefox), a complete, verified model is
+// kept in Cache Storage instead (cache "ember-models", keyed by its URL, its description in the
+// x-ember-meta header): no resume there, but offline use still works.
 const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
 export const sha256 = async (bytes) => hex(await crypto.subtle.digest("SHA-256", bytes));
 
@@ -32,9 +35,25 @@ async function writeJson(d, name, value) {
   await w.close();
 }
 
+const FALLBACK = "ember-models";
+const fallbackStore = () => (self.caches ? caches.open(FALLBACK) : Promise.reject(new Error("no Cache Storage")));
+const metaOf = (res) => { try { return JSON.parse(res.headers.get("x-ember-meta")); } catch { return null; } };
+
+/** OPFS's models folder, or null where this browser has none (or refuses it). */
+async function dirOrNull() {
+  try { return await dir(); } catch { return null; }
+}
+
 /** The cached, verified copy of `url`, or null. */
 export async function lookup(url) {
-  const d = await dir();
+  const d = await dirOrNull();
+  if (!d) {
+    const res = await (await fallbackStore()).match(url);
+    const meta = res && metaOf(res);
+    if (!meta) return null;
+    const file = await res.blob();
+    return file.size === meta.size ? { meta, file } : null;
+  }
   const key = await keyFor(url);
   const meta = await readJson(d, `${key}.json`);
   const file = await fileOf(d, `${key}.gguf`);
@@ -42,9 +61,32 @@ export async function lookup(url) {
   return { meta, file };
 }
 
+/** Keeps a verified download in Cache Storage (no OPFS here); the kept copy, read from disk, so
+ *  that the downloaded chunks can be let go. */
+async function keepInFallback(url, blob, meta) {
+  const store = await fallbackStore();
+  await store.put(url, new Response(blob, { headers: { "content-type": "application/octet-stream", "x-ember-meta": JSON.stringify(meta) } }));
+  const kept = await store.match(url);
+  return kept ? kept.blob() : blob;
+}
+
+/** The models kept in Cache Storage, as `list()` gives them. */
+async function listFallback() {
+  // A browser that refuses Cache Storage too (a private window may) has nothing kept.
+  if (!(await (self.caches?.has(FALLBACK) ?? false).catch(() => false))) return [];
+  const store = await caches.open(FALLBACK);
+  const out = [];
+  for (const req of await store.keys()) {
+    const meta = metaOf(await store.match(req));
+    if (meta) out.push({ key: await keyFor(meta.url), complete: true, size: meta.size, url: meta.url, name: meta.name, verified: Boolean(meta.verified) });
+  }
+  return out;
+}
+
 /** Every stored model (complete ones, and downloads in progress). */
 export async function list() {
-  const d = await dir();
+  const d = await dirOrNull();
+  if (!d) return (await listFallback()).sort((a, b) => a.name.localeCompare(b.name));
   const out = [];
   for await (const [name, handle] of d.entries()) {
     const m = /^([0-9a-f]{32})\.(gguf|part)$/.exec(name);
@@ -61,7 +103,11 @@ export async function list() {
  *  left (its description included) stays: the caller says so rather than showing a model as
  *  gone that is not. */
 export async function remove(key) {
-  const d = await dir();
+  const d = await dirOrNull();
+  if (!d) {
+    for (const m of await listFallback()) if (m.key === key && !(await (await fallbackStore()).delete(m.url))) throw new Error("Cache Storage kept it");
+    return;
+  }
   for (const n of [`${key}.gguf`, `${key}.part`, `${key}.json`, `${key}.part.json`]) {
     try { await d.removeEntry(n); } catch (e) { if (e?.name !== "NotFoundError") throw e; }
   }
@@ -97,9 +143,13 @@ export async function download(url, options = {}) {
 
 async function downloadOnce(url, options) {
   const { sha256: expected = null, onProgress = () => {}, onNotice = () => {}, quota: quotaLimit = null, hasher, checkHead = null } = options;
-  // Without a usable OPFS (a private window, an old browser) the model is downloaded, not kept.
+  // Without a usable OPFS (a private window, WebKitGTK) the model is kept in Cache Storage once
+  // verified; without that either, it is downloaded and not kept.
   let d = null;
-  try { d = await dir(); } catch (e) { onNotice("errCache", { m: e.message || String(e) }); }
+  let fallback = false;
+  try { d = await dir(); } catch (e) {
+    if (self.caches) fallback = true; else onNotice("errCache", { m: e.message || String(e) });
+  }
   const key = await keyFor(url);
   const partMeta = d ? await readJson(d, `${key}.part.json`) : null;
   const partFile = partMeta?.url === url ? await fileOf(d, `${key}.part`) : null;
@@ -192,12 +242,22 @@ async function downloadOnce(url, options) {
       if (d) await remove(key);
       throw new DownloadError("errChecksum", { url });
     }
+    const name = decodeURIComponent(new URL(url).pathname.split("/").pop() || url);
+    if (fallback) {
+      const blob = new Blob(chunks);
+      try {
+        return await keepInFallback(url, blob, { url, name, size: loaded, sha256: got, verified: Boolean(want), saved: Date.now() });
+      } catch (e) {
+        onNotice("errCache", { m: e.message || String(e) });
+        return blob;
+      }
+    }
     // Not kept: a resumed download's first part is the .part file (no handle wrote to it).
     if (!cache) return new Blob(have > 0 ? [partFile, ...chunks] : chunks);
     // Commit: the complete file takes its final name only now.
     const part = await d.getFileHandle(`${key}.part`);
     await part.move(d, `${key}.gguf`);
-    await writeJson(d, `${key}.json`, { url, name: decodeURIComponent(new URL(url).pathname.split("/").pop() || url), size: loaded, sha256: got, verified: Boolean(want), saved: Date.now() });
+    await writeJson(d, `${key}.json`, { url, name, size: loaded, sha256: got, verified: Boolean(want), saved: Date.now() });
     try { await d.removeEntry(`${key}.part.json`); } catch { /* gone */ }
     return await fileOf(d, `${key}.gguf`);
   } catch (e) {
