@@ -297,14 +297,13 @@ struct Generation {
     finished: bool,
 }
 
-/// Bytes a tensor of `n` elements stored as `ty` takes on `backend`. wgpu keeps every quantised
-/// type in its blocks (`gpu::QFormat::held_bytes`); the CPU's `QMatrix` repacks Q4_0, Q4_1 and
-/// Q8_0 the same way and keeps the other block types as stored.
+/// Bytes a tensor of `n` elements stored as `ty` takes on `backend`: wgpu keeps every quantised
+/// type in its blocks (`gpu::QFormat::held_bytes`), the CPU repacks them (`qmatrix::held_bytes`).
 fn held_bytes(backend: Backend, ty: GgmlType, n: u64) -> u64 {
     match (backend, ty) {
         (_, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => 4 * n,
-        (Backend::Wgpu, _) | (Backend::Cpu, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) => QFormat::of(ty).map_or(4 * n, |f| f.held_bytes(n)),
-        (Backend::Cpu, t) => t.stored_bytes(n as usize) as u64,
+        (Backend::Wgpu, _) => QFormat::of(ty).map_or(4 * n, |f| f.held_bytes(n)),
+        (Backend::Cpu, _) => crate::model::qmatrix::held_bytes(ty, n),
     }
 }
 

@@ -7,19 +7,26 @@
 //!   golden tests show), so a block's products are exact integer multiply-adds
 //!   (`i32x4.dot_i16x8_s` in wasm) and its scales apply once:
 //!   `Σ (d·qᵢ + m)·xᵢ ≈ d·s·Σ qᵢ·x̂ᵢ + m·Σ xᵢ`, the offset term from the exact f32 sums. Prefill
-//!   unpacks a block once for four tokens; a token's result does not depend on the batch.
-//! - **f32 and the other formats**: each row is dequantised once, with llama.cpp's reference
+//!   unpacks a block once for every token natively (for four in wasm); a token's result does not
+//!   depend on the batch.
+//! - **Q5_0, Q5_1, Q4_K, Q5_K, Q6_K** the same way, over 32-value sub-blocks ([`Subs`]): a
+//!   value is `s_h·(q − z) + m`, with `s_h` the scale of its half (Q6_K scales each 16 values;
+//!   the others one per sub-block), so a half's integer sum is scaled once:
+//!   `Σ_h s_h·s·Σ (qᵢ − z)·x̂ᵢ + m·Σ xᵢ`.
+//! - **f32 and f16/bf16**: each row is dequantised once, with llama.cpp's reference
 //!   arithmetic, and multiplied in f32 by every token, two rows by four tokens per step.
 //!
-//! Q4_0, Q4_1 and Q8_0 are repacked at load: scales become f32 (exact: they are f16 in the file)
-//! in their own array, and the quants lie contiguous, 16 or 32 bytes per block, so that loads are
-//! aligned. Other block types (Q5_0, Q5_1, the K-quants) stay as the file's bytes and are
-//! dequantised a row at a time. In wasm the inner loops use SIMD128 (the integer ones sum each
-//! block's products per lane); natively the f32 loops use SSE2 or AVX2, and the integer ones are
-//! portable Rust that sums each block exactly before scaling it.
+//! Every quantised type is repacked at load: scales become f32 (exact: they are f16 in the file,
+//! or a K-quant's `d·sc`, the one f32 product llama.cpp's dequantiser makes) in their own
+//! arrays, and the quants lie contiguous so that loads are aligned: 32 bytes per block for Q8_0,
+//! 16 bytes of nibbles for the 4-bit low parts of the others, and for 5- and 6-bit quants one or
+//! two 32-bit planes of their high bits. In wasm the inner loops use SIMD128 (the integer ones
+//! sum each block's products per lane); natively the f32 loops use SSE2 or AVX2, and the
+//! integer ones sum each block's halves exactly (SSE2 `pmaddwd` on x86-64, portable Rust
+//! elsewhere: the same integers) before the same f32 scaling.
 
 use crate::error::{Error, Result};
-use crate::gguf::quant::{dequantize_into, subs, GgmlType, Sub};
+use crate::gguf::quant::{dequantize_into, subs, GgmlType, Sub, Value};
 
 pub(crate) use kernels::dot;
 
@@ -54,12 +61,146 @@ enum QData {
         m: Vec<f32>,
         q: Vec<u8>,
     },
-    /// The file's blocks, dequantised a row at a time.
-    Blocks {
-        ty: GgmlType,
-        bytes: Vec<u8>,
-    },
+    /// Q5_0, Q5_1 and the K-quants, by 32-value sub-block.
+    Subs(Subs),
 }
+
+/// Quants of up to 6 bits in 32-value sub-blocks, value `s_h·(q − zero) + m` for the sub-block's
+/// half `h` (elements 0..16, 16..32): Q5_0 and Q6_K (centered), Q5_1 (`+m`), Q4_K and Q5_K
+/// (`−m`, kept negated). The layout is the kernels' contract.
+#[derive(Debug, Clone)]
+pub struct Subs {
+    /// 16 bytes per sub-block: the low 4 bits, element `j` in the low nibble of byte `j` and
+    /// element `j + 16` in its high nibble.
+    lo: Vec<u8>,
+    /// `planes` words per sub-block: bit `j` of word `p` is bit `4 + p` of element `j`.
+    hi: Vec<u32>,
+    planes: usize,
+    /// `halves` scales per sub-block (2 for Q6_K, whose scales cover 16 values; else 1).
+    s: Vec<f32>,
+    halves: usize,
+    /// The offset per sub-block (empty for the centered types).
+    m: Vec<f32>,
+    zero: i32,
+}
+
+/// Byte `j` of `SPREAD[v]` is bit `j` of `v`: a plane's bits become one per quant byte.
+const SPREAD: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut v = 0;
+    while v < 256 {
+        let mut j = 0;
+        while j < 8 {
+            t[v] |= (((v >> j) & 1) as u64) << (8 * j);
+            j += 1;
+        }
+        v += 1;
+    }
+    t
+};
+
+/// One row of a [`Subs`] matrix, as the wasm kernel reads it.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub struct SubRow<'a> {
+    lo: &'a [u8],
+    hi: &'a [u32],
+    planes: usize,
+    s: &'a [f32],
+    halves: usize,
+    zero: i32,
+}
+
+impl Subs {
+    /// Repacks `bytes` of `ty` (whole blocks), one pass over its sub-blocks.
+    fn new(ty: GgmlType, bytes: &[u8], blocks: usize) -> Self {
+        let layout = ty.layout().expect("a block format");
+        let planes = layout.bits as usize - 4;
+        let halves = if ty == GgmlType::Q6_K { 2 } else { 1 };
+        let (zero, sign) = match layout.value {
+            Value::Centered(z) => (z, 0.0),
+            Value::PlusMin => (0, 1.0),
+            Value::MinusMin => (0, -1.0),
+            Value::Signed => unreachable!("Q8_0 has its own kernel"),
+        };
+        let mut p = Subs {
+            lo: Vec::with_capacity(blocks * 16),
+            hi: Vec::with_capacity(blocks * planes),
+            planes,
+            s: Vec::with_capacity(blocks * halves),
+            halves,
+            m: Vec::with_capacity(if sign == 0.0 { 0 } else { blocks }),
+            zero,
+        };
+        for sub in subs(layout, bytes) {
+            p.lo.extend((0..16).map(|j| (sub.q[j] & 0x0F) | (sub.q[j + 16] & 0x0F) << 4));
+            p.hi.extend((0..planes).map(|b| (0..32).fold(0u32, |w, j| w | (((sub.q[j] >> (4 + b)) & 1) as u32) << j)));
+            p.s.extend((0..halves).map(|h| sub.scale(h)));
+            if sign != 0.0 {
+                p.m.push(sign * sub.offset());
+            }
+        }
+        debug_assert_eq!((p.lo.len(), p.s.len()), (blocks * 16, blocks * halves));
+        p
+    }
+
+    /// Row `r` of a matrix of `nb` sub-blocks a row.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    fn row(&self, r: usize, nb: usize) -> SubRow<'_> {
+        SubRow {
+            lo: &self.lo[r * nb * 16..(r + 1) * nb * 16],
+            hi: &self.hi[r * nb * self.planes..(r + 1) * nb * self.planes],
+            planes: self.planes,
+            s: &self.s[r * nb * self.halves..(r + 1) * nb * self.halves],
+            halves: self.halves,
+            zero: self.zero,
+        }
+    }
+
+    /// Sub-block `b`'s quants, `q − zero`: the nibbles, then each plane's bits spread to bytes
+    /// eight at a time (`SPREAD`).
+    #[inline(always)]
+    fn quants(&self, b: usize) -> [i16; QK] {
+        let lo: &[u8; 16] = self.lo[b * 16..(b + 1) * 16].try_into().expect("a sub-block");
+        let mut q = [0u64; 4]; // the 32 quants as bytes, eight to a word
+        for (k, q) in q.iter_mut().enumerate() {
+            let half = &lo[8 * (k % 2)..8 * (k % 2) + 8];
+            let bytes: [u8; 8] = std::array::from_fn(|j| if k < 2 { half[j] & 0x0F } else { half[j] >> 4 });
+            *q = u64::from_le_bytes(bytes);
+        }
+        for p in 0..self.planes {
+            let bits = self.hi[b * self.planes + p].to_le_bytes();
+            for (q, byte) in q.iter_mut().zip(bits) {
+                *q |= SPREAD[byte as usize] << (4 + p);
+            }
+        }
+        let bytes: [[u8; 8]; 4] = q.map(u64::to_le_bytes);
+        std::array::from_fn(|j| bytes[j / 8][j % 8] as i16 - self.zero as i16)
+    }
+
+    /// The scales of sub-block `b`'s two halves.
+    fn scales(&self, b: usize) -> (f32, f32) {
+        if self.halves == 2 {
+            (self.s[2 * b], self.s[2 * b + 1])
+        } else {
+            (self.s[b], self.s[b])
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+impl SubRow<'_> {
+    /// The scales of the row's sub-block `b`'s two halves.
+    fn scales(&self, b: usize) -> (f32, f32) {
+        if self.halves == 2 {
+            (self.s[2 * b], self.s[2 * b + 1])
+        } else {
+            (self.s[b], self.s[b])
+        }
+    }
+}
+
+/// Per token the block sums of `x`, and per block the offsets they multiply.
+type Offsets<'a> = (Vec<Vec<f32>>, Option<&'a Vec<f32>>);
 
 /// `n` items in a vector of exactly that capacity.
 fn exact<T>(n: usize, items: impl Iterator<Item = T>) -> Vec<T> {
@@ -67,6 +208,26 @@ fn exact<T>(n: usize, items: impl Iterator<Item = T>) -> Vec<T> {
     v.extend(items);
     debug_assert_eq!(v.len(), n);
     v
+}
+
+/// Bytes a matrix of `n` values stored as `ty` holds once repacked (the engine's size check
+/// and the model card count these): per 32 values, Q8_0 32 + 4, Q4_0 16 + 4, Q4_1 16 + 8, the
+/// sub-block formats 16 bytes of nibbles, 4 per high-bit plane, 4 per scale and 4 for an offset.
+pub fn held_bytes(ty: GgmlType, n: u64) -> u64 {
+    let blocks = n / QK as u64;
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 4 * n,
+        GgmlType::Q8_0 => blocks * (32 + 4),
+        GgmlType::Q4_0 => blocks * (16 + 4),
+        GgmlType::Q4_1 => blocks * (16 + 8),
+        _ => {
+            let layout = ty.layout().expect("a block format");
+            let planes = layout.bits as u64 - 4;
+            let halves = if ty == GgmlType::Q6_K { 2 } else { 1 };
+            let offset = if matches!(layout.value, Value::Centered(_)) { 0 } else { 1 };
+            blocks * (16 + 4 * (planes + halves + offset))
+        }
+    }
 }
 
 impl QMatrix {
@@ -94,9 +255,21 @@ impl QMatrix {
             GgmlType::Q4_1 => {
                 QData::Q4_1 { d: exact(blocks, subs().map(|s| s.d)), m: exact(blocks, subs().map(|s| s.dmin)), q: exact(blocks * 16, subs().flat_map(nibbles)) }
             }
-            _ => QData::Blocks { ty, bytes: bytes.to_vec() },
+            GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QData::Subs(Subs::new(ty, bytes, blocks)),
         };
         Ok(QMatrix { rows, cols, data })
+    }
+
+    /// Bytes the matrix holds (its arrays' capacities).
+    pub fn bytes(&self) -> u64 {
+        let size = |n: usize, each: usize| (n * each) as u64;
+        match &self.data {
+            QData::F32(v) => size(v.capacity(), 4),
+            QData::Q8_0 { d, q } => size(d.capacity(), 4) + size(q.capacity(), 1),
+            QData::Q4_0 { d, q } => size(d.capacity(), 4) + size(q.capacity(), 1),
+            QData::Q4_1 { d, m, q } => size(d.capacity(), 4) + size(m.capacity(), 4) + size(q.capacity(), 1),
+            QData::Subs(p) => size(p.lo.capacity(), 1) + size(p.hi.capacity(), 4) + size(p.s.capacity(), 4) + size(p.m.capacity(), 4),
+        }
     }
 
     /// Output width.
@@ -140,9 +313,16 @@ impl QMatrix {
                     }
                 }
             }
-            QData::Blocks { ty, bytes } => {
-                let rb = ty.stored_bytes(c);
-                dequantize_into(*ty, &bytes[r * rb..(r + 1) * rb], out).expect("block sizes checked in new");
+            QData::Subs(p) => {
+                // The reference's arithmetic: `s·(q − z)`, `s·q + m` or `s·q − m` (m kept negated).
+                for (b, y) in out.chunks_exact_mut(QK).enumerate() {
+                    let (q, (s0, s1)) = (p.quants(r * nb + b), p.scales(r * nb + b));
+                    let m = if p.m.is_empty() { None } else { Some(p.m[r * nb + b]) };
+                    for j in 0..QK {
+                        let v = if j < 16 { s0 } else { s1 } * q[j] as f32;
+                        y[j] = m.map_or(v, |m| v + m);
+                    }
+                }
             }
         }
     }
@@ -157,38 +337,114 @@ impl QMatrix {
         debug_assert_eq!((x.len(), y.len()), (t * self.cols, t * self.rows));
         let c = self.cols;
         match &self.data {
-            QData::Q8_0 { .. } | QData::Q4_0 { .. } | QData::Q4_1 { .. } => self.matmul_x16(x, t, y),
             QData::F32(v) if t == 1 => {
                 for (r, y) in y.iter_mut().enumerate() {
                     *y = kernels::dot_w(&v[r * c..(r + 1) * c], x);
                 }
             }
-            _ if t == 1 => {
-                let mut row = vec![0f32; c];
-                for (r, y) in y.iter_mut().enumerate() {
-                    self.row_into(r, &mut row);
-                    *y = kernels::dot_w(&row, x);
-                }
-            }
-            _ => self.matmul_f32(x, t, y),
+            QData::F32(_) => self.matmul_f32(x, t, y),
+            _ => self.matmul_x16(x, t, y),
         }
     }
 
-    /// The 4- and 8-bit formats: every token's `x` rounded to 16 bits ([`X16`]), then integer
-    /// dot products, four tokens per pass over a row so that its unpacked quants are reused.
+    /// Per token, the block sums of `x` that the offsets multiply, and the offsets:
+    /// `Σ (d·q + m)·x = d·Σ q·x + m·Σ x` (Q4_1, Q5_1, the K-quants with `m` negated);
+    /// `Σ d·(q − 8)·x = d·Σ q·x − 8·d·Σ x` (Q4_0). Q8_0 and the centered sub-blocks have none.
+    fn offsets(&self, x: &[f32]) -> Offsets<'_> {
+        let c = self.cols;
+        let sums = |k: f32| -> Vec<Vec<f32>> { x.chunks_exact(c).map(|x| x.chunks_exact(QK).map(|b| k * b.iter().sum::<f32>()).collect()).collect() };
+        match &self.data {
+            QData::Q4_0 { d, .. } => (sums(-8.0), Some(d)),
+            QData::Q4_1 { m, .. } => (sums(1.0), Some(m)),
+            QData::Subs(p) if !p.m.is_empty() => (sums(1.0), Some(&p.m)),
+            _ => (Vec::new(), None),
+        }
+    }
+
+    /// Row `r`'s offset term for token `i` (see [`QMatrix::offsets`]).
+    fn offset(&self, r: usize, i: usize, (sums, offsets): &Offsets) -> f32 {
+        let nb = self.cols / QK;
+        offsets.map_or(0.0, |o| o[r * nb..(r + 1) * nb].iter().zip(&sums[i]).map(|(o, s)| o * s).sum())
+    }
+
+    /// The block formats natively: every token's `x` rounded to 16 bits ([`X16`]); each block
+    /// of a row widened to i16 once ([`QMatrix::x16_rows`]) and met by every token, its
+    /// halves as exact integer sums ([`kernels::halves`]), then scaled. A token's arithmetic is
+    /// the same whatever the batch, so the prompt run in one pass gives the same keys and values
+    /// as token by token.
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    fn matmul_x16(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        let xq: Vec<X16> = x.chunks_exact(self.cols).map(X16::new).collect();
+        debug_assert_eq!(xq.len(), t);
+        let offsets = self.offsets(x);
+        // One loop per format, each monomorphised over how its blocks widen.
+        match &self.data {
+            QData::Q8_0 { d, q } => self.x16_rows(&xq, &offsets, y, false, |i| {
+                let q: &[i8; QK] = q[i * QK..(i + 1) * QK].try_into().expect("a block");
+                (q.map(i16::from), [d[i]; 2])
+            }),
+            QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => self.x16_rows(&xq, &offsets, y, false, |i| {
+                let q: &[u8; 16] = q[i * 16..(i + 1) * 16].try_into().expect("a block");
+                (std::array::from_fn(|j| if j < 16 { (q[j] & 0x0F) as i16 } else { (q[j - 16] >> 4) as i16 }), [d[i]; 2])
+            }),
+            QData::Subs(p) => self.x16_rows(&xq, &offsets, y, p.halves == 2, |i| {
+                let (s0, s1) = p.scales(i);
+                (p.quants(i), [s0, s1])
+            }),
+            QData::F32(_) => unreachable!("f32 rows are multiplied in f32"),
+        }
+    }
+
+    /// The loop of [`QMatrix::matmul_x16`]: block `i` of the matrix widens to its i16 quants
+    /// (`q − zero` for the centered sub-blocks, whose offset this folds in) and its halves'
+    /// scales; `split` where those differ (Q6_K).
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    #[inline(always)]
+    fn x16_rows(&self, xq: &[X16], offsets: &Offsets, y: &mut [f32], split: bool, widen: impl Fn(usize) -> ([i16; QK], [f32; 2])) {
+        let (n, nb) = (self.rows, self.cols / QK);
+        let term = |x: &X16, b: usize, w: &[i16; QK], [s0, s1]: [f32; 2]| {
+            let [a0, a1] = kernels::halves(w, &x.q[b * QK..(b + 1) * QK]);
+            if split {
+                x.s[b] * (s0 * a0 as f32 + s1 * a1 as f32)
+            } else {
+                s0 * x.s[b] * (a0 + a1) as f32
+            }
+        };
+        let mut acc = vec![0f32; xq.len()];
+        for r in 0..n {
+            if let [x] = xq {
+                // One token (decoding): the same arithmetic, its sum kept in a register.
+                let mut acc = 0f32;
+                for b in 0..nb {
+                    let (w, s) = widen(r * nb + b);
+                    acc += term(x, b, &w, s);
+                }
+                y[r] = self.offset(r, 0, offsets) + acc;
+                continue;
+            }
+            acc.fill(0.0);
+            for b in 0..nb {
+                let (w, s) = widen(r * nb + b);
+                for (acc, x) in acc.iter_mut().zip(xq) {
+                    *acc += term(x, b, &w, s);
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                y[i * n + r] = self.offset(r, i, offsets) + acc;
+            }
+        }
+    }
+
+    /// The block formats in wasm: every token's `x` rounded to 16 bits ([`X16`]), then integer
+    /// dot products in SIMD128, four tokens per pass over a row so that its unpacked quants are
+    /// reused.
     /// A token's result does not depend on how many tokens run with it: the prompt run in one
     /// pass gives the same keys and values as token by token.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     fn matmul_x16(&self, x: &[f32], t: usize, y: &mut [f32]) {
         let (c, n, nb) = (self.cols, self.rows, self.cols / QK);
         let xq: Vec<X16> = x.chunks_exact(c).map(X16::new).collect();
-        // Per token, the block sums of x for the offsets: Σ (d·q + m)·x = d·Σ q·x + m·Σ x (Q4_1);
-        // Σ d·(q − 8)·x = d·Σ q·x − 8·d·Σ x (Q4_0).
-        let sums = |k: f32| -> Vec<Vec<f32>> { x.chunks_exact(c).map(|x| x.chunks_exact(QK).map(|b| k * b.iter().sum::<f32>()).collect()).collect() };
-        let (sums, offsets) = match &self.data {
-            QData::Q4_0 { d, .. } => (sums(-8.0), Some(d)),
-            QData::Q4_1 { m, .. } => (sums(1.0), Some(m)),
-            _ => (Vec::new(), None),
-        };
+        let offsets = self.offsets(x);
         for r in 0..n {
             let blocks = r * nb..(r + 1) * nb;
             let mut i = 0;
@@ -202,18 +458,18 @@ impl QMatrix {
                     QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => {
                         kernels::dot_q4_x16(&d[blocks.clone()], &q[r * nb * 16..(r + 1) * nb * 16], xs, &mut out)
                     }
-                    _ => unreachable!("only the 4- and 8-bit formats"),
+                    QData::Subs(p) => kernels::dot_sub_x16(&p.row(r, nb), xs, &mut out),
+                    QData::F32(_) => unreachable!("f32 rows are multiplied in f32"),
                 }
                 for (j, v) in out[..k].iter().enumerate() {
-                    let offset: f32 = offsets.map_or(0.0, |o| o[blocks.clone()].iter().zip(&sums[i + j]).map(|(o, s)| o * s).sum());
-                    y[(i + j) * n + r] = offset + v;
+                    y[(i + j) * n + r] = self.offset(r, i + j, &offsets) + v;
                 }
                 i += k;
             }
         }
     }
 
-    /// f32 and the other block formats: rows dequantised once, eight at a time, and met by
+    /// f32 (and f16/bf16, widened at load): rows taken eight at a time and met by
     /// every token, two rows by four tokens per inner step, so that each load feeds several
     /// products and the tile stays in L1. Each product is computed as `kernels::dot_w` computes
     /// it alone, so a token's result does not depend on the batch here either.
@@ -419,42 +675,33 @@ mod kernels {
         [0, 1].map(|r| [0, 1, 2, 3].map(|k| dot(w[r], x[k])))
     }
 
-    /// A Q8_0 row against one to four 16-bit vectors: `out[k] = Σ_b d_b·s_kb · Σ q·x_k`, the
-    /// block sums exact integers (so their order does not matter; the compiler vectorises them).
-    pub fn dot_q8_x16(d: &[f32], q: &[i8], xs: &[&super::X16], out: &mut [f32; 4]) {
-        for (b, q) in q.chunks_exact(QK).enumerate() {
-            for (k, x) in xs.iter().enumerate() {
-                let xq = &x.q[b * QK..(b + 1) * QK];
-                let mut acc = [0i32; 8];
-                for j in 0..4 {
-                    for l in 0..8 {
-                        acc[l] += q[8 * j + l] as i32 * xq[8 * j + l] as i32;
-                    }
-                }
-                out[k] += d[b] * x.s[b] * acc.iter().sum::<i32>() as f32;
-            }
+    /// `Σ w·x` over each half (elements 0..16, 16..32) of a block: exact integers, so the SSE2
+    /// path (`pmaddwd`, part of every x86-64) gives the portable sums bit for bit, and the f32
+    /// arithmetic around it is the same code on every target.
+    #[inline(always)]
+    pub fn halves(w: &[i16; QK], x: &[i16]) -> [i32; 2] {
+        let x: &[i16; QK] = x.try_into().expect("a 32-value block");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE2 is part of x86_64; each load reads 8 of the 32 values of `w` or `x`.
+        unsafe {
+            use std::arch::x86_64::*;
+            let (wp, xp) = (w.as_ptr() as *const __m128i, x.as_ptr() as *const __m128i);
+            let pair = |i: usize| {
+                _mm_add_epi32(
+                    _mm_madd_epi16(_mm_loadu_si128(wp.add(i)), _mm_loadu_si128(xp.add(i))),
+                    _mm_madd_epi16(_mm_loadu_si128(wp.add(i + 1)), _mm_loadu_si128(xp.add(i + 1))),
+                )
+            };
+            // Both halves' four lanes summed together: [a0+a1+a2+a3, b0+b1+b2+b3, …].
+            let (a, b) = (pair(0), pair(2));
+            let u = _mm_add_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+            let v = _mm_add_epi32(u, _mm_srli_si128(u, 8));
+            [_mm_cvtsi128_si32(v), _mm_cvtsi128_si32(_mm_srli_si128(v, 4))]
         }
-    }
-
-    /// A 4-bit row (nibbles, no offset) against one to four 16-bit vectors:
-    /// `out[k] = Σ_b d_b·s_kb · Σ q·x_k`.
-    pub fn dot_q4_x16(d: &[f32], q: &[u8], xs: &[&super::X16], out: &mut [f32; 4]) {
-        for (b, q) in q.chunks_exact(16).enumerate() {
-            let mut w = [0i32; QK];
-            for j in 0..16 {
-                w[j] = (q[j] & 0x0F) as i32;
-                w[j + 16] = (q[j] >> 4) as i32;
-            }
-            for (k, x) in xs.iter().enumerate() {
-                let xq = &x.q[b * QK..(b + 1) * QK];
-                let mut acc = [0i32; 8];
-                for j in 0..4 {
-                    for l in 0..8 {
-                        acc[l] += w[8 * j + l] * xq[8 * j + l] as i32;
-                    }
-                }
-                out[k] += d[b] * x.s[b] * acc.iter().sum::<i32>() as f32;
-            }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let half = |h: usize| (16 * h..16 * h + 16).map(|j| w[j] as i32 * x[j] as i32).sum::<i32>();
+            [half(0), half(1)]
         }
     }
 }
@@ -576,6 +823,54 @@ mod kernels {
         }
     }
 
+    /// A [`super::Subs`] row against one to four 16-bit vectors:
+    /// `out[k] = Σ_b s_kb · Σ_h s_bh · Σ_{j∈h} (q − z)·x_k`. A sub-block's quants are assembled
+    /// once (nibbles, then each plane's bits spread to bytes) and widened to i16 for all tokens.
+    pub fn dot_sub_x16(row: &super::SubRow, xs: &[&super::X16], out: &mut [f32; 4]) {
+        let nb = row.s.len() / row.halves;
+        assert!(row.lo.len() == nb * 16 && row.hi.len() == nb * row.planes && xs.len() <= 4 && xs.iter().all(|x| x.q.len() == nb * QK && x.s.len() == nb));
+        let (mask, none) = (u8x16_splat(0x0F), u8x16_splat(0));
+        let zero = i16x8_splat(row.zero as i16);
+        // Element j's bit in a plane word: byte j / 8, bit j % 8 (elements 0..16, then 16..32).
+        let (first, second) = (u8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), u8x16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        let bit = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+        let mut total = [f32x4_splat(0.0); 4];
+        // SAFETY: sub-block b spans lo[16b..16b+16] and every x.q[32b..32b+32] (asserted above).
+        unsafe {
+            for b in 0..nb {
+                let v = v128_load(row.lo.as_ptr().add(b * 16) as *const v128);
+                let (mut lo, mut hi) = (v128_and(v, mask), u8x16_shr(v, 4)); // elements 0..16, 16..32
+                for p in 0..row.planes {
+                    let word = u32x4_splat(row.hi[b * row.planes + p]);
+                    let add = u8x16_splat(16 << p);
+                    lo = v128_or(lo, v128_and(add, i8x16_ne(v128_and(i8x16_swizzle(word, first), bit), none)));
+                    hi = v128_or(hi, v128_and(add, i8x16_ne(v128_and(i8x16_swizzle(word, second), bit), none)));
+                }
+                let w = [
+                    i16x8_sub(u16x8_extend_low_u8x16(lo), zero),
+                    i16x8_sub(u16x8_extend_high_u8x16(lo), zero),
+                    i16x8_sub(u16x8_extend_low_u8x16(hi), zero),
+                    i16x8_sub(u16x8_extend_high_u8x16(hi), zero),
+                ];
+                let (s0, s1) = row.scales(b);
+                for (k, x) in xs.iter().enumerate() {
+                    let at = b * QK;
+                    let a0 = i32x4_add(i32x4_dot_i16x8(w[0], load16(&x.q, at)), i32x4_dot_i16x8(w[1], load16(&x.q, at + 8)));
+                    let a1 = i32x4_add(i32x4_dot_i16x8(w[2], load16(&x.q, at + 16)), i32x4_dot_i16x8(w[3], load16(&x.q, at + 24)));
+                    let sum = if row.halves == 1 {
+                        f32x4_mul(f32x4_convert_i32x4(i32x4_add(a0, a1)), f32x4_splat(x.s[b] * s0))
+                    } else {
+                        f32x4_add(f32x4_mul(f32x4_convert_i32x4(a0), f32x4_splat(x.s[b] * s0)), f32x4_mul(f32x4_convert_i32x4(a1), f32x4_splat(x.s[b] * s1)))
+                    };
+                    total[k] = f32x4_add(total[k], sum);
+                }
+            }
+        }
+        for k in 0..xs.len() {
+            out[k] = hsum(total[k]);
+        }
+    }
+
     /// The shared loop: block `b`'s weights widened to i16 once (`widen`), met by each token's
     /// block, scaled by `d_b·s_kb` and summed per token.
     #[inline(always)]
@@ -625,42 +920,71 @@ mod tests {
             (GgmlType::F16, w.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect()),
         ];
         for (ty, bytes) in cases {
-            let m = QMatrix::new(ty, &bytes, rows, cols).unwrap();
-            let dense = dequantize(ty, &bytes, rows * cols).unwrap();
-            let mut row = vec![0f32; cols];
-            for r in 0..rows {
-                m.row_into(r, &mut row);
-                assert_eq!(row, dense[r * cols..(r + 1) * cols], "{ty:?} row {r}");
+            check_products(ty, &bytes, rows, cols);
+        }
+        // The other formats as random blocks (every bit pattern is a valid block) with sane
+        // scales, two 256-value super-blocks a row for the K-quants.
+        for ty in [GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            let cols = 512;
+            check_products(ty, &random_blocks(ty, rows * cols, 11), rows, cols);
+        }
+    }
+
+    /// Random blocks of `ty` for `n` values, their f16 scales set to small normal values.
+    fn random_blocks(ty: GgmlType, n: usize, seed: u32) -> Vec<u8> {
+        let layout = ty.layout().unwrap();
+        let noise = values(n / ty.block_size() * ty.type_size(), seed);
+        let mut bytes: Vec<u8> = noise.iter().map(|v| ((v + 1.0) * 127.9) as u8).collect();
+        for (i, b) in bytes.chunks_exact_mut(layout.bytes).enumerate() {
+            let scale = |k: usize| f16::from_f32(0.01 + 0.002 * ((i + k) % 7) as f32).to_le_bytes();
+            b[layout.d_at..layout.d_at + 2].copy_from_slice(&scale(0));
+            if let Some(at) = layout.m_at {
+                b[at..at + 2].copy_from_slice(&scale(3));
             }
-            for t in [1, 3, 6, 9] {
-                let x = values(t * cols, 7 + t as u32);
-                let mut y = vec![0f32; t * rows];
-                m.matmul(&x, t, &mut y);
-                let quantised = !matches!(ty, GgmlType::F32 | GgmlType::F16);
-                for i in 0..t {
-                    let x = &x[i * cols..(i + 1) * cols];
-                    for r in 0..rows {
-                        let w = &dense[r * cols..(r + 1) * cols];
-                        let want: f64 = w.iter().zip(x).map(|(w, x)| *w as f64 * *x as f64).sum();
-                        // Quantised products round x to 16 bits per block (X16).
-                        let rounding: f64 = if quantised {
-                            w.chunks(QK)
-                                .zip(x.chunks(QK))
-                                .map(|(w, x)| {
-                                    let max = x.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
-                                    w.iter().map(|v| v.abs() as f64).sum::<f64>() * max / 65534.0
-                                })
-                                .sum()
-                        } else {
-                            0.0
-                        };
-                        let got = y[i * rows + r] as f64;
-                        assert!((got - want).abs() <= 1e-5 + rounding, "{ty:?} t={t} [{i},{r}]: {got} vs {want} (rounding bound {rounding})");
-                        // The same bits as the token on its own: batching changes nothing.
-                        let mut alone = vec![0f32; rows];
-                        m.matvec(x, &mut alone);
-                        assert_eq!(alone[r].to_bits(), y[i * rows + r].to_bits(), "{ty:?} t={t} [{i},{r}]");
-                    }
+        }
+        bytes
+    }
+
+    /// Rows equal to the dequantiser's, bit for bit; products within x's 16-bit rounding of the
+    /// f64 product of the dequantised matrix; a token's product the same alone or in a batch;
+    /// the bytes held as `held_bytes` says.
+    fn check_products(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) {
+        let m = QMatrix::new(ty, bytes, rows, cols).unwrap();
+        assert_eq!(m.bytes(), held_bytes(ty, (rows * cols) as u64), "{ty:?} bytes held");
+        let dense = dequantize(ty, bytes, rows * cols).unwrap();
+        let mut row = vec![0f32; cols];
+        for r in 0..rows {
+            m.row_into(r, &mut row);
+            assert_eq!(row, dense[r * cols..(r + 1) * cols], "{ty:?} row {r}");
+        }
+        for t in [1, 3, 6, 9] {
+            let x = values(t * cols, 7 + t as u32);
+            let mut y = vec![0f32; t * rows];
+            m.matmul(&x, t, &mut y);
+            let quantised = !matches!(ty, GgmlType::F32 | GgmlType::F16);
+            for i in 0..t {
+                let x = &x[i * cols..(i + 1) * cols];
+                for r in 0..rows {
+                    let w = &dense[r * cols..(r + 1) * cols];
+                    let want: f64 = w.iter().zip(x).map(|(w, x)| *w as f64 * *x as f64).sum();
+                    // Quantised products round x to 16 bits per block (X16).
+                    let rounding: f64 = if quantised {
+                        w.chunks(QK)
+                            .zip(x.chunks(QK))
+                            .map(|(w, x)| {
+                                let max = x.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                                w.iter().map(|v| v.abs() as f64).sum::<f64>() * max / 65534.0
+                            })
+                            .sum()
+                    } else {
+                        0.0
+                    };
+                    let got = y[i * rows + r] as f64;
+                    assert!((got - want).abs() <= 1e-5 + rounding, "{ty:?} t={t} [{i},{r}]: {got} vs {want} (rounding bound {rounding})");
+                    // The same bits as the token on its own: batching changes nothing.
+                    let mut alone = vec![0f32; rows];
+                    m.matvec(x, &mut alone);
+                    assert_eq!(alone[r].to_bits(), y[i * rows + r].to_bits(), "{ty:?} t={t} [{i},{r}]");
                 }
             }
         }

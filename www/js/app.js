@@ -3,7 +3,7 @@
 // blocks on it. The transcript (transcript.js), the dialogs (dialogs.js), the settings
 // (settings.js) and classroom mode (classroom.js) are their own modules. Model output and
 // imported files are untrusted: they reach the DOM only as text (see markdown.js).
-import { t, has, applyLang, pickLang } from "./i18n.js";
+import { t, has, applyLang, pickLang, getLang } from "./i18n.js";
 import * as store from "./store.js";
 import * as C from "./conversation.js";
 import * as settings from "./settings.js";
@@ -183,7 +183,7 @@ function languageNotice() {
 
 function loadFailed(e, source) {
   const message = errorText(e);
-  const keeps = engine ? ` ${t("keepsOld")}` : "";
+  const keeps = engine ? (getLang() === "zh" ? "" : " ") + t("keepsOld") : ""; // Chinese sentences run on unspaced
   $("load-progress").hidden = true;
   const err = $("model-error");
   err.textContent = message + keeps;
