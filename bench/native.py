@@ -36,9 +36,9 @@ def stats(xs):
     return {"median": statistics.median(xs), "min": xs[0], "max": xs[-1], "n": len(xs)} if xs else None
 
 
-def ember(exe, backend, text, runs, n):
+def ember(exe, backend, text, runs, n, threads=1):
     cmd = [str(exe), "generate", "--model", str(MODEL), "--prompt", text, "--max-tokens", str(n), "--temperature", "0",
-           "--ignore-eos", "--json", "--backend", backend, "--repeat", str(runs + 1)]
+           "--ignore-eos", "--json", "--backend", backend, "--repeat", str(runs + 1), "--threads", str(threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     measured = lines[1:]  # the first is the warm-up (it also compiles the GPU kernels)
@@ -94,14 +94,16 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--n-predict", type=int, default=128)
     ap.add_argument("--ember", default=os.environ.get("EMBER_BIN", "/var/cache/ember/target/debug/ember"))
-    ap.add_argument("--only", default="ember-cli-cpu,ember-cli-wgpu,llama.cpp-1t,llama.cpp-2t")
+    ap.add_argument("--only", default="ember-cli-cpu,ember-cli-cpu-2t,ember-cli-wgpu,llama.cpp-1t,llama.cpp-2t")
     a, _ = ap.parse_known_args()  # bench/run passes the browser half's options too
     text = prompt()
     results = {}
     for which in a.only.split(","):
         print(f"== {which}: {a.runs} runs, {a.n_predict} tokens each", flush=True)
         try:
-            if which.startswith("ember-cli-"):
+            if which == "ember-cli-cpu-2t":  # the CPU products' rows on two threads (--threads 2)
+                results[which] = ember(a.ember, "cpu", text, a.runs, a.n_predict, threads=2)
+            elif which.startswith("ember-cli-"):
                 results[which] = ember(a.ember, which.removeprefix("ember-cli-"), text, a.runs, a.n_predict)
             else:
                 results[which] = llama_cpp_run(int(which.removeprefix("llama.cpp-").rstrip("t")), text, a.runs, a.n_predict)

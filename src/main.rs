@@ -12,16 +12,17 @@ use ember::{Backend, Engine, GenerateOptions, LoadOptions, Message, Prompt, Samp
 const USAGE: &str = "usage:
   ember generate --model F --prompt T [--max-tokens N] [--temperature X] [--top-k K] [--top-p P]
                  [--min-p P] [--repeat-penalty R] [--seed S] [--stop S]... [--backend cpu|wgpu] [--json]
-                 [--tokenizer tokenizer.json] [--ignore-eos] [--repeat N]
-  ember chat     --model F [--system S] [--max-tokens N] [--backend cpu|wgpu] [sampling options as above]
+                 [--tokenizer tokenizer.json] [--ignore-eos] [--repeat N] [--threads N]
+  ember chat     --model F [--system S] [--max-tokens N] [--backend cpu|wgpu] [--threads N] [sampling options as above]
   ember tokenize --model F --text T [--json]
   ember info     --model F [--json]
 
 --model is a GGUF file or a Hugging Face model folder (config.json, model.safetensors or its
-shards with the index, tokenizer.json, tokenizer_config.json, generation_config.json); Llama, Qwen2
-and GPT-2 models run. It defaults to $EMBER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
+shards with the index, tokenizer.json, tokenizer_config.json, generation_config.json); Llama,
+Qwen2, Qwen3, Gemma 3, SmolLM3, Phi-3 and GPT-2 models run. It defaults to $EMBER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
 (fetch it with models/fetch.sh). A base model (no chat template) continues text: chat joins the
-turns as one document (completion mode). --temperature 0 is greedy. In chat, Ctrl-C stops the answer; Ctrl-D or /exit
+turns as one document (completion mode). --temperature 0 is greedy. --threads N (default: every
+core) splits the CPU's work, with the same results. In chat, Ctrl-C stops the answer; Ctrl-D or /exit
 quits, /reset starts a new conversation.";
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -115,8 +116,23 @@ fn load(args: &mut Args, path: &std::path::Path, backend: Backend) -> Result<Eng
         Some(p) => Some(std::fs::read(&p).map_err(|e| Fail::Run(format!("{p}: {e}")))?),
         None => None,
     };
+    threads(args)?;
     args.finish()?;
     Ok(load_file(path, backend, LoadOptions { tokenizer_json, ..LoadOptions::default() })?)
+}
+
+/// `--threads N` (default: every core): the CPU products split their rows among N threads. The
+/// results do not depend on it.
+fn threads(args: &mut Args) -> Result<(), Fail> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n: usize = args.parsed("--threads")?.unwrap_or(cores);
+    if n == 0 {
+        return Err(Fail::Usage("--threads: at least 1".into()));
+    }
+    // Only the first call builds the pool; a later one (none here) would keep it.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    ember::model::qmatrix::set_threads(n);
+    Ok(())
 }
 
 fn cmd_generate(mut args: Args) -> Result<(), Fail> {

@@ -199,6 +199,24 @@ impl SubRow<'_> {
     }
 }
 
+/// How many threads the CPU's products may use natively (rayon's global pool); 1 unless the
+/// embedder says otherwise (`ember --threads`). Results do not depend on it.
+#[cfg(not(target_arch = "wasm32"))]
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Lets the CPU's products split their rows among `n` threads (natively; no effect in wasm).
+pub fn set_threads(n: usize) {
+    #[cfg(not(target_arch = "wasm32"))]
+    THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    #[cfg(target_arch = "wasm32")]
+    let _ = n;
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn threads() -> usize {
+    THREADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Per token the block sums of `x`, and per block the offsets they multiply.
 type Offsets<'a> = (Vec<Vec<f32>>, Option<&'a Vec<f32>>);
 
@@ -400,8 +418,8 @@ impl QMatrix {
     /// scales; `split` where those differ (Q6_K).
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     #[inline(always)]
-    fn x16_rows(&self, xq: &[X16], offsets: &Offsets, y: &mut [f32], split: bool, widen: impl Fn(usize) -> ([i16; QK], [f32; 2])) {
-        let (n, nb) = (self.rows, self.cols / QK);
+    fn x16_rows(&self, xq: &[X16], offsets: &Offsets, y: &mut [f32], split: bool, widen: impl Fn(usize) -> ([i16; QK], [f32; 2]) + Sync) {
+        let (n, nb, t) = (self.rows, self.cols / QK, xq.len());
         let term = |x: &X16, b: usize, w: &[i16; QK], [s0, s1]: [f32; 2]| {
             let [a0, a1] = kernels::halves(w, &x.q[b * QK..(b + 1) * QK]);
             if split {
@@ -410,29 +428,57 @@ impl QMatrix {
                 s0 * x.s[b] * (a0 + a1) as f32
             }
         };
-        let mut acc = vec![0f32; xq.len()];
-        for r in 0..n {
-            if let [x] = xq {
-                // One token (decoding): the same arithmetic, its sum kept in a register.
-                let mut acc = 0f32;
+        // Rows r0..r1 into `out`, `[t, r1 − r0]`: every row's arithmetic is its own, so the
+        // rows may be split among threads with no change to any result.
+        let rows = |r0: usize, r1: usize, out: &mut [f32]| {
+            let len = r1 - r0;
+            let mut acc = vec![0f32; t];
+            for r in r0..r1 {
+                if let [x] = xq {
+                    // One token (decoding): the same arithmetic, its sum kept in a register.
+                    let mut acc = 0f32;
+                    for b in 0..nb {
+                        let (w, s) = widen(r * nb + b);
+                        acc += term(x, b, &w, s);
+                    }
+                    out[r - r0] = self.offset(r, 0, offsets) + acc;
+                    continue;
+                }
+                acc.fill(0.0);
                 for b in 0..nb {
                     let (w, s) = widen(r * nb + b);
-                    acc += term(x, b, &w, s);
+                    for (acc, x) in acc.iter_mut().zip(xq) {
+                        *acc += term(x, b, &w, s);
+                    }
                 }
-                y[r] = self.offset(r, 0, offsets) + acc;
-                continue;
-            }
-            acc.fill(0.0);
-            for b in 0..nb {
-                let (w, s) = widen(r * nb + b);
-                for (acc, x) in acc.iter_mut().zip(xq) {
-                    *acc += term(x, b, &w, s);
+                for (i, acc) in acc.iter().enumerate() {
+                    out[i * len + r - r0] = self.offset(r, i, offsets) + acc;
                 }
             }
-            for (i, acc) in acc.iter().enumerate() {
-                y[i * n + r] = self.offset(r, i, offsets) + acc;
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        if threads() > 1 && n >= 64 {
+            use rayon::prelude::*;
+            let chunk = n.div_ceil(threads() * 4).max(16);
+            let starts: Vec<usize> = (0..n).step_by(chunk).collect();
+            let parts: Vec<(usize, Vec<f32>)> = starts
+                .into_par_iter()
+                .map(|r0| {
+                    let r1 = (r0 + chunk).min(n);
+                    let mut out = vec![0f32; t * (r1 - r0)];
+                    rows(r0, r1, &mut out);
+                    (r0, out)
+                })
+                .collect();
+            for (r0, out) in parts {
+                let len = out.len() / t;
+                for i in 0..t {
+                    y[i * n + r0..i * n + r0 + len].copy_from_slice(&out[i * len..(i + 1) * len]);
+                }
             }
+            return;
         }
+        rows(0, n, y);
     }
 
     /// The block formats in wasm: every token's `x` rounded to 16 bits ([`X16`]), then integer
@@ -987,6 +1033,34 @@ mod tests {
                     assert_eq!(alone[r].to_bits(), y[i * rows + r].to_bits(), "{ty:?} t={t} [{i},{r}]");
                 }
             }
+        }
+    }
+
+    /// Rows split among threads give every product bit for bit as one thread does.
+    #[test]
+    fn threads_change_no_result() {
+        let (rows, cols) = (150, 512);
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+            let bytes = if ty == GgmlType::Q8_0 { quantize_q8_0(&values(rows * cols, 5)) } else { random_blocks(ty, rows * cols, 5) };
+            let m = QMatrix::new(ty, &bytes, rows, cols).unwrap();
+            for t in [1, 5] {
+                let x = values(t * cols, 9);
+                let (mut one, mut many) = (vec![0f32; t * rows], vec![0f32; t * rows]);
+                m.x16_with_threads(1, &x, t, &mut one);
+                m.x16_with_threads(3, &x, t, &mut many);
+                assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), many.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{ty:?} t={t}");
+            }
+        }
+    }
+
+    impl QMatrix {
+        /// `matmul` with `n` threads; the setting is global, so the tests that change it hold a lock.
+        fn x16_with_threads(&self, n: usize, x: &[f32], t: usize, y: &mut [f32]) {
+            static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _held = LOCK.lock().unwrap();
+            set_threads(n);
+            self.matmul(x, t, y);
+            set_threads(1);
         }
     }
 
