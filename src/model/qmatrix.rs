@@ -110,18 +110,58 @@ pub struct SubRow<'a> {
     zero: i32,
 }
 
-impl Subs {
-    /// Repacks `bytes` of `ty` (whole blocks), one pass over its sub-blocks.
-    fn new(ty: GgmlType, bytes: &[u8], blocks: usize) -> Self {
+/// How a sub-block format is held: its high-bit planes, scales per sub-block, zero, and the
+/// sign its offset is kept with (0: centered, no offset). [`Subs::new`] and [`held_bytes`]
+/// both read it.
+struct SubShape {
+    planes: usize,
+    halves: usize,
+    zero: i32,
+    sign: f32,
+}
+
+impl SubShape {
+    fn of(ty: GgmlType) -> Self {
         let layout = ty.layout().expect("a block format");
-        let planes = layout.bits as usize - 4;
-        let halves = if ty == GgmlType::Q6_K { 2 } else { 1 };
         let (zero, sign) = match layout.value {
             Value::Centered(z) => (z, 0.0),
             Value::PlusMin => (0, 1.0),
             Value::MinusMin => (0, -1.0),
             Value::Signed => unreachable!("Q8_0 has its own kernel"),
         };
+        // Q6_K's scales cover 16 values, the others' a whole sub-block.
+        SubShape { planes: layout.bits as usize - 4, halves: if ty == GgmlType::Q6_K { 2 } else { 1 }, zero, sign }
+    }
+}
+
+/// A 32-value block's low 4 bits as 16 bytes: element `j` in the low nibble of byte `j`, element
+/// `j + 16` in its high nibble (the file's order for Q4_0 and Q4_1).
+fn nibbles(q: [u8; QK]) -> impl Iterator<Item = u8> {
+    (0..16).map(move |j| (q[j] & 0x0F) | (q[j + 16] & 0x0F) << 4)
+}
+
+/// The 32 low-4-bit values of a block packed by [`nibbles`], in element order.
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+#[inline(always)]
+fn unnibble(lo: &[u8; 16]) -> [u8; QK] {
+    std::array::from_fn(|j| if j < 16 { lo[j] & 0x0F } else { lo[j - 16] >> 4 })
+}
+
+/// The scales of sub-block `b`'s two halves, from `halves` scales a sub-block.
+#[inline(always)]
+fn half_scales(s: &[f32], halves: usize, b: usize) -> (f32, f32) {
+    if halves == 2 {
+        (s[2 * b], s[2 * b + 1])
+    } else {
+        (s[b], s[b])
+    }
+}
+
+impl Subs {
+    /// Repacks `bytes` of `ty` (whole blocks), one pass over its sub-blocks.
+    fn new(ty: GgmlType, bytes: &[u8], blocks: usize) -> Self {
+        let layout = ty.layout().expect("a block format");
+        let SubShape { planes, halves, zero, sign } = SubShape::of(ty);
         let mut p = Subs {
             lo: Vec::with_capacity(blocks * 16),
             hi: Vec::with_capacity(blocks * planes),
@@ -132,7 +172,7 @@ impl Subs {
             zero,
         };
         for sub in subs(layout, bytes) {
-            p.lo.extend((0..16).map(|j| (sub.q[j] & 0x0F) | (sub.q[j + 16] & 0x0F) << 4));
+            p.lo.extend(nibbles(sub.q));
             p.hi.extend((0..planes).map(|b| (0..32).fold(0u32, |w, j| w | (((sub.q[j] >> (4 + b)) & 1) as u32) << j)));
             p.s.extend((0..halves).map(|h| sub.scale(h)));
             if sign != 0.0 {
@@ -160,13 +200,9 @@ impl Subs {
     /// eight at a time (`SPREAD`).
     #[inline(always)]
     fn quants(&self, b: usize) -> [i16; QK] {
-        let lo: &[u8; 16] = self.lo[b * 16..(b + 1) * 16].try_into().expect("a sub-block");
-        let mut q = [0u64; 4]; // the 32 quants as bytes, eight to a word
-        for (k, q) in q.iter_mut().enumerate() {
-            let half = &lo[8 * (k % 2)..8 * (k % 2) + 8];
-            let bytes: [u8; 8] = std::array::from_fn(|j| if k < 2 { half[j] & 0x0F } else { half[j] >> 4 });
-            *q = u64::from_le_bytes(bytes);
-        }
+        let low = unnibble(self.lo[b * 16..(b + 1) * 16].try_into().expect("a sub-block"));
+        // The 32 quants as bytes, eight to a word.
+        let mut q: [u64; 4] = std::array::from_fn(|k| u64::from_le_bytes(low[8 * k..8 * k + 8].try_into().expect("8 bytes")));
         for p in 0..self.planes {
             let bits = self.hi[b * self.planes + p].to_le_bytes();
             for (q, byte) in q.iter_mut().zip(bits) {
@@ -179,11 +215,7 @@ impl Subs {
 
     /// The scales of sub-block `b`'s two halves.
     fn scales(&self, b: usize) -> (f32, f32) {
-        if self.halves == 2 {
-            (self.s[2 * b], self.s[2 * b + 1])
-        } else {
-            (self.s[b], self.s[b])
-        }
+        half_scales(&self.s, self.halves, b)
     }
 }
 
@@ -191,11 +223,7 @@ impl Subs {
 impl SubRow<'_> {
     /// The scales of the row's sub-block `b`'s two halves.
     fn scales(&self, b: usize) -> (f32, f32) {
-        if self.halves == 2 {
-            (self.s[2 * b], self.s[2 * b + 1])
-        } else {
-            (self.s[b], self.s[b])
-        }
+        half_scales(self.s, self.halves, b)
     }
 }
 
@@ -239,26 +267,23 @@ pub fn held_bytes(ty: GgmlType, n: u64) -> u64 {
         GgmlType::Q4_0 => blocks * (16 + 4),
         GgmlType::Q4_1 => blocks * (16 + 8),
         _ => {
-            let layout = ty.layout().expect("a block format");
-            let planes = layout.bits as u64 - 4;
-            let halves = if ty == GgmlType::Q6_K { 2 } else { 1 };
-            let offset = if matches!(layout.value, Value::Centered(_)) { 0 } else { 1 };
-            blocks * (16 + 4 * (planes + halves + offset))
+            let SubShape { planes, halves, sign, .. } = SubShape::of(ty);
+            let offset = if sign == 0.0 { 0 } else { 1 };
+            blocks * (16 + 4 * (planes + halves + offset) as u64)
         }
     }
 }
 
 impl QMatrix {
-    /// Takes `rows × cols` elements of type `ty` from `bytes` (whole blocks per row). The 4- and
-    /// 8-bit formats are repacked from their unpacked blocks (`gguf::quant::subs`).
+    /// Takes `rows × cols` elements of type `ty` from `bytes` (whole blocks per row). Every
+    /// block format is repacked from its unpacked blocks (`gguf::quant::subs`).
     pub fn new(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
         let (bs, ts) = (ty.block_size(), ty.type_size());
         if !cols.is_multiple_of(bs) || bytes.len() != rows * cols / bs * ts {
             return Err(Error::gguf(format!("{} data of {} bytes is not {rows} rows of {cols}", ty.name(), bytes.len())));
         }
         let subs = || ty.layout().map(|l| subs(l, bytes)).into_iter().flatten();
-        // Element j in the low nibble of byte j, j + 16 in the high one (the file's order).
-        let nibbles = |s: Sub| (0..16).map(move |j| s.q[j] | s.q[j + 16] << 4);
+        let nibbles = |s: Sub| nibbles(s.q);
         // Exact capacities: `collect` from a `flat_map` grows by doubling, and a weight would
         // keep up to twice its bytes (loading a model must stay near the file's size).
         let blocks = rows * cols / QK;
@@ -360,7 +385,7 @@ impl QMatrix {
                     *y = kernels::dot_w(&v[r * c..(r + 1) * c], x);
                 }
             }
-            QData::F32(_) => self.matmul_f32(x, t, y),
+            QData::F32(v) => self.matmul_f32(v, x, t, y),
             _ => self.matmul_x16(x, t, y),
         }
     }
@@ -401,10 +426,9 @@ impl QMatrix {
                 let q: &[i8; QK] = q[i * QK..(i + 1) * QK].try_into().expect("a block");
                 (q.map(i16::from), [d[i]; 2])
             }),
-            QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => self.x16_rows(&xq, &offsets, y, false, |i| {
-                let q: &[u8; 16] = q[i * 16..(i + 1) * 16].try_into().expect("a block");
-                (std::array::from_fn(|j| if j < 16 { (q[j] & 0x0F) as i16 } else { (q[j - 16] >> 4) as i16 }), [d[i]; 2])
-            }),
+            QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => {
+                self.x16_rows(&xq, &offsets, y, false, |i| (unnibble(q[i * 16..(i + 1) * 16].try_into().expect("a block")).map(i16::from), [d[i]; 2]))
+            }
             QData::Subs(p) => self.x16_rows(&xq, &offsets, y, p.halves == 2, |i| {
                 let (s0, s1) = p.scales(i);
                 (p.quants(i), [s0, s1])
@@ -515,20 +539,16 @@ impl QMatrix {
         }
     }
 
-    /// f32 (and f16/bf16, widened at load): rows taken eight at a time and met by
+    /// f32 weights `v` (and f16/bf16, widened at load): rows taken eight at a time and met by
     /// every token, two rows by four tokens per inner step, so that each load feeds several
-    /// products and the tile stays in L1. Each product is computed as `kernels::dot_w` computes
+    /// products and the rows stay in L1. Each product is computed as `kernels::dot_w` computes
     /// it alone, so a token's result does not depend on the batch here either.
-    fn matmul_f32(&self, x: &[f32], t: usize, y: &mut [f32]) {
+    fn matmul_f32(&self, v: &[f32], x: &[f32], t: usize, y: &mut [f32]) {
         const R: usize = 8;
         let (c, n) = (self.cols, self.rows);
-        let mut tile = vec![0f32; R * c];
         for r0 in (0..n).step_by(R) {
             let rows = R.min(n - r0);
-            for k in 0..rows {
-                self.row_into(r0 + k, &mut tile[k * c..(k + 1) * c]);
-            }
-            let w = |k: usize| &tile[k * c..(k + 1) * c];
+            let w = |k: usize| &v[(r0 + k) * c..(r0 + k + 1) * c];
             let xr = |i: usize| &x[i * c..(i + 1) * c];
             let mut i = 0;
             while i < t {
