@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the web toolchain at pinned versions, from the registries, once: Trunk, wasm-bindgen-cli
 # (the exact version of the wasm-bindgen crate in Cargo.lock), wasm-opt from npm's binaryen,
-# Debian's chromium and chromedriver (for wasm-bindgen-test), Firefox ESR and WebKitGTK, and
-# playwright-core, puppeteer-core and selenium-webdriver. Trunk itself never downloads a tool (Trunk.toml).
+# Debian's chromium and chromedriver (for wasm-bindgen-test), Firefox ESR and WebKitGTK (with
+# EMBER_ENGINES=1), and playwright-core, puppeteer-core and selenium-webdriver. Trunk itself never downloads a tool (Trunk.toml).
 # Source it: it puts binaryen's bin/ on PATH.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,18 +23,22 @@ if [ ! -x "$tools/node_modules/binaryen/bin/wasm-opt" ]; then
   npm install --silent --no-audit --no-fund --prefix "$tools" binaryen@132
 fi
 export PATH="$tools/node_modules/binaryen/bin:$PATH"
-# A small CJK font, so that the 中文 screenshots show characters rather than boxes. Firefox ESR,
-# and WebKitGTK's WebKitWebDriver and MiniBrowser under Xvfb, for the cross-engine suite
+# A small CJK font, so that the 中文 screenshots show characters rather than boxes. With
+# EMBER_ENGINES=1 (the test command and the benchmark), also Firefox ESR, and WebKitGTK's
+# WebKitWebDriver and MiniBrowser under Xvfb, for the cross-engine suite
 # (tests/web/engines.test.mjs): Debian's packages, no downloaded browser or driver.
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -d /usr/share/fonts/truetype/wqy ] \
-   || [ ! -x /usr/bin/firefox-esr ] || [ ! -x /usr/bin/WebKitWebDriver ] || [ ! -x /usr/bin/Xvfb ]; then
-  echo "setup-web: apt-get install chromium chromium-driver fonts-wqy-microhei firefox-esr webkit2gtk-driver xvfb"
+pkgs=()
+[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -d /usr/share/fonts/truetype/wqy ] || pkgs+=(chromium chromium-driver fonts-wqy-microhei)
+if [ "${EMBER_ENGINES:-}" = 1 ]; then
+  [ -x /usr/bin/firefox-esr ] && [ -x /usr/bin/WebKitWebDriver ] && [ -x /usr/bin/Xvfb ] || pkgs+=(firefox-esr webkit2gtk-driver xvfb)
+fi
+if [ ${#pkgs[@]} -gt 0 ]; then
+  echo "setup-web: apt-get install ${pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
-    pkgs=(chromium chromium-driver fonts-wqy-microhei firefox-esr webkit2gtk-driver xvfb)
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null \
       || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; }
   else
-    echo "setup-web: please install chromium and chromium-driver (needs root)" >&2
+    echo "setup-web: please install ${pkgs[*]} (needs root)" >&2
     exit 1
   fi
 fi

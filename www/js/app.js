@@ -3,7 +3,7 @@
 // blocks on it. The transcript (transcript.js), the dialogs (dialogs.js), the settings
 // (settings.js) and classroom mode (classroom.js) are their own modules. Model output and
 // imported files are untrusted: they reach the DOM only as text (see markdown.js).
-import { t, has, applyLang, pickLang, getLang } from "./i18n.js";
+import { t, has, applyLang, pickLang, sentences } from "./i18n.js";
 import * as store from "./store.js";
 import * as C from "./conversation.js";
 import * as settings from "./settings.js";
@@ -183,17 +183,17 @@ function languageNotice() {
 
 function loadFailed(e, source) {
   const message = errorText(e);
-  const keeps = engine ? (getLang() === "zh" ? "" : " ") + t("keepsOld") : ""; // Chinese sentences run on unspaced
+  const shown = sentences(message, engine && t("keepsOld"));
   $("load-progress").hidden = true;
   const err = $("model-error");
-  err.textContent = message + keeps;
+  err.textContent = shown;
   err.hidden = false;
   // In view: the dialog may be scrolled to the catalog, or taller than the window.
   err.scrollIntoView({ block: "nearest" });
   // The GPU is too small for this model: the CPU may hold it; the user decides.
   const action = e.kind === "errGpuMemory" ? { label: t("useCpu"), run: () => loadModel(source, "cpu", { key: "whyGpuMemory", vars: {} }) } : null;
   if (engine) {
-    notice(message + keeps, "error", action);
+    notice(shown, "error", action);
     showStatus(gen ? "generating" : "ready");
   } else {
     if (action) notice(message, "error", action);

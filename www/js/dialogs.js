@@ -1,6 +1,6 @@
 // The Model dialog (the model card, a model from a URL, files or a folder, dropped files, the
 // stored models and conversations) and the classroom's table of GPT sizes.
-import { getLang, t } from "./i18n.js";
+import { sentences, t } from "./i18n.js";
 import * as modelCache from "./model-cache.js";
 import { iconButton } from "./transcript.js";
 import { CATALOG, deviceLimits, fits } from "./catalog.js";
@@ -149,8 +149,7 @@ export async function renderStorage() {
   const kept = persisted === true ? t("storagePersisted") : t("storageMayClear");
   try {
     const { usage = 0, quota = 0 } = await navigator.storage.estimate();
-    const gap = getLang() === "zh" ? "" : " "; // Chinese sentences follow each other unspaced
-    $("storage-used").textContent = `${t("storageUsed", { used: (usage / 1e6).toFixed(1), quota: (quota / 1e6).toFixed(0) })}${gap}${kept}`;
+    $("storage-used").textContent = sentences(t("storageUsed", { used: (usage / 1e6).toFixed(1), quota: (quota / 1e6).toFixed(0) }), kept);
   } catch { $("storage-used").textContent = kept; }
 }
 

@@ -186,6 +186,9 @@ export function pickLang(params, saved, navLangs) {
 let lang = "en";
 export const getLang = () => lang;
 
+/** Sentences one after another, as the language writes them (Chinese without a space). */
+export const sentences = (...parts) => parts.filter(Boolean).join(lang === "zh" ? "" : " ");
+
 /** Whether `key` has a translation. */
 export const has = (key) => key in STRINGS.en;
 

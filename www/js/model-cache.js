@@ -105,7 +105,9 @@ export async function list() {
 export async function remove(key) {
   const d = await dirOrNull();
   if (!d) {
-    for (const m of await listFallback()) if (m.key === key && !(await (await fallbackStore()).delete(m.url))) throw new Error("Cache Storage kept it");
+    const kept = (await listFallback()).filter((m) => m.key === key);
+    const store = kept.length ? await fallbackStore() : null;
+    for (const m of kept) if (!(await store.delete(m.url))) throw new Error("Cache Storage kept it");
     return;
   }
   for (const n of [`${key}.gguf`, `${key}.part`, `${key}.json`, `${key}.part.json`]) {
@@ -151,6 +153,7 @@ async function downloadOnce(url, options) {
     if (self.caches) fallback = true; else onNotice("errCache", { m: e.message || String(e) });
   }
   const key = await keyFor(url);
+  const name = decodeURIComponent(new URL(url).pathname.split("/").pop() || url);
   const partMeta = d ? await readJson(d, `${key}.part.json`) : null;
   const partFile = partMeta?.url === url ? await fileOf(d, `${key}.part`) : null;
   let have = partFile ? partFile.size : 0;
@@ -195,7 +198,7 @@ async function downloadOnce(url, options) {
   if (cache) {
     try {
       const validator = res.headers.get("etag") || res.headers.get("last-modified") || null;
-      await writeJson(d, `${key}.part.json`, { url, name: decodeURIComponent(new URL(url).pathname.split("/").pop() || url), validator });
+      await writeJson(d, `${key}.part.json`, { url, name, validator });
       handle = await (await d.getFileHandle(`${key}.part`, { create: true })).createSyncAccessHandle();
       if (have === 0) handle.truncate(0);
     } catch (e) {
@@ -242,11 +245,11 @@ async function downloadOnce(url, options) {
       if (d) await remove(key);
       throw new DownloadError("errChecksum", { url });
     }
-    const name = decodeURIComponent(new URL(url).pathname.split("/").pop() || url);
+    const meta = { url, name, size: loaded, sha256: got, verified: Boolean(want), saved: Date.now() };
     if (fallback) {
       const blob = new Blob(chunks);
       try {
-        return await keepInFallback(url, blob, { url, name, size: loaded, sha256: got, verified: Boolean(want), saved: Date.now() });
+        return await keepInFallback(url, blob, meta);
       } catch (e) {
         onNotice("errCache", { m: e.message || String(e) });
         return blob;
@@ -257,7 +260,7 @@ async function downloadOnce(url, options) {
     // Commit: the complete file takes its final name only now.
     const part = await d.getFileHandle(`${key}.part`);
     await part.move(d, `${key}.gguf`);
-    await writeJson(d, `${key}.json`, { url, name, size: loaded, sha256: got, verified: Boolean(want), saved: Date.now() });
+    await writeJson(d, `${key}.json`, meta);
     try { await d.removeEntry(`${key}.part.json`); } catch { /* gone */ }
     return await fileOf(d, `${key}.gguf`);
   } catch (e) {
