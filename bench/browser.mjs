@@ -23,7 +23,7 @@ const nPredict = Number(arg("n-predict", 128));
 // sentence and decodes 8 tokens (said in the results).
 const webgpuFull = process.argv.includes("--webgpu-full");
 const webgpuPredict = webgpuFull ? nPredict : Number(arg("webgpu-n-predict", 8));
-const subjects = arg("only", "wllama-1t,wllama-mt,ember-cpu,ember-webgpu,ember-cpu-firefox,ember-cpu-webkit").split(",");
+const subjects = arg("only", "wllama-1t,wllama-mt,ember-cpu,ember-cpu-mt,ember-webgpu,ember-cpu-firefox,ember-cpu-webkit").split(",");
 const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
 if (!existsSync(join("models", MODEL))) { console.error(`models/${MODEL} is missing: run models/fetch.sh`); process.exit(2); }
 if (!existsSync("dist/worker.js")) { console.error("dist/ is missing: run trunk build --release"); process.exit(2); }
@@ -142,6 +142,7 @@ for (const [which, r] of Object.entries(raw)) {
     ...(r.engine ? { engine: r.engine } : {}),
     ...(which.startsWith("wllama") ? { threads: r.runs[0]?.threads, multithread: r.runs[0]?.multithread } : {}),
     ...(which.startsWith("ember") ? {
+      threads: r.runs[0]?.threads ?? null,
       // The weights as the backend holds them (computed from the file), and on WebGPU as the GPU
       // allocator counted them while they loaded (the model card's figure there).
       weights_mb: mb(r.runs[0]?.weight_bytes ?? null),
@@ -192,7 +193,7 @@ for (const [k, s] of Object.entries(summary)) {
   console.log(`${k.padEnd(14)} ${f(s.prefill_tok_s).padEnd(20)} ${f(s.decode_tok_s).padEnd(20)} ${f(s.load_s, 2).padEnd(17)} ${(s.load_cold_s ?? 0).toFixed(2).padEnd(13)} ${f(s.memory_mb, 0)}`);
 }
 console.log("\nratios (Ember ÷ wllama, medians):");
-for (const e of ["ember-cpu", "ember-webgpu", "ember-cpu-firefox", "ember-cpu-webkit"]) for (const w of ["wllama-1t", "wllama-mt"]) {
+for (const e of ["ember-cpu", "ember-cpu-mt", "ember-webgpu", "ember-cpu-firefox", "ember-cpu-webkit"]) for (const w of ["wllama-1t", "wllama-mt"]) {
   const a = summary[e], b = summary[w];
   if (!a?.decode_tok_s || !b?.decode_tok_s) continue;
   console.log(`  ${e} / ${w}: prefill ${(a.prefill_tok_s.median / b.prefill_tok_s.median).toFixed(3)}, decode ${(a.decode_tok_s.median / b.decode_tok_s.median).toFixed(3)}`);

@@ -2,7 +2,9 @@
 import { readFileSync } from "node:fs";
 const l = JSON.parse(readFileSync("bench/latest.json", "utf8"));
 const f = (s, d = 1) => (s ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})` : "—");
-const mem = (s) => s.wasm_memory_mb?.median ? `${s.wasm_memory_mb.median.toFixed(0)} (wasm)` : s.memory_mb?.median ? `${s.memory_mb.median.toFixed(0)} (page + workers)` : "—";
+// Memory: the page and its workers as Chromium measures them (with Ember's wasm memory added
+// where its worker was left out: bench/page/bench.js), else the engine's wasm memory alone.
+const mem = (s) => s.memory_mb?.median ? `${s.memory_mb.median.toFixed(0)} (page + workers)` : s.wasm_memory_mb?.median ? `${s.wasm_memory_mb.median.toFixed(0)} (wasm)` : "—";
 console.log("| subject | prefill tok/s | decode tok/s | load s (cached) | cold load s | memory MB |");
 console.log("|---|---|---|---|---|---|");
 for (const [k, s] of Object.entries(l.runs)) {
@@ -16,6 +18,11 @@ for (const [k, s] of Object.entries(l.native?.runs ?? {})) {
 const r = (a, b, k) => (l.runs[a]?.[k] && l.runs[b]?.[k] ? (l.runs[a][k].median / l.runs[b][k].median).toFixed(2) : "—");
 console.log(`\nEmber CPU ÷ wllama 1 thread: prefill ${r("ember-cpu", "wllama-1t", "prefill_tok_s")}×, decode ${r("ember-cpu", "wllama-1t", "decode_tok_s")}×; ` +
   `÷ wllama 2 threads: prefill ${r("ember-cpu", "wllama-mt", "prefill_tok_s")}×, decode ${r("ember-cpu", "wllama-mt", "decode_tok_s")}×.`);
+if (l.runs["ember-cpu-mt"]?.decode_tok_s) {
+  const t = l.runs["ember-cpu-mt"].threads;
+  console.log(`Ember CPU, ${t} threads ÷ wllama ${l.runs["wllama-mt"]?.threads ?? 2} threads: prefill ${r("ember-cpu-mt", "wllama-mt", "prefill_tok_s")}×, decode ${r("ember-cpu-mt", "wllama-mt", "decode_tok_s")}×; ` +
+    `÷ Ember 1 thread (scaling): prefill ${r("ember-cpu-mt", "ember-cpu", "prefill_tok_s")}×, decode ${r("ember-cpu-mt", "ember-cpu", "decode_tok_s")}×.`);
+}
 for (const e of ["ember-cpu-firefox", "ember-cpu-webkit"]) {
   if (!l.runs[e]?.decode_tok_s) continue;
   console.log(`${e} (${l.runs[e].engine}) ÷ ember-cpu (Chromium): prefill ${r(e, "ember-cpu", "prefill_tok_s")}×, decode ${r(e, "ember-cpu", "decode_tok_s")}×; ` +

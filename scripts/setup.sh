@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Ember needs on a fresh Debian machine, and nothing that
 # is already there: Mesa's Vulkan drivers (lavapipe runs burn's wgpu backend without a GPU),
-# the wasm32 Rust target, and pip (only to fetch the model).
+# the wasm32 Rust target and std's source, and pip (only to fetch the model).
 set -euo pipefail
 
 need_apt=()
@@ -22,4 +22,6 @@ fi
 
 if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  # std's source: the threaded wasm build (scripts/build-threads) rebuilds std with atomics.
+  rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
 fi

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// The backends Ember runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,7 @@ pub enum Device {
     /// The CPU, with Ember's own kernels (no burn device).
     Cpu,
     /// A wgpu device (burn's dispatch device on its CubeCL runtime).
+    #[cfg(feature = "gpu")]
     Wgpu(burn::tensor::Device),
 }
 
@@ -50,14 +51,15 @@ impl Device {
     pub fn backend(&self) -> Backend {
         match self {
             Device::Cpu => Backend::Cpu,
+            #[cfg(feature = "gpu")]
             Device::Wgpu(_) => Backend::Wgpu,
         }
     }
 }
 
 /// Initialises the wgpu device once per process (the runtime cannot be initialised twice).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn wgpu_device() -> Result<burn::tensor::Device> {
+#[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+pub fn wgpu_device() -> crate::error::Result<burn::tensor::Device> {
     use burn::tensor::Device;
     use std::sync::OnceLock;
     static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
@@ -73,8 +75,8 @@ pub fn wgpu_device() -> Result<burn::tensor::Device> {
 
 /// Initialises WebGPU in the browser, once per module instance (the runtime cannot be
 /// registered twice; the app starts a fresh worker for each model, a test module loads several).
-#[cfg(target_arch = "wasm32")]
-pub async fn wgpu_device() -> Result<burn::tensor::Device> {
+#[cfg(all(feature = "gpu", target_arch = "wasm32"))]
+pub async fn wgpu_device() -> crate::error::Result<burn::tensor::Device> {
     use burn::tensor::Device;
     thread_local! {
         static DEVICE: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
@@ -89,9 +91,18 @@ pub async fn wgpu_device() -> Result<burn::tensor::Device> {
 
 /// A device for `backend` (natively).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn device(backend: Backend) -> Result<Device> {
+pub fn device(backend: Backend) -> crate::error::Result<Device> {
     match backend {
         Backend::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "gpu")]
         Backend::Wgpu => wgpu_device().map(Device::Wgpu),
+        #[cfg(not(feature = "gpu"))]
+        Backend::Wgpu => Err(no_gpu()),
     }
+}
+
+/// The error for a GPU asked of a build without one (the threaded wasm module).
+#[cfg(not(feature = "gpu"))]
+pub fn no_gpu() -> Error {
+    Error::Device("this build of Ember runs on the CPU only".into())
 }

@@ -15,8 +15,9 @@ use crate::gguf::quant::GgmlType;
 use crate::gguf::{ByteSource, Gguf};
 use crate::hf::HfFolder;
 use crate::model::decoder::DeviceMemory;
-use crate::model::gpu::QFormat;
-use crate::model::{BoxedRunner, CpuExecutor, DecoderConfig, Executor, GpuExecutor, KvCache, Loaded, Tensors};
+#[cfg(feature = "gpu")]
+use crate::model::{gpu::QFormat, GpuExecutor};
+use crate::model::{BoxedRunner, CpuExecutor, DecoderConfig, Executor, KvCache, Loaded, Tensors};
 use crate::safetensors::Safetensors;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -302,8 +303,9 @@ struct Generation {
 fn held_bytes(backend: Backend, ty: GgmlType, n: u64) -> u64 {
     match (backend, ty) {
         (_, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => 4 * n,
+        #[cfg(feature = "gpu")]
         (Backend::Wgpu, _) => QFormat::of(ty).map_or(4 * n, |f| f.held_bytes(n)),
-        (Backend::Cpu, _) => crate::model::qmatrix::held_bytes(ty, n),
+        _ => crate::model::qmatrix::held_bytes(ty, n),
     }
 }
 
@@ -446,6 +448,7 @@ impl Engine {
         let template = check_tokens_and_template(&files.tokenizer, &files.config, files.template)?;
         let (runner, gpu_weight_bytes) = match device {
             Device::Cpu => runner_on(CpuExecutor, files.tensors, &files.config, max_context, progress)?,
+            #[cfg(feature = "gpu")]
             Device::Wgpu(d) => runner_on(GpuExecutor::new(d), files.tensors, &files.config, max_context, progress)?,
         };
         let config = runner.config().clone();
@@ -897,6 +900,7 @@ fn check_size(bytes: &[u64], reading: u64, options: &LoadOptions) -> Result<()> 
     let mb = |b: u64| b.div_ceil(1 << 20);
     if let (Some(limit), Some(&largest)) = (options.tensor_limit, bytes.iter().max()) {
         // The GPU executor splits a larger matrix into buffers of at most this many bytes.
+        #[cfg(feature = "gpu")]
         let largest = largest.min(crate::model::wgpu::MAX_PART_BYTES as u64);
         if largest > limit {
             return Err(Error::TooLarge { needed_mb: mb(largest), limit_mb: mb(limit), what: "its largest GPU buffer" });

@@ -129,8 +129,6 @@ fn threads(args: &mut Args) -> Result<(), Fail> {
     if n == 0 {
         return Err(Fail::Usage("--threads: at least 1".into()));
     }
-    // Only the first call builds the pool; a later one (none here) would keep it.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     ember::model::qmatrix::set_threads(n);
     Ok(())
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::backend::{wgpu_device, Backend, Device};
+use crate::backend::{Backend, Device};
 use crate::chat::Message;
 use crate::engine::{Engine, GenerateOptions, LoadOptions, Prompt};
 use crate::error::Error;
@@ -21,6 +21,25 @@ use crate::hf::HfFolder;
 #[wasm_bindgen(start)]
 fn start_module() {
     console_error_panic_hook::set_once();
+}
+
+// The threaded build (`threads`): the page's worker calls `initThreadPool(n − 1)` (web workers
+// sharing this module's memory, as rayon's pool), then `set_threads(n)`, which gives each of them
+// the CPU pool's loop (`model::pool`).
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// Lets the CPU's products split their rows among `n` threads (`qmatrix::set_threads`): only
+/// the threaded build has more than one.
+#[wasm_bindgen]
+pub fn set_threads(n: usize) {
+    crate::model::qmatrix::set_threads(n);
+}
+
+/// The threads the CPU's products use now.
+#[wasm_bindgen]
+pub fn threads() -> usize {
+    crate::model::qmatrix::threads()
 }
 
 /// A JS `Error` with the message, and the error's `kind` and `vars` as properties, so that the
@@ -80,7 +99,10 @@ impl WasmEngine {
         let backend = Backend::parse(backend).ok_or_else(|| JsValue::from(JsError::new(&format!("unknown backend `{backend}`"))))?;
         let device = match backend {
             Backend::Cpu => Device::Cpu,
-            Backend::Wgpu => Device::Wgpu(wgpu_device().await.map_err(js_err)?),
+            #[cfg(feature = "gpu")]
+            Backend::Wgpu => Device::Wgpu(crate::backend::wgpu_device().await.map_err(js_err)?),
+            #[cfg(not(feature = "gpu"))]
+            Backend::Wgpu => return Err(js_err(crate::backend::no_gpu())),
         };
         let mut report = |done: usize, total: usize| {
             if let Some(f) = &progress {

@@ -2,6 +2,12 @@
 // with the network off. The list and its version are written in by scripts/precache.mjs at
 // build time; a new build is a new sw.js, which installs beside the old one and waits until the
 // page asks it to take over (the page offers a reload). Models are cached by the engine's worker.
+//
+// It also makes the app cross-origin isolated, which a static host's headers cannot: everything
+// it serves carries COOP and COEP, so that from the second load on (once it controls the page)
+// the page has SharedArrayBuffer and the engine runs on several threads (www/worker.js). The
+// page's own requests are same-origin; a model from another origin is fetched with CORS, which
+// `require-corp` allows.
 const PRECACHE = self.__PRECACHE__;
 const PREFIX = "ember-app-";
 const CACHE = PREFIX + PRECACHE.version;
@@ -36,6 +42,15 @@ self.addEventListener("fetch", (event) => {
   event.respondWith((async () => {
     const cache = await caches.open(CACHE);
     const hit = await cache.match(key);
-    return hit || fetch(req);
+    return isolated(hit || await fetch(req));
   })());
 });
+
+/** `res` with the headers that isolate the page (an opaque or redirect response as it is). */
+function isolated(res) {
+  if (res.status === 0 || res.type === "opaqueredirect") return res;
+  const headers = new Headers(res.headers);
+  headers.set("Cross-Origin-Opener-Policy", "same-origin");
+  headers.set("Cross-Origin-Embedder-Policy", "require-corp");
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}

@@ -9,7 +9,8 @@
 // context_full, or the loader's, such as errNotFound) and the page translates it from `vars`.
 // Ops (arguments → events → result):
 //   load      {source: {url, sha256?} | {file} | {files}, backend, limits}
-//             → progress {stage, loaded, total}, notice {kind, vars} → {info, backend, load_s, wasm_bytes}
+//             → progress {stage, loaded, total}, notice {kind, vars} → {info, backend, threads, threads_error, load_s, wasm_bytes}
+//             (`limits.threads`: how many threads the CPU may use; default the cores, at most 8)
 //             (a URL ending in "/" is a Hugging Face folder, e.g. https://huggingface.co/<repo>/resolve/main/;
 //             `files` are several picked files or a picked folder: a model folder's files, or one .gguf)
 //   generate  {messages | text, options, reserve} → start {fit, prompt_tokens, reused, prompt_ids, prompt_text},
@@ -27,12 +28,14 @@
 // destroys the WebGPU device after N tokens; `gpu-oom` makes the load's out-of-memory error
 // scope report an error, as a GPU too small for the model would; `slow:MS` waits MS ms after
 // each token (so that a test can act mid-answer). Several are joined by commas.
-import init, { Sha256, WasmEngine } from "./ember.js";
 import * as modelCache from "./js/model-cache.js";
 import { readable } from "./js/names.js";
 
 let engine = null;
+let mod = null; // the engine's module: ./ember.js, or the threaded ./mt/ember.js
 let wasm = null; // the module's exports (its memory, for the benchmark's figures)
+let threads = 1; // the threads the CPU's products use
+let threadsError = null; // why the threaded engine did not start, where it was tried
 let loadId = null; // the load request in flight
 let generating = false;
 let stopRequested = false;
@@ -117,9 +120,9 @@ async function fetchModel({ url, sha256 }, limits, gguf = true) {
   try {
     const blob = await modelCache.download(url, {
       sha256,
-      hasher: () => new Sha256(),
+      hasher: () => new mod.Sha256(),
       // A GGUF is judged from its first megabytes: a model Ember cannot run stops the download.
-      checkHead: gguf ? (head, total) => { checkMagicBytes(head); WasmEngine.check_head(head, total); } : null,
+      checkHead: gguf ? (head, total) => { checkMagicBytes(head); mod.WasmEngine.check_head(head, total); } : null,
       onProgress: (loaded, total) => event(loadId, "progress", { stage: "downloading", loaded, total }),
       onNotice: (kind, vars) => event(loadId, "notice", { kind, vars }),
       quota: limits?.quota_mb ? limits.quota_mb * 2 ** 20 : null,
@@ -209,10 +212,40 @@ async function gpuLimits() {
   } catch { return null; }
 }
 
+// Threads: the threaded build of the engine (dist/mt/, scripts/build-threads) runs the CPU's
+// products on a pool of workers sharing its memory. That needs SharedArrayBuffer, which a
+// browser offers only to a cross-origin-isolated page (the service worker makes the app one from
+// its second load on: sw.js). WebKitGTK, isolated, creates shared wasm memory but has no
+// SharedArrayBuffer and cannot post that memory to a worker. Elsewhere, on WebGPU, or if that
+// build is missing or fails to start (the model card says why), the single-thread build runs;
+// the results are the same either way.
+const MAX_THREADS = 8;
+
+async function startModule(backend, limits) {
+  const want = Math.max(1, Math.min(MAX_THREADS, Math.floor(limits?.threads || navigator.hardwareConcurrency || 1)));
+  if (backend === "cpu" && want > 1 && self.crossOriginIsolated && typeof SharedArrayBuffer === "function") {
+    try {
+      const m = await import("./mt/ember.js");
+      wasm = await m.default();
+      // This worker computes too: want − 1 more, each sharing the module's memory.
+      await m.initThreadPool(want - 1);
+      m.set_threads(want);
+      [mod, threads] = [m, want];
+      return;
+    } catch (e) {
+      threadsError = String(e?.message || e);
+      console.warn(`Ember: the threaded engine did not start (${threadsError}); running on one thread`);
+    }
+  }
+  mod = await import("./ember.js");
+  wasm = await mod.default();
+  threads = 1;
+}
+
 async function load({ source, backend, limits }) {
   const t0 = performance.now();
   fault = limits?.fault || null;
-  wasm = await init();
+  await startModule(backend, limits);
   // Several picked files with one .gguf among them and no config.json: that GGUF file.
   if (source.files && !source.files.some((f) => f.name === "config.json")) {
     const gguf = source.files.filter((f) => f.name.toLowerCase().endsWith(".gguf"));
@@ -244,8 +277,8 @@ async function load({ source, backend, limits }) {
   const progress = (done, total) => event(loadId, "progress", { stage, loaded: done, total, unit: "tensors" });
   try {
     engine = blob
-      ? await WasmEngine.load_blob(blob, backend, options, progress)
-      : await WasmEngine.load_folder([...folder.keys()], [...folder.values()], backend, options, progress);
+      ? await mod.WasmEngine.load_blob(blob, backend, options, progress)
+      : await mod.WasmEngine.load_folder([...folder.keys()], [...folder.values()], backend, options, progress);
     minChunk = backend === "webgpu" ? 256 : 4;
     event(loadId, "progress", { stage: "warming", loaded: 0, total: 0 });
     await engine.warm_up();
@@ -257,7 +290,7 @@ async function load({ source, backend, limits }) {
   const oom = await gpuOomError();
   if (oom) { engine = null; throw new LoadError("errGpuMemory", { m: oom.message }); }
   // wasm memory only grows: its size now is the most the load took.
-  return { info: engine.info(), backend, load_s: (performance.now() - t0) / 1000, wasm_bytes: wasm.memory.buffer.byteLength };
+  return { info: engine.info(), backend, threads, threads_error: threadsError, load_s: (performance.now() - t0) / 1000, wasm_bytes: wasm.memory.buffer.byteLength };
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 0));

@@ -5,9 +5,12 @@
 pub mod config;
 pub mod cpu;
 pub mod decoder;
+#[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod pool;
 pub mod qmatrix;
 pub mod weights;
+#[cfg(feature = "gpu")]
 pub mod wgpu;
 
 pub use config::{Activation, Arch, DecoderConfig, Family, Llama3Rope, LongRope};
@@ -15,4 +18,5 @@ pub use cpu::CpuExecutor;
 pub use decoder::{BoxedRunner, Decoder, Executor, Heads, KvCache, Loaded, Rope, RopeSpec, Runner};
 pub use qmatrix::QMatrix;
 pub use weights::{rope_interleave, Tensors};
+#[cfg(feature = "gpu")]
 pub use wgpu::GpuExecutor;

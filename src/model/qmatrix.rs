@@ -25,6 +25,7 @@
 //! integer ones sum each block's halves exactly (SSE2 `pmaddwd` on x86-64, portable Rust
 //! elsewhere: the same integers) before the same f32 scaling.
 
+use super::pool;
 use crate::error::{Error, Result};
 use crate::gguf::quant::{dequantize_into, subs, GgmlType, Sub, Value};
 
@@ -227,22 +228,71 @@ impl SubRow<'_> {
     }
 }
 
-/// How many threads the CPU's products may use natively (rayon's global pool); 1 unless the
-/// embedder says otherwise (`ember --threads`). Results do not depend on it.
-#[cfg(not(target_arch = "wasm32"))]
+/// How many threads the CPU's products use (the caller and `n − 1` workers of [`pool`]: natively,
+/// and in the threaded wasm build); 1 unless the embedder says otherwise (`ember --threads`, the
+/// web worker). Results do not depend on it.
 static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
-/// Lets the CPU's products split their rows among `n` threads (natively; no effect in wasm).
+/// Lets the CPU's products split their rows among `n` threads, starting the workers that needs
+/// (the single-thread wasm build has none, and stays at one).
 pub fn set_threads(n: usize) {
-    #[cfg(not(target_arch = "wasm32"))]
-    THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
-    #[cfg(target_arch = "wasm32")]
-    let _ = n;
+    pool::grow(n.max(1) - 1);
+    THREADS.store(n.max(1).min(pool::workers() + 1), std::sync::atomic::Ordering::Relaxed);
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn threads() -> usize {
+/// The threads the products use now.
+pub fn threads() -> usize {
     THREADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A pointer handed to the parts of one job, each of which writes only its own elements.
+struct Parts<T>(*mut T);
+// SAFETY: shared only with `pool::run`'s parts, which touch disjoint elements (see its users).
+unsafe impl<T> Sync for Parts<T> {}
+
+impl<T> Parts<T> {
+    /// Element `k` (a method, so that a closure captures the `Parts`, not its bare pointer).
+    fn at(&self, k: usize) -> *mut T {
+        self.0.wrapping_add(k)
+    }
+}
+
+/// A product's `n` output rows for `t` tokens into `y` (`[t, n]`), computed by `rows(r0, r1,
+/// out)`, which fills rows `r0..r1` of every token into `out` (`[t, r1 − r0]`). Every row's
+/// arithmetic is its own, so the rows may be split among threads with no change to any result;
+/// each thread takes a few parts in turn, so that a slow one does not hold the others up.
+fn split_rows(n: usize, t: usize, y: &mut [f32], rows: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    let threads = threads();
+    if threads == 1 || n < 64 {
+        return rows(0, n, y);
+    }
+    let chunk = n.div_ceil(threads * 4).max(16);
+    let parts = n.div_ceil(chunk);
+    let range = |k: usize| (k * chunk, ((k + 1) * chunk).min(n));
+    if t == 1 {
+        // One token: its rows are contiguous in `y`, each part written in place.
+        let y = Parts(y.as_mut_ptr());
+        pool::run(parts, &|k| {
+            let (r0, r1) = range(k);
+            // SAFETY: the parts' ranges are disjoint and within `y`, which outlives the run.
+            rows(r0, r1, unsafe { std::slice::from_raw_parts_mut(y.at(r0), r1 - r0) });
+        });
+        return;
+    }
+    let mut outs: Vec<Vec<f32>> = (0..parts).map(|k| vec![0f32; t * (range(k).1 - range(k).0)]).collect();
+    let each = Parts(outs.as_mut_ptr());
+    pool::run(parts, &|k| {
+        let (r0, r1) = range(k);
+        // SAFETY: part k alone touches `outs[k]`, and `outs` outlives the run.
+        rows(r0, r1, unsafe { &mut *each.at(k) });
+    });
+    for (k, out) in outs.iter().enumerate() {
+        let (r0, r1) = range(k);
+        let len = r1 - r0;
+        for i in 0..t {
+            y[i * n + r0..i * n + r1].copy_from_slice(&out[i * len..(i + 1) * len]);
+        }
+    }
 }
 
 /// Per token the block sums of `x`, and per block the offsets they multiply.
@@ -452,8 +502,7 @@ impl QMatrix {
                 s0 * x.s[b] * (a0 + a1) as f32
             }
         };
-        // Rows r0..r1 into `out`, `[t, r1 − r0]`: every row's arithmetic is its own, so the
-        // rows may be split among threads with no change to any result.
+        // Rows r0..r1 into `out`, `[t, r1 − r0]` (see `split_rows`).
         let rows = |r0: usize, r1: usize, out: &mut [f32]| {
             let len = r1 - r0;
             let mut acc = vec![0f32; t];
@@ -480,29 +529,7 @@ impl QMatrix {
                 }
             }
         };
-        #[cfg(not(target_arch = "wasm32"))]
-        if threads() > 1 && n >= 64 {
-            use rayon::prelude::*;
-            let chunk = n.div_ceil(threads() * 4).max(16);
-            let starts: Vec<usize> = (0..n).step_by(chunk).collect();
-            let parts: Vec<(usize, Vec<f32>)> = starts
-                .into_par_iter()
-                .map(|r0| {
-                    let r1 = (r0 + chunk).min(n);
-                    let mut out = vec![0f32; t * (r1 - r0)];
-                    rows(r0, r1, &mut out);
-                    (r0, out)
-                })
-                .collect();
-            for (r0, out) in parts {
-                let len = out.len() / t;
-                for i in 0..t {
-                    y[i * n + r0..i * n + r0 + len].copy_from_slice(&out[i * len..(i + 1) * len]);
-                }
-            }
-            return;
-        }
-        rows(0, n, y);
+        split_rows(n, t, y, rows);
     }
 
     /// The block formats in wasm: every token's `x` rounded to 16 bits ([`X16`]), then integer
@@ -515,28 +542,32 @@ impl QMatrix {
         let (c, n, nb) = (self.cols, self.rows, self.cols / QK);
         let xq: Vec<X16> = x.chunks_exact(c).map(X16::new).collect();
         let offsets = self.offsets(x);
-        for r in 0..n {
-            let blocks = r * nb..(r + 1) * nb;
-            let mut i = 0;
-            while i < t {
-                let k = if t - i >= 4 { 4 } else { 1 };
-                let group = [&xq[i], &xq[(i + 1).min(t - 1)], &xq[(i + 2).min(t - 1)], &xq[(i + 3).min(t - 1)]];
-                let xs = &group[..k];
-                let mut out = [0f32; 4];
-                match &self.data {
-                    QData::Q8_0 { d, q } => kernels::dot_q8_x16(&d[blocks.clone()], &q[r * c..(r + 1) * c], xs, &mut out),
-                    QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => {
-                        kernels::dot_q4_x16(&d[blocks.clone()], &q[r * nb * 16..(r + 1) * nb * 16], xs, &mut out)
+        let rows = |r0: usize, r1: usize, y: &mut [f32]| {
+            let len = r1 - r0;
+            for r in r0..r1 {
+                let blocks = r * nb..(r + 1) * nb;
+                let mut i = 0;
+                while i < t {
+                    let k = if t - i >= 4 { 4 } else { 1 };
+                    let group = [&xq[i], &xq[(i + 1).min(t - 1)], &xq[(i + 2).min(t - 1)], &xq[(i + 3).min(t - 1)]];
+                    let xs = &group[..k];
+                    let mut out = [0f32; 4];
+                    match &self.data {
+                        QData::Q8_0 { d, q } => kernels::dot_q8_x16(&d[blocks.clone()], &q[r * c..(r + 1) * c], xs, &mut out),
+                        QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => {
+                            kernels::dot_q4_x16(&d[blocks.clone()], &q[r * nb * 16..(r + 1) * nb * 16], xs, &mut out)
+                        }
+                        QData::Subs(p) => kernels::dot_sub_x16(&p.row(r, nb), xs, &mut out),
+                        QData::F32(_) => unreachable!("f32 rows are multiplied in f32"),
                     }
-                    QData::Subs(p) => kernels::dot_sub_x16(&p.row(r, nb), xs, &mut out),
-                    QData::F32(_) => unreachable!("f32 rows are multiplied in f32"),
+                    for (j, v) in out[..k].iter().enumerate() {
+                        y[(i + j) * len + r - r0] = self.offset(r, i + j, &offsets) + v;
+                    }
+                    i += k;
                 }
-                for (j, v) in out[..k].iter().enumerate() {
-                    y[(i + j) * n + r] = self.offset(r, i + j, &offsets) + v;
-                }
-                i += k;
             }
-        }
+        };
+        split_rows(n, t, y, rows);
     }
 
     /// f32 weights `v` (and f16/bf16, widened at load): rows taken eight at a time and met by
@@ -546,38 +577,43 @@ impl QMatrix {
     fn matmul_f32(&self, v: &[f32], x: &[f32], t: usize, y: &mut [f32]) {
         const R: usize = 8;
         let (c, n) = (self.cols, self.rows);
-        for r0 in (0..n).step_by(R) {
-            let rows = R.min(n - r0);
-            let w = |k: usize| &v[(r0 + k) * c..(r0 + k + 1) * c];
-            let xr = |i: usize| &x[i * c..(i + 1) * c];
-            let mut i = 0;
-            while i < t {
-                if i + 4 <= t {
-                    let xs = [xr(i), xr(i + 1), xr(i + 2), xr(i + 3)];
-                    let mut k = 0;
-                    while k + 2 <= rows {
-                        let s = kernels::dot2x4([w(k), w(k + 1)], xs);
-                        for (dr, s) in s.iter().enumerate() {
-                            for (di, v) in s.iter().enumerate() {
-                                y[(i + di) * n + r0 + k + dr] = *v;
+        let part = |ra: usize, rb: usize, y: &mut [f32]| {
+            let n = rb - ra;
+            for r0 in (ra..rb).step_by(R) {
+                let rows = R.min(rb - r0);
+                let w = |k: usize| &v[(r0 + k) * c..(r0 + k + 1) * c];
+                let xr = |i: usize| &x[i * c..(i + 1) * c];
+                let r0 = r0 - ra;
+                let mut i = 0;
+                while i < t {
+                    if i + 4 <= t {
+                        let xs = [xr(i), xr(i + 1), xr(i + 2), xr(i + 3)];
+                        let mut k = 0;
+                        while k + 2 <= rows {
+                            let s = kernels::dot2x4([w(k), w(k + 1)], xs);
+                            for (dr, s) in s.iter().enumerate() {
+                                for (di, v) in s.iter().enumerate() {
+                                    y[(i + di) * n + r0 + k + dr] = *v;
+                                }
+                            }
+                            k += 2;
+                        }
+                        for k in k..rows {
+                            for (di, xv) in xs.iter().enumerate() {
+                                y[(i + di) * n + r0 + k] = kernels::dot_w(w(k), xv);
                             }
                         }
-                        k += 2;
-                    }
-                    for k in k..rows {
-                        for (di, xv) in xs.iter().enumerate() {
-                            y[(i + di) * n + r0 + k] = kernels::dot_w(w(k), xv);
+                        i += 4;
+                    } else {
+                        for k in 0..rows {
+                            y[i * n + r0 + k] = kernels::dot_w(w(k), xr(i));
                         }
+                        i += 1;
                     }
-                    i += 4;
-                } else {
-                    for k in 0..rows {
-                        y[i * n + r0 + k] = kernels::dot_w(w(k), xr(i));
-                    }
-                    i += 1;
                 }
             }
-        }
+        };
+        split_rows(n, t, y, part);
     }
 }
 

@@ -420,7 +420,7 @@ try {
     await page.getByRole("button", { name: "Model" }).click();
     await page.getByRole("combobox", { name: "Backend" }).selectOption("cpu");
     await page.waitForFunction(() => document.querySelector('[data-testid="status"]').dataset.backend === "cpu" && document.querySelector('[data-testid="status"]').dataset.state === "ready", null, { timeout: 60_000 });
-    assert(/on the CPU \(as asked\)/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
+    assert(/on the CPU, \d+ threads? \(as asked\)/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
     await page.getByRole("combobox", { name: "Backend" }).selectOption("auto");
     await page.waitForFunction(() => document.querySelector('[data-testid="status"]').dataset.backend === "webgpu" && document.querySelector('[data-testid="status"]').dataset.state === "ready", null, { timeout: 120_000 });
     await page.keyboard.press("Escape");
@@ -528,7 +528,7 @@ try {
     await other.goto(app(""));
     await waitState(other, "ready");
     assertEq(await other.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
-    assert(/on the CPU \(this browser has no WebGPU\)/.test(await other.getByTestId("status").textContent()), await other.getByTestId("status").textContent());
+    assert(/on the CPU, \d+ threads? \(this browser has no WebGPU\)/.test(await other.getByTestId("status").textContent()), await other.getByTestId("status").textContent());
     await other.close();
   });
 

@@ -65,6 +65,7 @@ const features = async () => {
   return {
     userAgent: navigator.userAgent, webgpu: Boolean(navigator.gpu), opfs, locks: Boolean(navigator.locks),
     persist: Boolean(navigator.storage?.persist), sharedArrayBuffer: typeof SharedArrayBuffer !== "undefined",
+    sharedWasmMemory: (() => { try { return new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer.byteLength > 0; } catch { return false; } })(),
     crossOriginIsolated: self.crossOriginIsolated === true, hardwareConcurrency: navigator.hardwareConcurrency,
     measureMemory: typeof performance.measureUserAgentSpecificMemory === "function", serviceWorker: "serviceWorker" in navigator,
     cacheStorage: !self.caches ? "absent" : await caches.open("ember-probe").then(() => caches.delete("ember-probe")).then(() => true, (e) => `refused (${e.name})`),
@@ -91,7 +92,7 @@ for (const engine of engines) {
       row.ready_s = (Date.now() - t0) / 1000;
       row.features = await d.eval(features);
       const status = await d.eval(statusText);
-      if (!row.features.webgpu) assert(/on the CPU \(this browser has no WebGPU\)/.test(status), status);
+      if (!row.features.webgpu) assert(/on the CPU, \d+ threads? \(this browser has no WebGPU\)/.test(status), status);
       const before = await d.eval(send, question);
       await d.waitFor(answeredAfter, before, 120_000);
       const [answer] = await d.eval(assistantTexts);
@@ -122,6 +123,27 @@ for (const engine of engines) {
       await d.waitFor(stateIs, "ready", 120_000);
       await d.waitFor((n) => document.querySelectorAll('#transcript [data-role="assistant"]').length === n, before.length, 10_000);
       assertEq(await d.eval(assistantTexts), before, "answers after the reload");
+    });
+
+    await timed("under the service worker the page is isolated where the browser can be, and runs the CPU on its threads", async () => {
+      await d.waitFor(() => navigator.serviceWorker?.controller != null, undefined, 30_000);
+      await d.goto(app("temperature=0&repeat_penalty=1&max_tokens=8"));
+      await d.waitFor(stateIs, "ready", 120_000);
+      const f = await d.eval(features);
+      row.controlled = { crossOriginIsolated: f.crossOriginIsolated, sharedArrayBuffer: f.sharedArrayBuffer, sharedWasmMemory: f.sharedWasmMemory };
+      assert(f.crossOriginIsolated, "isolated by the service worker's headers");
+      // Threads need SharedArrayBuffer: WebKitGTK creates shared wasm memory, but without the
+      // global it cannot post it to a worker ("The object can not be cloned"), so it runs one.
+      const want = f.sharedArrayBuffer ? Math.min(f.hardwareConcurrency, 8) : 1;
+      const status = await d.eval(statusText);
+      row.threads = Number(/on the CPU, (\d+) threads?/.exec(status)?.[1]);
+      // The model card says why where the threaded engine did not start.
+      row.card_backend = await d.eval(() => [...document.querySelectorAll("#model-card dt")].find((e) => e.textContent === "Backend")?.nextElementSibling?.textContent ?? null);
+      assertEq(row.threads, want, `threads (${status}; ${row.card_backend})`);
+      const before = await d.eval(send, question);
+      await d.waitFor(answeredAfter, before, 120_000);
+      const [answer] = (await d.eval(assistantTexts)).slice(-1);
+      assert(reference.greedy_text.startsWith(answer) && answer.includes("Paris"), `answer ${JSON.stringify(answer)}`);
     });
 
     await timed("offline (the server gone), a reload starts the app and the model answers", async () => {

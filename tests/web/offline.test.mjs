@@ -43,6 +43,10 @@ try {
   await check("the page carries a strict CSP and a web app manifest with icons", async () => {
     await page.goto(`${origin}/sub/?model=../fixtures/tiny-chat.gguf&backend=cpu`);
     await waitState(page, "ready");
+    // The first visit: no service worker controls the page yet, so it is not isolated, and the
+    // engine runs its single-thread build.
+    assertEq(await page.evaluate(() => crossOriginIsolated), false, "isolated on the first visit");
+    assert(/on the CPU, 1 thread \(as asked\)/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
     const csp = await page.locator('meta[http-equiv="Content-Security-Policy"]').getAttribute("content");
     for (const part of ["default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "connect-src 'self'", "object-src 'none'"]) assert(csp.includes(part), `CSP lacks ${part}: ${csp}`);
     // Enforced: an injected inline script and a fetch to another origin are refused.
@@ -72,6 +76,10 @@ try {
     try {
       await page.reload();
       await waitState(page, "ready", 300_000);
+      // The threaded engine is precached too: offline, the CPU still runs on every core.
+      const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+      const status = await page.getByTestId("status").textContent();
+      assert(cores === 1 || new RegExp(`on the CPU, ${Math.min(cores, 8)} threads`).test(status), status);
       await sendMessage(page, reference.messages[0].content, { timeout: 300_000 });
     } finally {
       await b.context.setOffline(false);
@@ -81,6 +89,36 @@ try {
     // The browser's own update check of sw.js is not the page's and ignores the emulation.
     assertEq(server.requests.slice(before).filter((r) => r.path !== "/sub/sw.js"), [], "requests that reached the server while offline");
     await page.screenshot({ path: join(artifacts, "offline.png") });
+  });
+
+  await check("threads: under the service worker the page (on a subpath) is cross-origin isolated, the CPU runs on every core, answers as the reference, and stops at once", async () => {
+    await page.goto(`${origin}/sub/?backend=cpu&temperature=0&repeat_penalty=1&max_tokens=8`);
+    await waitState(page, "ready", 300_000);
+    const [isolated, cores] = await page.evaluate(() => [crossOriginIsolated, navigator.hardwareConcurrency]);
+    assertEq(isolated, true, "isolated by the service worker's headers");
+    const want = Math.min(cores, 8);
+    const status = await page.getByTestId("status").textContent();
+    assert(new RegExp(`on the CPU, ${want} threads? \\(as asked\\)`).test(status), `${want} threads: ${status}`);
+    await sendMessage(page, reference.messages[0].content, { timeout: 300_000 });
+    const answer = (await texts(page, "assistant")).at(-1);
+    assert(reference.greedy_text.startsWith(answer) && answer.includes("Paris"), answer);
+    // Stop, mid-answer, with the pool of workers busy: the answer ends within 0.3 s.
+    await page.goto(`${origin}/sub/?backend=cpu&temperature=0&repeat_penalty=1&max_tokens=400`);
+    await waitState(page, "ready", 300_000);
+    await sendMessage(page, "Tell me a long story about a cat.", { wait: false });
+    await page.waitForFunction(() => (document.querySelector('#transcript [data-role="assistant"]:last-child .content')?.textContent.length || 0) > 20, null, { timeout: 60_000 });
+    const took = await page.evaluate(() => new Promise((done) => {
+      const t0 = performance.now();
+      const status = document.querySelector('[data-testid="status"]');
+      new MutationObserver((_, o) => { if (status.dataset.state === "ready") { o.disconnect(); done(performance.now() - t0); } })
+        .observe(status, { attributes: true, attributeFilter: ["data-state"] });
+      document.getElementById("stop").click();
+    }));
+    assert(took < 300, `Stop took ${took.toFixed(0)} ms`);
+    // Settable: ?threads=1 runs the single-thread build.
+    await page.goto(`${origin}/sub/?backend=cpu&threads=1`);
+    await waitState(page, "ready", 300_000);
+    assert(/on the CPU, 1 thread \(as asked\)/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
   });
 
   await check("an interrupted download leaves no model behind, and the next try resumes with Range", async () => {
@@ -147,6 +185,8 @@ try {
     assert(await page.locator("#storage-error").isHidden(), "the error goes with a deletion that works");
     await page.getByRole("button", { name: "Delete all conversations" }).click();
     await page.keyboard.press("Escape");
+    // The deletion is asynchronous (IndexedDB): the list empties when it is done.
+    await page.waitForFunction(() => document.querySelectorAll("#conversations li").length === 0, null, { timeout: 5_000 }).catch(() => {});
     assertEq(await page.locator("#conversations li").count(), 0, "no conversations left");
     await page.reload();
     await waitState(page, "ready");

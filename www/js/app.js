@@ -63,7 +63,7 @@ function describeStatus() {
   const k = statusKind;
   if (k.key === "ready" || k.key === "generating" || k.key === "prefill") {
     const i = engine.info;
-    const where = (engine.backend === "webgpu" ? t("onGpu") : t("onCpu")) + (engine.why ? ` (${t(engine.why.key, engine.why.vars)})` : "");
+    const where = (engine.backend === "webgpu" ? t("onGpu") : t(engine.threads > 1 ? "onCpuThreads" : "onCpu", { n: engine.threads })) + (engine.why ? ` (${t(engine.why.key, engine.why.vars)})` : "");
     let base = `${i.display_name || i.name || "model"} · ${t("params", { n: count(i.n_params) })} · ${where} · ${t("loadedIn", { s: engine.loadS.toFixed(1) })}`;
     if (!i.has_chat_template) base += ` · ${t("completion")}`;
     if (k.key === "generating") return `${base} · ${t("generating")}`;
@@ -103,6 +103,8 @@ function limits() {
   // The positions the engine keeps (default 2048, and never past the model's own).
   if (params.has("max_context")) l.max_context = Math.max(1, Math.floor(Number(params.get("max_context")))) || undefined;
   // Test-only fault injection (see worker.js).
+  // How many threads the CPU may use (default: the cores, at most 8).
+  if (params.has("threads")) l.threads = Math.max(1, Math.floor(Number(params.get("threads")))) || undefined;
   if (params.has("fault")) l.fault = params.get("fault");
   return l;
 }

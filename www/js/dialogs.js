@@ -40,7 +40,8 @@ export function renderModelCard(engine) {
     ["card_org", i.organization || "—"],
     ["card_langs", i.languages.length ? i.languages.join(", ") : "—"],
     ["card_data", i.datasets.length ? i.datasets.join(", ") : t("notStated")],
-    ["card_backend", engine.backend === "webgpu" ? "WebGPU" : "CPU (wasm)"],
+    ["card_backend", engine.backend === "webgpu" ? "WebGPU"
+      : engine.threadsError ? t("cardCpuFailed", { m: engine.threadsError }) : t(engine.threads > 1 ? "cardCpuThreads" : "cardCpu", { n: engine.threads })],
     ["card_load", `${engine.loadS.toFixed(1)} s`],
   ];
   for (const [k, v] of rows.filter((r) => r[1] !== undefined)) {

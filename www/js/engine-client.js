@@ -69,6 +69,8 @@ export class EngineClient {
       });
       client.info = ready.info;
       client.loadS = ready.load_s;
+      client.threads = ready.threads ?? 1;
+      client.threadsError = ready.threads_error ?? null;
       client.wasmBytes = ready.wasm_bytes ?? null;
       return client;
     } catch (e) {
@@ -89,6 +91,10 @@ export class EngineClient {
     this.why = why;
     this.info = null;
     this.loadS = 0;
+    /** How many threads the CPU's products use (1 on WebGPU). */
+    this.threads = 1;
+    /** Why the threaded engine did not start, where it was tried (else null). */
+    this.threadsError = null;
     /** The engine's wasm memory once loaded: the most loading took (wasm memory only grows). */
     this.wasmBytes = null;
     /** Called once with an EngineError when the engine dies (a trap in wasm, the GPU lost). */
