@@ -4,7 +4,9 @@ const l = JSON.parse(readFileSync("bench/latest.json", "utf8"));
 const f = (s, d = 1) => (s ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})` : "—");
 // Memory: the page and its workers as Chromium measures them (with Ember's wasm memory added
 // where its worker was left out: bench/page/bench.js), else the engine's wasm memory alone.
-const mem = (s) => s.memory_mb?.median ? `${s.memory_mb.median.toFixed(0)} (page + workers)` : s.wasm_memory_mb?.median ? `${s.wasm_memory_mb.median.toFixed(0)} (wasm)` : "—";
+// (A figure below the wasm memory is an older run's, before the wasm memory was added.)
+const mem = (s) => s.memory_mb?.median && s.memory_mb.median >= (s.wasm_memory_mb?.median ?? 0) ? `${s.memory_mb.median.toFixed(0)} (page + workers)`
+  : s.wasm_memory_mb?.median ? `${s.wasm_memory_mb.median.toFixed(0)} (wasm)` : "—";
 console.log("| subject | prefill tok/s | decode tok/s | load s (cached) | cold load s | memory MB |");
 console.log("|---|---|---|---|---|---|");
 for (const [k, s] of Object.entries(l.runs)) {

@@ -129,7 +129,7 @@ fn threads(args: &mut Args) -> Result<(), Fail> {
     if n == 0 {
         return Err(Fail::Usage("--threads: at least 1".into()));
     }
-    ember::model::qmatrix::set_threads(n);
+    ember::model::pool::set_threads(n);
     Ok(())
 }
 

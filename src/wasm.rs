@@ -29,17 +29,16 @@ fn start_module() {
 #[cfg(feature = "threads")]
 pub use wasm_bindgen_rayon::init_thread_pool;
 
-/// Lets the CPU's products split their rows among `n` threads (`qmatrix::set_threads`): only
-/// the threaded build has more than one.
+/// Lets the CPU's work use `n` threads (`model::pool`): only the threaded build has more than one.
 #[wasm_bindgen]
 pub fn set_threads(n: usize) {
-    crate::model::qmatrix::set_threads(n);
+    crate::model::pool::set_threads(n);
 }
 
 /// The threads the CPU's products use now.
 #[wasm_bindgen]
 pub fn threads() -> usize {
-    crate::model::qmatrix::threads()
+    crate::model::pool::threads()
 }
 
 /// A JS `Error` with the message, and the error's `kind` and `vars` as properties, so that the

@@ -49,12 +49,12 @@ async function emberRun(backend, threads) {
     out.decode_tok_s = done.stats.decode_tok_s;
     out.decode_tokens = done.stats.decode_tokens;
     out.wasm_bytes = done.wasm_bytes;
-    // The page's memory as measured, and the engine's wasm memory (the weights and the cache,
-    // shared by every thread of the pool), which Chromium's measurement leaves out: it read
-    // 3 MB for Ember, whose weights alone take 100 MB there. The wasm memory only grows, so its
-    // size now is its peak.
+    // The page's memory as measured, with the engine's wasm memory (the weights and the cache;
+    // it only grows, so its size now is its peak) where the measurement left it out: Chromium
+    // counts the threaded engine's shared memory, but not the single-thread engine's (it read
+    // 3 MB, where the weights alone take 100 MB), so a total below the wasm memory lacks it.
     const measured = await memoryBytes();
-    out.memory_bytes = measured === null ? null : measured + done.wasm_bytes;
+    out.memory_bytes = measured === null ? null : measured >= done.wasm_bytes ? measured : measured + done.wasm_bytes;
     return out;
   } catch (e) {
     throw new Error(`${which} ${step}: ${e.kind ? `${e.kind}: ` : ""}${e.message}`);

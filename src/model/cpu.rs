@@ -10,6 +10,7 @@ use std::future::Future;
 
 use super::config::Activation;
 use super::decoder::{Executor, Heads, Norm, Rope};
+use super::pool::{self, Parts};
 use super::qmatrix::{dot, QMatrix};
 use super::weights::Raw;
 use crate::error::Result;
@@ -124,26 +125,31 @@ impl Executor for CpuExecutor {
         let end = pos0 + t;
         kc[pos0 * kvd..end * kvd].copy_from_slice(&k);
         vc[pos0 * kvd..end * kvd].copy_from_slice(&v);
-        let mut scores = vec![0f32; end];
+        let (kc, vc): (&[f32], &[f32]) = (kc, vc);
         let mut o = vec![0f32; t * qd]; // [t, heads·head_dim]
-        for i in 0..t {
-            let keys = pos0 + i + 1; // causal: itself and everything before
-            let first = window.map_or(0, |w| keys.saturating_sub(w)); // a local layer's window
-            let scores = &mut scores[first..keys];
-            for head in 0..nh {
-                let kvh = head / group; // consecutive query heads share a KV head
+        let out = Parts::of(&mut o);
+        // One head of every token: the heads are the threads' parts, each its own arithmetic.
+        let head = |head: usize| {
+            let kvh = head / group; // consecutive query heads share a KV head
+            let mut scores = vec![0f32; end];
+            for i in 0..t {
+                let keys = pos0 + i + 1; // causal: itself and everything before
+                let first = window.map_or(0, |w| keys.saturating_sub(w)); // a local layer's window
+                let scores = &mut scores[first..keys];
                 let qv = &q[i * qd + head * hd..][..hd];
                 for (j, s) in (first..).zip(scores.iter_mut()) {
                     *s = dot(qv, &kc[j * kvd + kvh * hd..][..hd]) * scale;
                 }
                 softmax(scores);
-                let out = &mut o[i * qd + head * hd..][..hd];
+                // SAFETY: head `head` of token `i` is this part's alone, within `o`.
+                let out = unsafe { std::slice::from_raw_parts_mut(out.at(i * qd + head * hd), hd) };
                 for (j, &p) in (first..).zip(scores.iter()) {
                     let vv = &vc[j * kvd + kvh * hd..][..hd];
                     out.iter_mut().zip(vv).for_each(|(o, v)| *o += p * v);
                 }
             }
-        }
+        };
+        pool::run(nh, &head);
         o
     }
 

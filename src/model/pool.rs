@@ -37,11 +37,44 @@ const SPINS: u32 = 1 << 18;
 type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
 const fn ticket(generation: u64, next: u64, parts: u64) -> u64 {
-    generation << 32 | next << 16 | parts
+    (generation << 32) | (next << 16) | parts
+}
+
+/// How many threads the CPU's work uses (the caller and `n − 1` workers); 1 unless the embedder
+/// says otherwise (`ember --threads`, the web worker). Results do not depend on it.
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Lets the CPU's work use `n` threads, starting the workers that needs (the single-thread wasm
+/// build has none, and stays at one).
+pub fn set_threads(n: usize) {
+    grow(n.max(1) - 1);
+    THREADS.store(n.max(1).min(workers() + 1), Relaxed);
+}
+
+/// The threads the CPU's work uses now.
+pub fn threads() -> usize {
+    THREADS.load(Relaxed)
+}
+
+/// A pointer handed to the parts of one job, each of which writes only its own elements.
+pub struct Parts<T>(*mut T);
+// SAFETY: shared only with `run`'s parts, which touch disjoint elements (see its users).
+unsafe impl<T> Sync for Parts<T> {}
+
+impl<T> Parts<T> {
+    /// The elements of `v`, for the parts of one job to write.
+    pub fn of(v: &mut [T]) -> Self {
+        Parts(v.as_mut_ptr())
+    }
+
+    /// Element `k` (a method, so that a closure captures the `Parts`, not its bare pointer).
+    pub fn at(&self, k: usize) -> *mut T {
+        self.0.wrapping_add(k)
+    }
 }
 
 /// Starts workers until there are `n` (none in the single-thread wasm build).
-pub fn grow(n: usize) {
+fn grow(n: usize) {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     while WORKERS.load(SeqCst) < n {
         WORKERS.fetch_add(1, SeqCst);
@@ -61,10 +94,10 @@ pub fn workers() -> usize {
 }
 
 /// Runs `f(0)`, …, `f(parts − 1)` on the caller and the workers, and returns when all are done.
-/// Without workers, or while another caller holds them, the caller runs every part itself.
+/// On one thread, or while another caller holds the workers, the caller runs every part itself.
 pub fn run(parts: usize, f: Job) {
     assert!(parts < 1 << 16, "too many parts");
-    if parts <= 1 || workers() == 0 || BUSY.swap(true, Acquire) {
+    if parts <= 1 || threads() == 1 || BUSY.swap(true, Acquire) {
         (0..parts).for_each(f);
         return;
     }
@@ -142,7 +175,7 @@ mod tests {
     /// Every part runs once, whichever thread takes it, job after job.
     #[test]
     fn every_part_runs_once() {
-        grow(2);
+        set_threads(3);
         for parts in [1, 2, 7, 64] {
             for _ in 0..50 {
                 let hits: Vec<AtomicU32> = (0..parts).map(|_| AtomicU32::new(0)).collect();
@@ -152,5 +185,6 @@ mod tests {
                 assert!(hits.iter().all(|h| h.load(SeqCst) == 1), "{parts} parts");
             }
         }
+        set_threads(1);
     }
 }

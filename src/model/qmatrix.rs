@@ -228,34 +228,9 @@ impl SubRow<'_> {
     }
 }
 
-/// How many threads the CPU's products use (the caller and `n − 1` workers of [`pool`]: natively,
-/// and in the threaded wasm build); 1 unless the embedder says otherwise (`ember --threads`, the
-/// web worker). Results do not depend on it.
-static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
-/// Lets the CPU's products split their rows among `n` threads, starting the workers that needs
-/// (the single-thread wasm build has none, and stays at one).
-pub fn set_threads(n: usize) {
-    pool::grow(n.max(1) - 1);
-    THREADS.store(n.max(1).min(pool::workers() + 1), std::sync::atomic::Ordering::Relaxed);
-}
-
-/// The threads the products use now.
-pub fn threads() -> usize {
-    THREADS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// A pointer handed to the parts of one job, each of which writes only its own elements.
-struct Parts<T>(*mut T);
-// SAFETY: shared only with `pool::run`'s parts, which touch disjoint elements (see its users).
-unsafe impl<T> Sync for Parts<T> {}
-
-impl<T> Parts<T> {
-    /// Element `k` (a method, so that a closure captures the `Parts`, not its bare pointer).
-    fn at(&self, k: usize) -> *mut T {
-        self.0.wrapping_add(k)
-    }
-}
+use pool::{threads, Parts};
+#[cfg(test)]
+use pool::set_threads;
 
 /// A product's `n` output rows for `t` tokens into `y` (`[t, n]`), computed by `rows(r0, r1,
 /// out)`, which fills rows `r0..r1` of every token into `out` (`[t, r1 − r0]`). Every row's
@@ -271,7 +246,7 @@ fn split_rows(n: usize, t: usize, y: &mut [f32], rows: impl Fn(usize, usize, &mu
     let range = |k: usize| (k * chunk, ((k + 1) * chunk).min(n));
     if t == 1 {
         // One token: its rows are contiguous in `y`, each part written in place.
-        let y = Parts(y.as_mut_ptr());
+        let y = Parts::of(y);
         pool::run(parts, &|k| {
             let (r0, r1) = range(k);
             // SAFETY: the parts' ranges are disjoint and within `y`, which outlives the run.
@@ -280,7 +255,7 @@ fn split_rows(n: usize, t: usize, y: &mut [f32], rows: impl Fn(usize, usize, &mu
         return;
     }
     let mut outs: Vec<Vec<f32>> = (0..parts).map(|k| vec![0f32; t * (range(k).1 - range(k).0)]).collect();
-    let each = Parts(outs.as_mut_ptr());
+    let each = Parts::of(&mut outs);
     pool::run(parts, &|k| {
         let (r0, r1) = range(k);
         // SAFETY: part k alone touches `outs[k]`, and `outs` outlives the run.

@@ -87,8 +87,11 @@ pub fn argmax(x: &[f32]) -> usize {
 }
 
 /// The backends to test: the CPU always, wgpu (lavapipe natively) unless EMBER_TEST_BACKENDS
-/// says otherwise (e.g. `cpu`).
+/// says otherwise (e.g. `cpu`). The CPU runs on two threads, as the CLI and the browser's
+/// threaded engine do, so that the goldens check the split products (one thread's path is the
+/// same code on the whole matrix, and the unit tests pin that both give the same bits).
 pub fn backends() -> Vec<ember::Backend> {
+    ember::model::pool::set_threads(2);
     ember::testkit::test_backends()
 }
 
