@@ -228,9 +228,9 @@ impl SubRow<'_> {
     }
 }
 
-use pool::{threads, Parts};
 #[cfg(test)]
 use pool::set_threads;
+use pool::{threads, Parts};
 
 /// A product's `n` output rows for `t` tokens into `y` (`[t, n]`), computed by `rows(r0, r1,
 /// out)`, which fills rows `r0..r1` of every token into `out` (`[t, r1 − r0]`). Every row's
