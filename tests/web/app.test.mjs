@@ -35,7 +35,7 @@ try {
     assertEq(await page.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
     const statusText = await page.getByTestId("status").textContent();
     // The file's name, readable ("tiny-chat.gguf"); the name inside the file stays on the card.
-    assert(statusText.startsWith("tiny chat ·") && /CPU \(as asked\)/.test(statusText) && /loaded in/.test(statusText), statusText);
+    assert(statusText.startsWith("tiny chat ·") && /on the CPU, \d+ threads? \(as asked\)/.test(statusText) && /loaded in/.test(statusText), statusText);
     await page.getByRole("button", { name: "Model" }).click();
     const card = await page.locator("#model-card").textContent();
     for (const want of ["Architecturellama · tiny chat", "Name in the filetiny test llama", "Layers2", "Heads / KV heads4 / 2", "Embedding width64", "Context used / trained128 / 128", "Q4_1 ×2"]) {

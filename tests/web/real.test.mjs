@@ -31,7 +31,7 @@ try {
     assertEq(await page.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
     const s = await page.getByTestId("status").textContent();
     // The file's name, readable, not the training run's name inside it ("Smollm2 135M 8k Lc100K Mix1 Ep2").
-    assert(s.startsWith("SmolLM2 135M Instruct · 135M parameters · on the CPU (no WebGPU adapter) · loaded in"), s);
+    assert(/^SmolLM2 135M Instruct · 135M parameters · on the CPU, \d+ threads? \(no WebGPU adapter\) · loaded in/.test(s), s);
   });
 
   await check("a chat turn gives the reference model's greedy answer", async () => {
@@ -146,7 +146,7 @@ try {
     await page.goto(`${origin}/sub/?model=../fixtures/tiny-chat.gguf&backend=webgpu`);
     await waitState(page, "ready", 60_000);
     assertEq(await page.getByTestId("status").getAttribute("data-backend"), "cpu", "data-backend");
-    assert(/on the CPU \(WebGPU failed: /.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
+    assert(/on the CPU, \d+ threads? \(WebGPU failed: /.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
   });
 
   await check("Gemma 3 270M (Q4_K_M, a 262k SentencePiece vocabulary) from its GGUF alone, on the CPU: completion mode, transformers' greedy continuation", async () => {
