@@ -230,7 +230,7 @@ async function startModule(backend, limits) {
       // This worker computes too: want − 1 more, each sharing the module's memory.
       await m.initThreadPool(want - 1);
       m.set_threads(want);
-      [mod, threads] = [m, want];
+      [mod, threads] = [m, m.threads()];
       return;
     } catch (e) {
       threadsError = String(e?.message || e);
