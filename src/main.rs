@@ -180,7 +180,13 @@ fn generate_once(engine: &mut Engine, prompt: &str, options: GenerateOptions, js
             decode_tokens: Option<usize>,
             #[serde(skip_serializing_if = "Option::is_none")]
             load_s: Option<f64>,
+            /// On the CPU: the integer kernels this CPU runs (AVX2, SSE2, NEON) and the threads.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cpu_kernels: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            threads: Option<usize>,
         }
+        let cpu = backend == Backend::Cpu;
         let line = serde_json::to_string(&Out {
             prompt_ids: &start.prompt_ids,
             ids: engine.produced(),
@@ -191,6 +197,8 @@ fn generate_once(engine: &mut Engine, prompt: &str, options: GenerateOptions, js
             prefill_tokens: load_s.map(|_| stats.prefill_tokens),
             decode_tokens: load_s.map(|_| stats.decode_tokens),
             load_s,
+            cpu_kernels: cpu.then(|| ember::model::qmatrix::Isa::best().name()),
+            threads: cpu.then(ember::model::pool::threads),
         })
         .map_err(|e| Fail::Run(e.to_string()))?;
         println!("{line}");

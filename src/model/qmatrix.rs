@@ -22,14 +22,21 @@
 //! 16 bytes of nibbles for the 4-bit low parts of the others, and for 5- and 6-bit quants one or
 //! two 32-bit planes of their high bits. In wasm the inner loops use SIMD128 (the integer ones
 //! sum each block's products per lane); natively the f32 loops use SSE2 or AVX2, and the
-//! integer ones sum each block's halves exactly (SSE2 `pmaddwd` on x86-64, portable Rust
-//! elsewhere: the same integers) before the same f32 scaling.
+//! integer ones are [`lanes`]: one arithmetic fixed lane by lane, written portably and for SSE2,
+//! AVX2 (chosen at run time) and NEON, every one giving the portable bits.
 
 use super::pool;
 use crate::error::{Error, Result};
 use crate::gguf::quant::{dequantize_into, subs, GgmlType, Sub, Value};
 
 pub(crate) use kernels::dot;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub use kernels::{dot_row, Isa};
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub use lanes::{dot as dot_row, Isa};
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod lanes;
 
 /// Elements per block of the 32-element formats.
 const QK: usize = 32;
@@ -100,8 +107,17 @@ const SPREAD: [u64; 256] = {
     t
 };
 
-/// One row of a [`Subs`] matrix, as the wasm kernel reads it.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+/// One row of a block-format matrix, as the integer kernels read it.
+pub enum Row<'a> {
+    /// `d` per block, 32 signed bytes per block.
+    Q8 { d: &'a [f32], q: &'a [i8] },
+    /// `d` per block, 16 bytes of nibbles per block (an offset, if any, is added outside).
+    Q4 { d: &'a [f32], q: &'a [u8] },
+    /// The sub-block formats.
+    Sub(SubRow<'a>),
+}
+
+/// One row of a [`Subs`] matrix.
 pub struct SubRow<'a> {
     lo: &'a [u8],
     hi: &'a [u32],
@@ -185,7 +201,6 @@ impl Subs {
     }
 
     /// Row `r` of a matrix of `nb` sub-blocks a row.
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     fn row(&self, r: usize, nb: usize) -> SubRow<'_> {
         SubRow {
             lo: &self.lo[r * nb * 16..(r + 1) * nb * 16],
@@ -196,7 +211,9 @@ impl Subs {
             zero: self.zero,
         }
     }
+}
 
+impl SubRow<'_> {
     /// Sub-block `b`'s quants, `q − zero`: the nibbles, then each plane's bits spread to bytes
     /// eight at a time (`SPREAD`).
     #[inline(always)]
@@ -214,14 +231,6 @@ impl Subs {
         std::array::from_fn(|j| bytes[j / 8][j % 8] as i16 - self.zero as i16)
     }
 
-    /// The scales of sub-block `b`'s two halves.
-    fn scales(&self, b: usize) -> (f32, f32) {
-        half_scales(&self.s, self.halves, b)
-    }
-}
-
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-impl SubRow<'_> {
     /// The scales of the row's sub-block `b`'s two halves.
     fn scales(&self, b: usize) -> (f32, f32) {
         half_scales(self.s, self.halves, b)
@@ -383,8 +392,9 @@ impl QMatrix {
             }
             QData::Subs(p) => {
                 // The reference's arithmetic: `s·(q − z)`, `s·q + m` or `s·q − m` (m kept negated).
+                let row = p.row(r, nb);
                 for (b, y) in out.chunks_exact_mut(QK).enumerate() {
-                    let (q, (s0, s1)) = (p.quants(r * nb + b), p.scales(r * nb + b));
+                    let (q, (s0, s1)) = (row.quants(b), row.scales(b));
                     let m = if p.m.is_empty() { None } else { Some(p.m[r * nb + b]) };
                     for j in 0..QK {
                         let v = if j < 16 { s0 } else { s1 } * q[j] as f32;
@@ -435,85 +445,16 @@ impl QMatrix {
         offsets.map_or(0.0, |o| o[r * nb..(r + 1) * nb].iter().zip(&sums[i]).map(|(o, s)| o * s).sum())
     }
 
-    /// The block formats natively: every token's `x` rounded to 16 bits ([`X16`]); each block
-    /// of a row widened to i16 once ([`QMatrix::x16_rows`]) and met by every token, its
-    /// halves as exact integer sums ([`kernels::halves`]), then scaled. A token's arithmetic is
-    /// the same whatever the batch, so the prompt run in one pass gives the same keys and values
-    /// as token by token.
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    fn matmul_x16(&self, x: &[f32], t: usize, y: &mut [f32]) {
-        let xq: Vec<X16> = x.chunks_exact(self.cols).map(X16::new).collect();
-        debug_assert_eq!(xq.len(), t);
-        let offsets = self.offsets(x);
-        // One loop per format, each monomorphised over how its blocks widen.
-        match &self.data {
-            QData::Q8_0 { d, q } => self.x16_rows(&xq, &offsets, y, false, |i| {
-                let q: &[i8; QK] = q[i * QK..(i + 1) * QK].try_into().expect("a block");
-                (q.map(i16::from), [d[i]; 2])
-            }),
-            QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => {
-                self.x16_rows(&xq, &offsets, y, false, |i| (unnibble(q[i * 16..(i + 1) * 16].try_into().expect("a block")).map(i16::from), [d[i]; 2]))
-            }
-            QData::Subs(p) => self.x16_rows(&xq, &offsets, y, p.halves == 2, |i| {
-                let (s0, s1) = p.scales(i);
-                (p.quants(i), [s0, s1])
-            }),
-            QData::F32(_) => unreachable!("f32 rows are multiplied in f32"),
-        }
-    }
-
-    /// The loop of [`QMatrix::matmul_x16`]: block `i` of the matrix widens to its i16 quants
-    /// (`q − zero` for the centered sub-blocks, whose offset this folds in) and its halves'
-    /// scales; `split` where those differ (Q6_K).
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    #[inline(always)]
-    fn x16_rows(&self, xq: &[X16], offsets: &Offsets, y: &mut [f32], split: bool, widen: impl Fn(usize) -> ([i16; QK], [f32; 2]) + Sync) {
-        let (n, nb, t) = (self.rows, self.cols / QK, xq.len());
-        let term = |x: &X16, b: usize, w: &[i16; QK], [s0, s1]: [f32; 2]| {
-            let [a0, a1] = kernels::halves(w, &x.q[b * QK..(b + 1) * QK]);
-            if split {
-                x.s[b] * (s0 * a0 as f32 + s1 * a1 as f32)
-            } else {
-                s0 * x.s[b] * (a0 + a1) as f32
-            }
-        };
-        // Rows r0..r1 into `out`, `[t, r1 − r0]` (see `split_rows`).
-        let rows = |r0: usize, r1: usize, out: &mut [f32]| {
-            let len = r1 - r0;
-            let mut acc = vec![0f32; t];
-            for r in r0..r1 {
-                if let [x] = xq {
-                    // One token (decoding): the same arithmetic, its sum kept in a register.
-                    let mut acc = 0f32;
-                    for b in 0..nb {
-                        let (w, s) = widen(r * nb + b);
-                        acc += term(x, b, &w, s);
-                    }
-                    out[r - r0] = self.offset(r, 0, offsets) + acc;
-                    continue;
-                }
-                acc.fill(0.0);
-                for b in 0..nb {
-                    let (w, s) = widen(r * nb + b);
-                    for (acc, x) in acc.iter_mut().zip(xq) {
-                        *acc += term(x, b, &w, s);
-                    }
-                }
-                for (i, acc) in acc.iter().enumerate() {
-                    out[i * len + r - r0] = self.offset(r, i, offsets) + acc;
-                }
-            }
-        };
-        split_rows(n, t, y, rows);
-    }
-
-    /// The block formats in wasm: every token's `x` rounded to 16 bits ([`X16`]), then integer
-    /// dot products in SIMD128, four tokens per pass over a row so that its unpacked quants are
-    /// reused.
+    /// The block formats: every token's `x` rounded to 16 bits ([`X16`]), then integer dot
+    /// products four tokens per pass over a row, so that its unpacked quants are reused:
+    /// natively [`lanes`] (AVX2, SSE2, NEON or portable, one arithmetic), in wasm SIMD128.
     /// A token's result does not depend on how many tokens run with it: the prompt run in one
     /// pass gives the same keys and values as token by token.
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     fn matmul_x16(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        self.matmul_x16_on(Isa::best(), x, t, y)
+    }
+
+    fn matmul_x16_on(&self, isa: Isa, x: &[f32], t: usize, y: &mut [f32]) {
         let (c, n, nb) = (self.cols, self.rows, self.cols / QK);
         let xq: Vec<X16> = x.chunks_exact(c).map(X16::new).collect();
         let offsets = self.offsets(x);
@@ -521,20 +462,18 @@ impl QMatrix {
             let len = r1 - r0;
             for r in r0..r1 {
                 let blocks = r * nb..(r + 1) * nb;
+                let row = match &self.data {
+                    QData::Q8_0 { d, q } => Row::Q8 { d: &d[blocks], q: &q[r * c..(r + 1) * c] },
+                    QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => Row::Q4 { d: &d[blocks], q: &q[r * nb * 16..(r + 1) * nb * 16] },
+                    QData::Subs(p) => Row::Sub(p.row(r, nb)),
+                    QData::F32(_) => unreachable!("f32 rows are multiplied in f32"),
+                };
                 let mut i = 0;
                 while i < t {
                     let k = if t - i >= 4 { 4 } else { 1 };
                     let group = [&xq[i], &xq[(i + 1).min(t - 1)], &xq[(i + 2).min(t - 1)], &xq[(i + 3).min(t - 1)]];
-                    let xs = &group[..k];
                     let mut out = [0f32; 4];
-                    match &self.data {
-                        QData::Q8_0 { d, q } => kernels::dot_q8_x16(&d[blocks.clone()], &q[r * c..(r + 1) * c], xs, &mut out),
-                        QData::Q4_0 { d, q } | QData::Q4_1 { d, q, .. } => {
-                            kernels::dot_q4_x16(&d[blocks.clone()], &q[r * nb * 16..(r + 1) * nb * 16], xs, &mut out)
-                        }
-                        QData::Subs(p) => kernels::dot_sub_x16(&p.row(r, nb), xs, &mut out),
-                        QData::F32(_) => unreachable!("f32 rows are multiplied in f32"),
-                    }
+                    dot_row(isa, &row, &group[..k], &mut out);
                     for (j, v) in out[..k].iter().enumerate() {
                         y[(i + j) * len + r - r0] = self.offset(r, i + j, &offsets) + v;
                     }
@@ -621,7 +560,6 @@ impl X16 {
 /// The inner loops: portable code the compiler vectorises natively, SIMD128 in wasm.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 mod kernels {
-    use super::QK;
 
     /// `Σ a·b`, eight partial sums.
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -750,36 +688,6 @@ mod kernels {
     #[cfg(not(target_arch = "x86_64"))]
     pub fn dot2x4(w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
         [0, 1].map(|r| [0, 1, 2, 3].map(|k| dot(w[r], x[k])))
-    }
-
-    /// `Σ w·x` over each half (elements 0..16, 16..32) of a block: exact integers, so the SSE2
-    /// path (`pmaddwd`, part of every x86-64) gives the portable sums bit for bit, and the f32
-    /// arithmetic around it is the same code on every target.
-    #[inline(always)]
-    pub fn halves(w: &[i16; QK], x: &[i16]) -> [i32; 2] {
-        let x: &[i16; QK] = x.try_into().expect("a 32-value block");
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: SSE2 is part of x86_64; each load reads 8 of the 32 values of `w` or `x`.
-        unsafe {
-            use std::arch::x86_64::*;
-            let (wp, xp) = (w.as_ptr() as *const __m128i, x.as_ptr() as *const __m128i);
-            let pair = |i: usize| {
-                _mm_add_epi32(
-                    _mm_madd_epi16(_mm_loadu_si128(wp.add(i)), _mm_loadu_si128(xp.add(i))),
-                    _mm_madd_epi16(_mm_loadu_si128(wp.add(i + 1)), _mm_loadu_si128(xp.add(i + 1))),
-                )
-            };
-            // Both halves' four lanes summed together: [a0+a1+a2+a3, b0+b1+b2+b3, …].
-            let (a, b) = (pair(0), pair(2));
-            let u = _mm_add_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
-            let v = _mm_add_epi32(u, _mm_srli_si128(u, 8));
-            [_mm_cvtsi128_si32(v), _mm_cvtsi128_si32(_mm_srli_si128(v, 4))]
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let half = |h: usize| (16 * h..16 * h + 16).map(|j| w[j] as i32 * x[j] as i32).sum::<i32>();
-            [half(0), half(1)]
-        }
     }
 }
 
@@ -948,6 +856,31 @@ mod kernels {
         }
     }
 
+    /// The one integer kernel in wasm.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Isa {
+        Simd128,
+    }
+
+    impl Isa {
+        pub fn best() -> Isa {
+            Isa::Simd128
+        }
+
+        pub fn name(self) -> &'static str {
+            "SIMD128"
+        }
+    }
+
+    /// `out[k]` = row · `xs[k]` for one to four tokens.
+    pub fn dot_row(_: Isa, row: &super::Row, xs: &[&super::X16], out: &mut [f32; 4]) {
+        match row {
+            super::Row::Q8 { d, q } => dot_q8_x16(d, q, xs, out),
+            super::Row::Q4 { d, q } => dot_q4_x16(d, q, xs, out),
+            super::Row::Sub(s) => dot_sub_x16(s, xs, out),
+        }
+    }
+
     /// The shared loop: block `b`'s weights widened to i16 once (`widen`), met by each token's
     /// block, scaled by `d_b·s_kb` and summed per token.
     #[inline(always)]
@@ -1080,6 +1013,43 @@ mod tests {
                 m.x16_with_threads(1, &x, t, &mut one);
                 m.x16_with_threads(3, &x, t, &mut many);
                 assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), many.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{ty:?} t={t}");
+            }
+        }
+    }
+
+    /// Every native kernel (SSE2, AVX2, NEON where the CPU has them) gives the portable
+    /// kernel's products bit for bit, for every block format, one token and batched.
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    #[test]
+    fn every_kernel_gives_the_portable_bits() {
+        let (rows, cols) = (9, 512);
+        let w = values(rows * cols, 21);
+        let cases = [
+            (GgmlType::Q8_0, quantize_q8_0(&w)),
+            (GgmlType::Q4_1, quantize_q4_1(&w)),
+            (GgmlType::Q4_0, random_blocks(GgmlType::Q4_0, rows * cols, 22)),
+            (GgmlType::Q5_0, random_blocks(GgmlType::Q5_0, rows * cols, 23)),
+            (GgmlType::Q5_1, random_blocks(GgmlType::Q5_1, rows * cols, 24)),
+            (GgmlType::Q4_K, random_blocks(GgmlType::Q4_K, rows * cols, 25)),
+            (GgmlType::Q5_K, random_blocks(GgmlType::Q5_K, rows * cols, 26)),
+            (GgmlType::Q6_K, random_blocks(GgmlType::Q6_K, rows * cols, 27)),
+        ];
+        let isas = Isa::available();
+        eprintln!("kernels: {:?}", isas);
+        for (ty, bytes) in cases {
+            let m = QMatrix::new(ty, &bytes, rows, cols).unwrap();
+            for t in [1, 4, 6] {
+                // Large and tiny values: a block's scale spans many binades.
+                let x: Vec<f32> = values(t * cols, 30 + t as u32).iter().enumerate().map(|(i, v)| v * if i % 97 == 0 { 300.0 } else { 1.0 }).collect();
+                let bits = |isa: Isa| {
+                    let mut y = vec![0f32; t * rows];
+                    m.matmul_x16_on(isa, &x, t, &mut y);
+                    y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let portable = bits(Isa::Portable);
+                for &isa in &isas[1..] {
+                    assert_eq!(bits(isa), portable, "{ty:?} t={t} on {isa:?}");
+                }
             }
         }
     }

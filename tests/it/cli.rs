@@ -57,7 +57,13 @@ fn generate_json_prints_the_reference_continuation_on_every_backend() {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 1, "exactly one JSON line: {out}");
         let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-        let keys = ["prompt_ids", "ids", "text", "prefill_tok_s", "decode_tok_s", "backend"];
+        let mut keys = vec!["prompt_ids", "ids", "text", "prefill_tok_s", "decode_tok_s", "backend"];
+        if b == ember::Backend::Cpu {
+            // The CPU's integer kernels as this CPU runs them, and its threads (default: the cores).
+            keys.extend(["cpu_kernels", "threads"]);
+            assert!(["AVX2", "SSE2", "NEON", "portable"].contains(&v["cpu_kernels"].as_str().unwrap()), "{}", lines[0]);
+            assert_eq!(v["threads"].as_u64(), Some(std::thread::available_parallelism().unwrap().get() as u64), "{}", lines[0]);
+        }
         assert_eq!(v.as_object().unwrap().len(), keys.len());
         let at: Vec<usize> = keys.iter().map(|k| lines[0].find(&format!("\"{k}\":")).unwrap()).collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]) && at[0] == 1, "keys out of order: {}", lines[0]);
