@@ -5,6 +5,8 @@
 // figures and the ratios to wllama, and writes bench/results/<time>.json (everything),
 // bench/latest.json (medians, min and max per subject) and bench/chart.svg.
 // Usage: node bench/browser.mjs [--runs N] [--n-predict N] [--only a,b] [--webgpu-n-predict N]
+//   [--model FILE --out bench/latest-X.json]: another file of models/ (bench/run measures the
+//   Q4_K_M file so, into bench/latest-q4_k_m.json and bench/chart-q4_k_m.svg).
 import { execFileSync } from "node:child_process";
 import { cpus, totalmem } from "node:os";
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
@@ -24,7 +26,9 @@ const nPredict = Number(arg("n-predict", 128));
 const webgpuFull = process.argv.includes("--webgpu-full");
 const webgpuPredict = webgpuFull ? nPredict : Number(arg("webgpu-n-predict", 8));
 const subjects = arg("only", "wllama-1t,wllama-mt,ember-cpu,ember-cpu-mt,ember-webgpu,ember-cpu-firefox,ember-cpu-webkit").split(",");
-const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const MODEL = arg("model", "SmolLM2-135M-Instruct.Q4_1.gguf");
+const OUT = arg("out", "bench/latest.json");
+const CHART = OUT.replace(/latest(.*)\.json$/, "chart$1.svg");
 if (!existsSync(join("models", MODEL))) { console.error(`models/${MODEL} is missing: run models/fetch.sh`); process.exit(2); }
 if (!existsSync("dist/worker.js")) { console.error("dist/ is missing: run trunk build --release"); process.exit(2); }
 
@@ -155,7 +159,7 @@ const swift = adapter && /swiftshader/i.test(`${adapter.architecture} ${adapter.
 const machine = `${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; ` +
   `Debian chromium ${chromiumVersion}; WebGPU adapter: ${adapter ? `${adapter.vendor}/${adapter.architecture}` : "none"}` +
   (swift ? " (SwiftShader: CPU-emulated WebGPU, not a GPU)" : "");
-const model = `SmolLM2-135M-Instruct Q4_1 GGUF (${(readFileSync(join("models", MODEL)).length / 1e6).toFixed(1)} MB)`;
+const model = `${MODEL.replace(/\.gguf$/, "").replace(/\.([^.]+)$/, " $1")} GGUF (${(readFileSync(join("models", MODEL)).length / 1e6).toFixed(1)} MB)`;
 const latest = {
   machine,
   model,
@@ -167,22 +171,27 @@ const latest = {
   },
   runs: Object.fromEntries(Object.entries(summary).map(([k, s]) => [k, s])),
 };
+// WebGPU calls per prompt token and per decoded token (counts: the same in every run), as the
+// worker counted them in the measured run (issue 20).
+const calls = raw["ember-webgpu"]?.runs?.[0]?.gpu_calls;
+if (calls) latest.counters = { "webgpu-browser": calls };
 
 // A run of some subjects (`--only`) updates theirs and keeps the others' figures (and the native
 // section), each subject with the date it was measured.
 for (const s of Object.values(latest.runs)) s.date = latest.date;
-if (process.argv.includes("--only") && existsSync("bench/latest.json")) {
-  const old = JSON.parse(readFileSync("bench/latest.json", "utf8"));
+if (process.argv.includes("--only") && existsSync(OUT)) {
+  const old = JSON.parse(readFileSync(OUT, "utf8"));
   latest.runs = { ...old.runs, ...latest.runs };
   latest.notes = { ...old.notes, ...latest.notes };
   if (old.native) latest.native = old.native;
+  if (old.counters) latest.counters = { ...old.counters, ...latest.counters };
   if (!adapter) latest.machine = old.machine; // the same machine; the older run saw its WebGPU adapter
 }
 mkdirSync("bench/results", { recursive: true });
 const stamp = latest.date.replace(/[:.]/g, "-");
 writeFileSync(`bench/results/browser-${stamp}.json`, JSON.stringify({ ...latest, raw }, null, 1) + "\n");
-writeFileSync("bench/latest.json", JSON.stringify(latest, null, 1) + "\n");
-writeFileSync("bench/chart.svg", chart(latest));
+writeFileSync(OUT, JSON.stringify(latest, null, 1) + "\n");
+writeFileSync(CHART, chart(latest));
 
 // ---------------------------------------------------------------- report
 const f = (s, d = 1) => (s ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})` : "—");
@@ -198,7 +207,7 @@ for (const e of ["ember-cpu", "ember-cpu-mt", "ember-webgpu", "ember-cpu-firefox
   if (!a?.decode_tok_s || !b?.decode_tok_s) continue;
   console.log(`  ${e} / ${w}: prefill ${(a.prefill_tok_s.median / b.prefill_tok_s.median).toFixed(3)}, decode ${(a.decode_tok_s.median / b.decode_tok_s.median).toFixed(3)}`);
 }
-console.log(`\nwrote bench/latest.json, bench/chart.svg, bench/results/browser-${stamp}.json`);
+console.log(`\nwrote ${OUT}, ${CHART}, bench/results/browser-${stamp}.json`);
 
 /** A bar chart of the medians (log scale: the subjects differ by orders of magnitude). */
 function chart(l) {

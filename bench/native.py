@@ -8,6 +8,7 @@ Figures are each engine's own: Ember's `--json` stats, llama.cpp's `llama_perf_c
 bench/results/native-<time>.json.
 
     bench/.venv/bin/python bench/native.py [--runs 5] [--n-predict 128] [--ember PATH]
+        [--model FILE --out bench/latest-X.json]   (another file of models/, its own results file)
 """
 import argparse
 import datetime
@@ -21,7 +22,7 @@ import subprocess
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"  # --model replaces it
 
 
 def prompt():
@@ -49,6 +50,7 @@ def ember(exe, backend, text, runs, n, threads=1):
         "prompt_tokens": measured[0]["prefill_tokens"],
         "decode_tokens": measured[0]["decode_tokens"],
         "runs": len(measured),
+        **({"threads": lines[0]["threads"], "cpu_kernels": lines[0]["cpu_kernels"]} if "threads" in lines[0] else {}),
     }
 
 
@@ -86,16 +88,21 @@ def llama_cpp_run(threads, text, runs, n):
         "runs": len(measured),
         "threads": threads,
         "version": llama_cpp.__version__,
+        "system_info": llama_cpp.llama_print_system_info().decode().strip(),  # its CPU features
     }
 
 
 def main():
+    global MODEL
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--n-predict", type=int, default=128)
-    ap.add_argument("--ember", default=os.environ.get("EMBER_BIN", "/var/cache/ember/target/debug/ember"))
+    ap.add_argument("--ember", default=os.environ.get("EMBER_BIN", "/var/cache/ember/target/release/ember"))
+    ap.add_argument("--model", default="SmolLM2-135M-Instruct.Q4_1.gguf", help="a file of models/")
+    ap.add_argument("--out", default="bench/latest.json")
     ap.add_argument("--only", default="ember-cli-cpu,ember-cli-cpu-2t,ember-cli-wgpu,llama.cpp-1t,llama.cpp-2t")
     a, _ = ap.parse_known_args()  # bench/run passes the browser half's options too
+    MODEL = ROOT / "models" / a.model
     text = prompt()
     results = {}
     for which in a.only.split(","):
@@ -117,12 +124,12 @@ def main():
     # bench/run measures the dev-profile build the tests use (Ember's crate, where the CPU kernels
     # are, at opt-level 3 with debug assertions; dependencies at 2: Cargo.toml), labelled so.
     profile = "release" if "/release/" in a.ember else "dev profile (Ember's crate at opt-level 3 with debug assertions, dependencies at 2)"
-    native = {"machine": machine, "date": date, "ember_build": profile,
+    native = {"machine": machine, "model": MODEL.name, "date": date, "ember_build": profile,
               "settings": {"runs": a.runs, "n_predict": a.n_predict, "prompt_chars": len(text)}, "runs": results}
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"native-{date.replace(':', '-').replace('.', '-')}.json").write_text(json.dumps(native, indent=1) + "\n")
-    latest_path = ROOT / "bench" / "latest.json"
+    latest_path = ROOT / a.out
     latest = json.loads(latest_path.read_text()) if latest_path.exists() else {"machine": machine, "model": str(MODEL.name), "runs": {}}
     latest["native"] = native
     latest_path.write_text(json.dumps(latest, indent=1) + "\n")
@@ -132,14 +139,12 @@ def main():
     for k, r in results.items():
         print(f"{k:16} {'failed: ' + r['error'] if 'error' in r else f(r['prefill_tok_s']).ljust(22) + ' ' + f(r['decode_tok_s'])}")
     print("\nratios (Ember ÷ llama.cpp, medians):")
-    for e in ("ember-cli-cpu", "ember-cli-wgpu"):
-        for l in ("llama.cpp-1t", "llama.cpp-2t"):
-            if "error" in results.get(e, {"error": 1}) or "error" in results.get(l, {"error": 1}):
-                continue
-            pe, pl = results[e], results[l]
-            print(f"  {e} / {l}: prefill {pe['prefill_tok_s']['median'] / pl['prefill_tok_s']['median']:.3f}, "
-                  f"decode {pe['decode_tok_s']['median'] / pl['decode_tok_s']['median']:.3f}")
-
+    for e, l in (("ember-cli-cpu", "llama.cpp-1t"), ("ember-cli-cpu-2t", "llama.cpp-2t"), ("ember-cli-wgpu", "llama.cpp-1t")):
+        if "error" in results.get(e, {"error": 1}) or "error" in results.get(l, {"error": 1}):
+            continue
+        pe, pl = results[e], results[l]
+        print(f"  {e} / {l}: prefill {pe['prefill_tok_s']['median'] / pl['prefill_tok_s']['median']:.3f}, "
+              f"decode {pe['decode_tok_s']['median'] / pl['decode_tok_s']['median']:.3f}")
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,9 @@
-// Prints bench/latest.json as the Markdown table the README shows: node bench/table.mjs
+// Prints bench/latest.json (or the file named) as the Markdown table the README shows:
+//   node bench/table.mjs [bench/latest-q4_k_m.json]
 import { readFileSync } from "node:fs";
-const l = JSON.parse(readFileSync("bench/latest.json", "utf8"));
+const file = process.argv[2] ?? "bench/latest.json";
+const l = JSON.parse(readFileSync(file, "utf8"));
+console.log(`${l.model}\n`);
 const f = (s, d = 1) => (s ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})` : "—");
 // Memory: the page and its workers as Chromium measures them (with Ember's wasm memory added
 // where its worker was left out: bench/page/bench.js), else the engine's wasm memory alone.
@@ -31,5 +34,12 @@ for (const e of ["ember-cpu-firefox", "ember-cpu-webkit"]) {
     `÷ wllama 1 thread (Chromium): prefill ${r(e, "wllama-1t", "prefill_tok_s")}×, decode ${r(e, "wllama-1t", "decode_tok_s")}×.`);
 }
 const n = l.native?.runs ?? {};
-const rn = (k) => (n["ember-cli-cpu"]?.[k] && n["llama.cpp-1t"]?.[k] ? (n["ember-cli-cpu"][k].median / n["llama.cpp-1t"][k].median).toFixed(2) : "—");
-console.log(`Native ember CLI (CPU) ÷ llama.cpp 1 thread: prefill ${rn("prefill_tok_s")}×, decode ${rn("decode_tok_s")}×.`);
+const rn = (a, b, k) => (n[a]?.[k] && n[b]?.[k] ? (n[a][k].median / n[b][k].median).toFixed(2) : "—");
+for (const [e, c, t] of [["ember-cli-cpu", "llama.cpp-1t", 1], ["ember-cli-cpu-2t", "llama.cpp-2t", 2]]) {
+  if (n[e] && n[c]) console.log(`Native ember CLI (CPU, ${l.native.ember_build}) ÷ llama.cpp, ${t} thread${t > 1 ? "s" : ""}: prefill ${rn(e, c, "prefill_tok_s")}×, decode ${rn(e, c, "decode_tok_s")}×.`);
+}
+if (n["ember-cli-cpu-2t"]) console.log(`Native ember CLI 2 threads ÷ 1: prefill ${rn("ember-cli-cpu-2t", "ember-cli-cpu", "prefill_tok_s")}×, decode ${rn("ember-cli-cpu-2t", "ember-cli-cpu", "decode_tok_s")}×.`);
+for (const [e, c] of [["ember-cpu", "llama.cpp-1t"], ["ember-cpu-mt", "llama.cpp-2t"]]) {
+  const a = l.runs[e]?.decode_tok_s, b = n[c]?.decode_tok_s;
+  if (a && b) console.log(`Browser ${e} ÷ native ${c}: decode ${(a.median / b.median).toFixed(2)}×.`);
+}
