@@ -79,6 +79,35 @@ if (self.GPUAdapter) {
   };
 }
 
+// WebGPU calls, counted (issue 20): what a token costs on a real GPU is mostly its fixed costs,
+// and those are counts that any adapter shows, SwiftShader included. wgpu's calls reach WebGPU
+// through these prototypes' methods, looked up at each call, so wrapping them sees every
+// dispatch, submit, bind group, host write and readback (a buffer mapped for reading) the engine
+// makes. `generate` reports them per prompt token and per decoded token.
+const gpuCalls = { dispatches: 0, submits: 0, bind_groups: 0, writes: 0, readbacks: 0, readback_bytes: 0 };
+if (self.GPUComputePassEncoder) {
+  const count = (proto, name, f) => {
+    const call = proto[name];
+    if (call) proto[name] = function (...args) { f(args, this); return call.apply(this, args); };
+  };
+  count(GPUComputePassEncoder.prototype, "dispatchWorkgroups", () => gpuCalls.dispatches++);
+  count(GPUComputePassEncoder.prototype, "dispatchWorkgroupsIndirect", () => gpuCalls.dispatches++);
+  count(GPUQueue.prototype, "submit", () => gpuCalls.submits++);
+  count(GPUQueue.prototype, "writeBuffer", () => gpuCalls.writes++);
+  count(GPUDevice.prototype, "createBindGroup", () => gpuCalls.bind_groups++);
+  count(GPUBuffer.prototype, "mapAsync", ([mode, offset = 0, size], buffer) => {
+    if (!(mode & GPUMapMode.READ)) return;
+    gpuCalls.readbacks++;
+    gpuCalls.readback_bytes += size ?? buffer.size - offset;
+  });
+}
+
+/** Calls made between two snapshots of `gpuCalls`, per token; null without tokens. */
+function callsPerToken(from, to, tokens) {
+  if (!(tokens > 0)) return null;
+  return Object.fromEntries(Object.keys(from).map((k) => [k, Math.round(((to[k] - from[k]) / tokens) * 100) / 100]));
+}
+
 /** Ends the load's out-of-memory scope; the error it caught, if any. */
 async function gpuOomError() {
   if (!gpu?.oomScope) return null;
@@ -362,7 +391,13 @@ function generate({ id, messages, text, options, reserve }) {
   return holding(async () => {
     const start = startPrompt(id, { messages, text }, options, reserve);
     let reason = null;
+    // The prompt's tokens but the last run in prefill; the first step runs that one and each
+    // later step one decoded token.
+    const calls = [{ ...gpuCalls }];
     await prefillPrompt(id, start);
+    calls.push({ ...gpuCalls });
+    const prefilled = engine.stats().prefill_tokens;
+    let steps = 0;
     for (;;) {
       // Yield to the event loop so that "stop" (and meter requests) can arrive between tokens.
       await tick();
@@ -370,11 +405,14 @@ function generate({ id, messages, text, options, reserve }) {
       if (stopRequested) { engine.stop(); reason = "stopped"; break; }
       const step = await engine.next();
       if (step === null) break;
+      if (++steps === 1) calls.push({ ...gpuCalls });
+      calls[3] = { ...gpuCalls };
       event(id, "token", { step });
       if (step.done) { reason = step.done; break; }
       if (fault) await injectFaults(++tokensPosted);
     }
-    return { reason, stats: engine.stats(), wasm_bytes: wasm?.memory.buffer.byteLength ?? null };
+    const gpu_calls = gpu ? { prompt_token: callsPerToken(calls[0], calls[1], prefilled), decode_token: steps > 1 ? callsPerToken(calls[2], calls[3], steps - 1) : null } : null;
+    return { reason, stats: engine.stats(), wasm_bytes: wasm?.memory.buffer.byteLength ?? null, gpu_calls };
   });
 }
 

@@ -49,6 +49,7 @@ async function emberRun(backend, threads) {
     out.decode_tok_s = done.stats.decode_tok_s;
     out.decode_tokens = done.stats.decode_tokens;
     out.wasm_bytes = done.wasm_bytes;
+    out.gpu_calls = done.gpu_calls ?? null; // WebGPU calls per token (the worker counts them)
     // The page's memory as measured, with the engine's wasm memory (the weights and the cache;
     // it only grows, so its size now is its peak) where the measurement left it out: Chromium
     // counts the threaded engine's shared memory, but not the single-thread engine's (it read

@@ -199,6 +199,24 @@ try {
     await page.screenshot({ path: join(artifacts, "model-webgpu.png") });
     await page.keyboard.press("Escape");
   });
+  await check("on WebGPU the worker counts a decoded token's WebGPU calls, the model card shows them, and they stay within today's counts", async () => {
+    await page.getByRole("button", { name: "Model" }).click();
+    const card = await page.locator("#model-card").textContent();
+    await page.keyboard.press("Escape");
+    const m = /WebGPU calls per decoded token([0-9.]+) dispatches, ([0-9.]+) submits, ([0-9.]+) bind groups, ([0-9.]+) writes, ([0-9.]+) readbacks \(([0-9.]+) bytes\)/.exec(card);
+    assert(m, `model card lacks the WebGPU calls row: ${card}`);
+    const [dispatches, submits, bindGroups, writes, readbacks, bytes] = m.slice(1).map(Number);
+    console.log(`     (per decoded token: ${m.slice(1).join(" / ")})`);
+    // Counts are deterministic: these bounds are the counts measured when the counter landed
+    // (issue 20's "before", bench/latest.json `counters`); fusing kernels must only lower them.
+    // One readback a token: the logits.
+    const [DISPATCHES, SUBMITS, BIND_GROUPS, WRITES] = [723, 24, 723, 1];
+    assert(dispatches > 0 && dispatches <= DISPATCHES, `${dispatches} dispatches a token (at most ${DISPATCHES})`);
+    assert(submits >= 1 && submits <= SUBMITS, `${submits} submits a token (at most ${SUBMITS})`);
+    assert(bindGroups <= BIND_GROUPS && writes <= WRITES, `${bindGroups} bind groups, ${writes} writes a token`);
+    assertEq(readbacks, 1, "readbacks a token");
+    assertEq(bytes, 4 * 49152, "bytes read back a token: the logits");
+  });
   await check("no request to another origin, no page error (WebGPU session)", async () => {
     assertClean(b);
   });

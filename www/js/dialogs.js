@@ -43,6 +43,8 @@ export function renderModelCard(engine) {
     ["card_backend", engine.backend === "webgpu" ? "WebGPU"
       : engine.threadsError ? t("cardCpuFailed", { m: engine.threadsError }) : t(engine.threads > 1 ? "cardCpuThreads" : "cardCpu", { n: engine.threads })],
     ["card_load", `${engine.loadS.toFixed(1)} s`],
+    // What a decoded token costs in WebGPU calls, counted in the last answer (issue 20).
+    ["card_gpuCalls", engine.backend !== "webgpu" ? undefined : engine.gpuCalls?.decode_token ? t("gpuCallsText", engine.gpuCalls.decode_token) : t("gpuCallsNone")],
   ];
   for (const [k, v] of rows.filter((r) => r[1] !== undefined)) {
     const dt = document.createElement("dt");

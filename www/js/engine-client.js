@@ -143,11 +143,16 @@ export class EngineClient {
   }
 
   /** Streams an answer: `on.start(e)`, `on.prefill(e)`, `on.token(step)`. Resolves to
-   *  {reason, stats, wasm_bytes}; reason "stopped" after stop(). */
-  generate({ messages, text, options, reserve = 0 }, on = {}) {
-    return this.request("generate", { messages, text, options, reserve }, {
+   *  {reason, stats, wasm_bytes, gpu_calls}; reason "stopped" after stop(). On WebGPU,
+   *  `gpu_calls` (also kept as `gpuCalls`, the last answer's) counts the WebGPU calls per
+   *  prompt token and per decoded token: {prompt_token, decode_token}, each {dispatches,
+   *  submits, bind_groups, writes, readbacks, readback_bytes} or null. */
+  async generate({ messages, text, options, reserve = 0 }, on = {}) {
+    const r = await this.request("generate", { messages, text, options, reserve }, {
       start: (e) => on.start?.(e), prefill: (e) => on.prefill?.(e), token: (e) => on.token?.(e.step),
     });
+    if (r.gpu_calls?.decode_token) this.gpuCalls = r.gpu_calls;
+    return r;
   }
 
   /** Stops the running generation (or classroom answer). */
