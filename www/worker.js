@@ -85,18 +85,21 @@ if (self.GPUAdapter) {
 // dispatch, submit, bind group, host write and readback (a buffer mapped for reading) the engine
 // makes. `generate` reports them per prompt token and per decoded token.
 const gpuCalls = { dispatches: 0, submits: 0, bind_groups: 0, writes: 0, readbacks: 0, readback_bytes: 0 };
-if (self.GPUComputePassEncoder) {
-  const count = (proto, name, f) => {
-    const call = proto[name];
-    if (call) proto[name] = function (...args) { f(args, this); return call.apply(this, args); };
+{
+  // A browser may name some of these interfaces and not others (WebKitGTK without WebGPU):
+  // each is looked up on its own, and a missing one is skipped.
+  const count = (iface, name, f) => {
+    const proto = self[iface]?.prototype;
+    const call = proto?.[name];
+    if (typeof call === "function") proto[name] = function (...args) { f(args, this); return call.apply(this, args); };
   };
-  count(GPUComputePassEncoder.prototype, "dispatchWorkgroups", () => gpuCalls.dispatches++);
-  count(GPUComputePassEncoder.prototype, "dispatchWorkgroupsIndirect", () => gpuCalls.dispatches++);
-  count(GPUQueue.prototype, "submit", () => gpuCalls.submits++);
-  count(GPUQueue.prototype, "writeBuffer", () => gpuCalls.writes++);
-  count(GPUDevice.prototype, "createBindGroup", () => gpuCalls.bind_groups++);
-  count(GPUBuffer.prototype, "mapAsync", ([mode, offset = 0, size], buffer) => {
-    if (!(mode & GPUMapMode.READ)) return;
+  count("GPUComputePassEncoder", "dispatchWorkgroups", () => gpuCalls.dispatches++);
+  count("GPUComputePassEncoder", "dispatchWorkgroupsIndirect", () => gpuCalls.dispatches++);
+  count("GPUQueue", "submit", () => gpuCalls.submits++);
+  count("GPUQueue", "writeBuffer", () => gpuCalls.writes++);
+  count("GPUDevice", "createBindGroup", () => gpuCalls.bind_groups++);
+  count("GPUBuffer", "mapAsync", ([mode, offset = 0, size], buffer) => {
+    if (!(mode & 1)) return; // GPUMapMode.READ
     gpuCalls.readbacks++;
     gpuCalls.readback_bytes += size ?? buffer.size - offset;
   });
