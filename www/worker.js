@@ -108,7 +108,7 @@ const gpuCalls = { dispatches: 0, submits: 0, bind_groups: 0, writes: 0, readbac
 /** Calls made between two snapshots of `gpuCalls`, per token; null without tokens. */
 function callsPerToken(from, to, tokens) {
   if (!(tokens > 0)) return null;
-  return Object.fromEntries(Object.keys(from).map((k) => [k, Math.round(((to[k] - from[k]) / tokens) * 100) / 100]));
+  return Object.fromEntries(Object.keys(to).map((k) => [k, Math.round(((to[k] - from[k]) / tokens) * 100) / 100]));
 }
 
 /** Ends the load's out-of-memory scope; the error it caught, if any. */
@@ -396,10 +396,11 @@ function generate({ id, messages, text, options, reserve }) {
     let reason = null;
     // The prompt's tokens but the last run in prefill; the first step runs that one and each
     // later step one decoded token.
-    const calls = [{ ...gpuCalls }];
+    const atStart = { ...gpuCalls };
     await prefillPrompt(id, start);
-    calls.push({ ...gpuCalls });
+    const afterPrefill = { ...gpuCalls };
     const prefilled = engine.stats().prefill_tokens;
+    let afterFirstStep = null;
     let steps = 0;
     for (;;) {
       // Yield to the event loop so that "stop" (and meter requests) can arrive between tokens.
@@ -408,13 +409,13 @@ function generate({ id, messages, text, options, reserve }) {
       if (stopRequested) { engine.stop(); reason = "stopped"; break; }
       const step = await engine.next();
       if (step === null) break;
-      if (++steps === 1) calls.push({ ...gpuCalls });
-      calls[3] = { ...gpuCalls };
+      if (++steps === 1) afterFirstStep = { ...gpuCalls };
       event(id, "token", { step });
       if (step.done) { reason = step.done; break; }
       if (fault) await injectFaults(++tokensPosted);
     }
-    const gpu_calls = gpu ? { prompt_token: callsPerToken(calls[0], calls[1], prefilled), decode_token: steps > 1 ? callsPerToken(calls[2], calls[3], steps - 1) : null } : null;
+    // Nothing after the last step calls WebGPU (a stop, an end, posting the token).
+    const gpu_calls = gpu ? { prompt_token: callsPerToken(atStart, afterPrefill, prefilled), decode_token: callsPerToken(afterFirstStep, gpuCalls, steps - 1) } : null;
     return { reason, stats: engine.stats(), wasm_bytes: wasm?.memory.buffer.byteLength ?? null, gpu_calls };
   });
 }

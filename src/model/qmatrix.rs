@@ -235,6 +235,11 @@ impl SubRow<'_> {
     fn scales(&self, b: usize) -> (f32, f32) {
         half_scales(self.s, self.halves, b)
     }
+
+    /// The row's sub-blocks.
+    fn blocks(&self) -> usize {
+        self.s.len() / self.halves
+    }
 }
 
 #[cfg(test)]
@@ -560,7 +565,6 @@ impl X16 {
 /// The inner loops: portable code the compiler vectorises natively, SIMD128 in wasm.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 mod kernels {
-
     /// `Σ a·b`, eight partial sums.
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         let mut acc = [0f32; 8];
@@ -812,7 +816,7 @@ mod kernels {
     /// `out[k] = Σ_b s_kb · Σ_h s_bh · Σ_{j∈h} (q − z)·x_k`. A sub-block's quants are assembled
     /// once (nibbles, then each plane's bits spread to bytes) and widened to i16 for all tokens.
     pub fn dot_sub_x16(row: &super::SubRow, xs: &[&super::X16], out: &mut [f32; 4]) {
-        let nb = row.s.len() / row.halves;
+        let nb = row.blocks();
         assert!(row.lo.len() == nb * 16 && row.hi.len() == nb * row.planes && xs.len() <= 4 && xs.iter().all(|x| x.q.len() == nb * QK && x.s.len() == nb));
         let (mask, none) = (u8x16_splat(0x0F), u8x16_splat(0));
         let zero = i16x8_splat(row.zero as i16);

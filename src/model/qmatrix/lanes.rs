@@ -17,7 +17,7 @@
 //! arithmetic does not depend on the tokens beside it, so a prompt run in one pass gives the
 //! keys and values of the tokens run one by one. (The wasm kernel has its own four lanes.)
 
-use super::{half_scales, unnibble, Row, SubRow, QK, X16};
+use super::{unnibble, Row, SubRow, QK, X16};
 
 /// The instruction sets a native kernel is written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub fn dot(isa: Isa, row: &Row, xs: &[&X16], out: &mut [f32; 4]) {
             d.len()
         }
         Row::Sub(s) => {
-            let nb = s.s.len() / s.halves;
+            let nb = s.blocks();
             assert!(s.lo.len() == nb * 16 && s.hi.len() == nb * s.planes);
             nb
         }
@@ -116,7 +116,7 @@ fn one<const K: usize>(isa: Isa, row: &Row, xs: [&X16; K]) -> [f32; K] {
 /// A sub-block's scales and whether its halves differ.
 #[inline(always)]
 fn sub_scales(s: &SubRow, b: usize) -> (f32, f32, bool) {
-    let (s0, s1) = half_scales(s.s, s.halves, b);
+    let (s0, s1) = s.scales(b);
     (s0, s1, s.halves == 2)
 }
 
@@ -147,7 +147,7 @@ mod portable {
                 }
             }
             Row::Sub(s) => {
-                for b in 0..s.s.len() / s.halves {
+                for b in 0..s.blocks() {
                     block(&mut acc, &s.quants(b), &xs, b, sub_scales(s, b));
                 }
             }
@@ -195,7 +195,7 @@ mod avx2 {
             }
             Row::Sub(s) => {
                 let zero = _mm256_set1_epi16(s.zero as i16);
-                for b in 0..s.s.len() / s.halves {
+                for b in 0..s.blocks() {
                     let (lo, hi) = sub_bytes(s, b);
                     let w = (_mm256_sub_epi16(_mm256_cvtepu8_epi16(lo), zero), _mm256_sub_epi16(_mm256_cvtepu8_epi16(hi), zero));
                     block(&mut acc, w, &xs, b, sub_scales(s, b));
@@ -291,7 +291,7 @@ mod sse2 {
             }
             Row::Sub(s) => {
                 // SSE2 has no byte shuffle: the planes are spread as the portable code does.
-                for b in 0..s.s.len() / s.halves {
+                for b in 0..s.blocks() {
                     let q = s.quants(b);
                     let w = std::array::from_fn(|i| _mm_loadu_si128(q.as_ptr().add(8 * i) as *const __m128i));
                     block(&mut acc, w, &xs, b, sub_scales(s, b));
@@ -353,7 +353,7 @@ mod neon {
                 }
             }
             Row::Sub(s) => {
-                for b in 0..s.s.len() / s.halves {
+                for b in 0..s.blocks() {
                     let q = s.quants(b);
                     let w = std::array::from_fn(|i| vld1q_s16(q.as_ptr().add(8 * i)));
                     block(&mut acc, w, &xs, b, sub_scales(s, b));
