@@ -92,6 +92,14 @@ def llama_cpp_run(threads, text, runs, n):
     }
 
 
+def wgpu_counters(exe, text):
+    """wgpu's calls per prompt token and per decoded token (`--stats`: counts, the same every run)."""
+    cmd = [str(exe), "generate", "--model", str(MODEL), "--prompt", text, "--max-tokens", "16", "--temperature", "0",
+           "--ignore-eos", "--json", "--stats", "--backend", "wgpu"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])["gpu_calls"]
+
+
 def main():
     global MODEL
     ap = argparse.ArgumentParser()
@@ -132,6 +140,12 @@ def main():
     latest_path = ROOT / a.out
     latest = json.loads(latest_path.read_text()) if latest_path.exists() else {"machine": machine, "model": str(MODEL.name), "runs": {}}
     latest["native"] = native
+    if "ember-cli-wgpu" in a.only.split(","):
+        try:
+            latest.setdefault("counters", {})["wgpu-native"] = wgpu_counters(a.ember, text)
+        except Exception as e:
+            latest.setdefault("counters", {})["wgpu-native"] = {"error": str(e)}
+        print(f"wgpu calls per token (native): {json.dumps(latest['counters']['wgpu-native'])}", flush=True)
     latest_path.write_text(json.dumps(latest, indent=1) + "\n")
 
     f = lambda s: f"{s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f})" if s else "—"

@@ -57,6 +57,23 @@ impl Device {
     }
 }
 
+/// Launches CubeCL records before it submits them. A decoded token is about 250 launches
+/// (SmolLM2), so it goes to the GPU in two or three submits, the last one its readback's,
+/// where CubeCL's default of 32 made 24; a submit costs driver work on every GPU, while
+/// recording more launches before one only delays the GPU's start by their encoding.
+#[cfg(feature = "gpu")]
+pub const TASKS_MAX: usize = 128;
+
+#[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+static ADAPTER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The adapter the wgpu device runs on, natively, once it has started: its name, graphics API,
+/// kind (a CPU such as lavapipe, or an integrated or discrete GPU) and driver.
+#[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+pub fn wgpu_adapter() -> Option<&'static str> {
+    ADAPTER.get().map(String::as_str)
+}
+
 /// Initialises the wgpu device once per process (the runtime cannot be initialised twice).
 #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 pub fn wgpu_device() -> crate::error::Result<burn::tensor::Device> {
@@ -66,8 +83,13 @@ pub fn wgpu_device() -> crate::error::Result<burn::tensor::Device> {
     DEVICE
         .get_or_init(|| {
             // A missing adapter can panic deep inside wgpu: turn that into an error too.
-            std::panic::catch_unwind(|| Device::wgpu_options().init().map_err(|e| e.to_string()))
-                .unwrap_or_else(|_| Err("the wgpu runtime panicked while starting".into()))
+            std::panic::catch_unwind(|| {
+                let (device, setup) = Device::wgpu_options().tasks_max(TASKS_MAX).init_with_setup().map_err(|e| e.to_string())?;
+                let info = setup.adapter.get_info();
+                let _ = ADAPTER.set(format!("{} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info));
+                Ok(device)
+            })
+            .unwrap_or_else(|_| Err("the wgpu runtime panicked while starting".into()))
         })
         .clone()
         .map_err(|e| Error::Device(format!("no usable GPU adapter ({e}); on Linux install mesa-vulkan-drivers, or use --backend cpu")))
@@ -84,7 +106,7 @@ pub async fn wgpu_device() -> crate::error::Result<burn::tensor::Device> {
     if let Some(d) = DEVICE.with(|d| d.borrow().clone()) {
         return Ok(d);
     }
-    let device = Device::wgpu_options().init_async().await.map_err(|e| Error::Device(format!("WebGPU is not available: {e}")))?;
+    let device = Device::wgpu_options().tasks_max(TASKS_MAX).init_async().await.map_err(|e| Error::Device(format!("WebGPU is not available: {e}")))?;
     DEVICE.with(|d| *d.borrow_mut() = Some(device.clone()));
     Ok(device)
 }

@@ -17,6 +17,8 @@ pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+#[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+pub mod gpu_calls;
 pub mod hf;
 #[cfg(feature = "engine")]
 pub mod model;

@@ -12,7 +12,7 @@ use ember::{Backend, Engine, GenerateOptions, LoadOptions, Message, Prompt, Samp
 const USAGE: &str = "usage:
   ember generate --model F --prompt T [--max-tokens N] [--temperature X] [--top-k K] [--top-p P]
                  [--min-p P] [--repeat-penalty R] [--seed S] [--stop S]... [--backend cpu|wgpu] [--json]
-                 [--tokenizer tokenizer.json] [--ignore-eos] [--repeat N] [--threads N]
+                 [--tokenizer tokenizer.json] [--ignore-eos] [--repeat N] [--threads N] [--stats]
   ember chat     --model F [--system S] [--max-tokens N] [--backend cpu|wgpu] [--threads N] [sampling options as above]
   ember tokenize --model F --text T [--json]
   ember info     --model F [--json]
@@ -22,7 +22,8 @@ shards with the index, tokenizer.json, tokenizer_config.json, generation_config.
 Qwen2, Qwen3, Gemma 3, SmolLM3, Phi-3 and GPT-2 models run. It defaults to $EMBER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
 (fetch it with models/fetch.sh). A base model (no chat template) continues text: chat joins the
 turns as one document (completion mode). --temperature 0 is greedy. --threads N (default: every
-core) splits the CPU's work, with the same results. In chat, Ctrl-C stops the answer; Ctrl-D or /exit
+core) splits the CPU's work, with the same results. --stats counts wgpu's calls (dispatches,
+submits, bind groups, host writes, readbacks) per prompt token and per decoded token. In chat, Ctrl-C stops the answer; Ctrl-D or /exit
 quits, /reset starts a new conversation.";
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -142,6 +143,11 @@ fn cmd_generate(mut args: Args) -> Result<(), Fail> {
     let backend = backend(&mut args)?;
     let json = args.flag("--json");
     let ignore_eos = args.flag("--ignore-eos");
+    // Counting needs the logger before the device starts; the CPU makes no GPU calls.
+    let stats = args.flag("--stats") && backend == Backend::Wgpu;
+    if stats && !ember::gpu_calls::install() {
+        return Err(Fail::Run("--stats: wgpu's calls cannot be counted (another logger is installed)".into()));
+    }
     // Benchmarks: the same generation several times in one process, from an empty cache each time.
     let repeat: Option<usize> = args.parsed("--repeat")?;
     let t0 = std::time::Instant::now();
@@ -151,19 +157,45 @@ fn cmd_generate(mut args: Args) -> Result<(), Fail> {
         engine.reset();
         let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: stop.clone(), top_n: 0, ignore_eos, stop_repeats: true };
         // The JSON line keeps its documented keys; `--repeat` (the benchmark) adds its counts.
-        generate_once(&mut engine, &prompt, options, json, backend, repeat.map(|_| load_s))?;
+        generate_once(&mut engine, &prompt, options, (json, stats), backend, repeat.map(|_| load_s))?;
     }
     Ok(())
 }
 
-fn generate_once(engine: &mut Engine, prompt: &str, options: GenerateOptions, json: bool, backend: Backend, load_s: Option<f64>) -> Result<(), Fail> {
+/// One generation; with `stats` (wgpu), wgpu's calls per token are counted and reported.
+fn generate_once(
+    engine: &mut Engine,
+    prompt: &str,
+    options: GenerateOptions,
+    (json, stats): (bool, bool),
+    backend: Backend,
+    load_s: Option<f64>,
+) -> Result<(), Fail> {
     let mut out = std::io::stdout();
-    let start = engine.generate(&Prompt::Text(prompt.to_string()), options, |step| {
+    let start = engine.start(&Prompt::Text(prompt.to_string()), options)?;
+    // Counting as the browser's worker does: the prompt but its last token, then one step per
+    // token, the first of which runs that last prompt token (so it is not counted as decoding).
+    // Otherwise the first step runs the whole prompt, one pass (as the speed figures always did).
+    let at_start = ember::gpu_calls::snapshot();
+    if stats {
+        pollster::block_on(engine.prefill_async(usize::MAX))?;
+    }
+    let (after_prefill, prefilled) = (ember::gpu_calls::snapshot(), engine.stats().prefill_tokens);
+    let (mut after_first, mut steps) = (at_start, 0usize);
+    while let Some(step) = engine.next()? {
+        steps += 1;
+        if steps == 1 {
+            after_first = ember::gpu_calls::snapshot();
+        }
         if !json {
             let _ = write!(out, "{}", step.text);
             let _ = out.flush();
         }
-    })?;
+    }
+    let calls = stats.then(|| GpuCallsPerToken {
+        prompt_token: after_prefill.per_token(&at_start, prefilled),
+        decode_token: ember::gpu_calls::snapshot().per_token(&after_first, steps.saturating_sub(1)),
+    });
     let stats = engine.stats();
     if json {
         #[derive(serde::Serialize)]
@@ -185,6 +217,12 @@ fn generate_once(engine: &mut Engine, prompt: &str, options: GenerateOptions, js
             cpu_kernels: Option<&'static str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             threads: Option<usize>,
+            /// With `--stats` on wgpu: its calls per prompt token and per decoded token.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            gpu_calls: Option<GpuCallsPerToken>,
+            /// With `--stats` on wgpu: the adapter it ran on.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            adapter: Option<&'static str>,
         }
         let cpu = backend == Backend::Cpu;
         let line = serde_json::to_string(&Out {
@@ -199,14 +237,36 @@ fn generate_once(engine: &mut Engine, prompt: &str, options: GenerateOptions, js
             load_s,
             cpu_kernels: cpu.then(|| ember::model::qmatrix::Isa::best().name()),
             threads: cpu.then(ember::model::pool::threads),
+            gpu_calls: calls,
+            adapter: calls.and(ember::backend::wgpu_adapter()),
         })
         .map_err(|e| Fail::Run(e.to_string()))?;
         println!("{line}");
     } else {
         println!();
         eprintln!("{}", stats_line(stats));
+        if let Some(c) = calls {
+            eprintln!("[wgpu adapter: {}]", ember::backend::wgpu_adapter().unwrap_or("unknown"));
+            eprintln!("[wgpu calls per prompt token: {}; per decoded token: {}]", calls_line(c.prompt_token), calls_line(c.decode_token));
+        }
     }
     Ok(())
+}
+
+/// wgpu's calls per token (`--stats`), as `bench/latest.json`'s `counters` hold them.
+#[derive(serde::Serialize, Clone, Copy)]
+struct GpuCallsPerToken {
+    prompt_token: Option<ember::gpu_calls::GpuCalls>,
+    decode_token: Option<ember::gpu_calls::GpuCalls>,
+}
+
+fn calls_line(c: Option<ember::gpu_calls::GpuCalls>) -> String {
+    c.map_or("none".into(), |c| {
+        format!(
+            "{} dispatches, {} submits, {} bind groups, {} writes, {} readbacks of {} bytes",
+            c.dispatches, c.submits, c.bind_groups, c.writes, c.readbacks, c.readback_bytes
+        )
+    })
 }
 
 fn stats_line(s: &Stats) -> String {

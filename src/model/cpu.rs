@@ -163,6 +163,10 @@ impl Executor for CpuExecutor {
         x
     }
 
+    fn columns(&self, x: &Vec<f32>, width: usize, range: std::ops::Range<usize>) -> Vec<f32> {
+        x.chunks_exact(width).flat_map(|row| &row[range.clone()]).copied().collect()
+    }
+
     fn last(&self, mut x: Vec<f32>, tokens: usize) -> Vec<f32> {
         let width = x.len() / tokens;
         x.drain(..(tokens - 1) * width);

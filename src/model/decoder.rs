@@ -63,6 +63,29 @@ pub trait Executor: Sized {
     fn glu(&self, gate: Self::Act, up: Self::Act, act: Activation) -> Self::Act;
     /// `act(x)`, elementwise.
     fn activate(&self, x: Self::Act, act: Activation) -> Self::Act;
+    /// Columns `range` of every `width`-wide row: `[t, range.len()]`.
+    fn columns(&self, x: &Self::Act, width: usize, range: std::ops::Range<usize>) -> Self::Act;
+
+    /// Matrices of one input width, all multiplied by the same input (q, k and v; gate and up):
+    /// each as the executor keeps it, and, where one product for all of them saves the executor
+    /// work (a GPU's launches), their rows stacked in one matrix of which each is a view (no
+    /// second copy). The default keeps each on its own and stacks nothing.
+    fn matrices(&self, raws: Vec<Raw>) -> Result<Stacked<Self::Matrix>> {
+        Ok((raws.into_iter().map(|r| self.matrix(r, false)).collect::<Result<_>>()?, None))
+    }
+    /// [`Executor::attend`] from one product of the stacked q, k and v (`qkv`, `[t, (heads +
+    /// 2·kv_heads)·head_dim]`), after RoPE of q and k. A GPU does it in one launch per token.
+    fn attend_qkv(&self, qkv: Self::Act, rope: &Rope<Self>, cache: (&mut Self::Kv, &mut Self::Kv), heads: Heads, pos0: usize) -> Self::Act {
+        split_attend_qkv(self, qkv, rope, cache, heads, pos0)
+    }
+    /// [`Executor::glu`] from one product of the stacked gate and up (`[t, 2·d_ff]`, gate first).
+    fn glu_stacked(&self, gate_up: Self::Act, act: Activation, d_ff: usize) -> Self::Act {
+        split_glu(self, gate_up, act, d_ff)
+    }
+    /// `x + y` (the residual stream) and its norm (the next sublayer's input), at once.
+    fn add_norm(&self, x: Self::Act, y: &Self::Act, norm: &Norm<Self>) -> (Self::Act, Self::Act) {
+        add_then_norm(self, x, y, norm)
+    }
     /// The last of `tokens` rows: `[1, width]`.
     fn last(&self, x: Self::Act, tokens: usize) -> Self::Act;
     /// The values, on the CPU: the one readback of a step (asynchronous, as the web requires).
@@ -72,6 +95,33 @@ pub trait Executor: Sized {
         None
     }
 }
+
+/// [`Executor::attend_qkv`] in the plain operations: the columns split, RoPE, then attend.
+pub fn split_attend_qkv<E: Executor>(exec: &E, qkv: E::Act, rope: &Rope<E>, cache: (&mut E::Kv, &mut E::Kv), heads: Heads, pos0: usize) -> E::Act {
+    let (nq, nkv) = (heads.n_head * heads.head_dim, heads.n_kv_head * heads.head_dim);
+    let w = nq + 2 * nkv;
+    let q = exec.rope(exec.columns(&qkv, w, 0..nq), rope, heads.n_head, pos0);
+    let k = exec.rope(exec.columns(&qkv, w, nq..nq + nkv), rope, heads.n_kv_head, pos0);
+    let v = exec.columns(&qkv, w, nq + nkv..w);
+    exec.attend(q, k, v, cache, heads, pos0)
+}
+
+/// [`Executor::glu_stacked`] in the plain operations.
+pub fn split_glu<E: Executor>(exec: &E, gate_up: E::Act, act: Activation, d_ff: usize) -> E::Act {
+    let gate = exec.columns(&gate_up, 2 * d_ff, 0..d_ff);
+    exec.glu(gate, exec.columns(&gate_up, 2 * d_ff, d_ff..2 * d_ff), act)
+}
+
+/// [`Executor::add_norm`] in the plain operations.
+pub fn add_then_norm<E: Executor>(exec: &E, x: E::Act, y: &E::Act, norm: &Norm<E>) -> (E::Act, E::Act) {
+    let x = exec.add(x, y);
+    let h = exec.norm(&x, norm);
+    (x, h)
+}
+
+/// Matrices taken together ([`Executor::matrices`]): each (a view of the stack, where there is
+/// one), and their stack.
+pub type Stacked<M, S = M> = (Vec<M>, Option<S>);
 
 /// A device allocator's count of what it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +308,11 @@ pub struct Layer<E: Executor> {
     pub window: Option<usize>,
     /// Whether it rotates queries and keys (not in a NoPE block).
     pub rope: bool,
+    /// q, k and v's weights stacked (`((heads + 2·kv_heads) · head_dim, d_model)`), where the
+    /// executor stacks them ([`Executor::matrices`]); `q`, `k` and `v` are then its views.
+    pub qkv: Option<E::Matrix>,
+    /// Gate and up's weights stacked (`(2·d_ff, d_model)`), where the executor stacks them.
+    pub gate_up: Option<E::Matrix>,
     /// Query projection, `(heads · head_dim, d_model)`.
     pub q: Linear<E>,
     /// Key projection, `(kv_heads · head_dim, d_model)`.
@@ -322,38 +377,52 @@ impl<E: Executor> Decoder<E> {
             let at: Vec<u32> = (pos0..needed).map(|p| p as u32).collect();
             x = exec.add(x, &exec.embed(p, &at)); // [t, d_model]
         }
+        // Each residual add is fused with the norm that follows it (the next sublayer's).
+        let mut h = exec.norm(&x, self.layers.first().map_or(&self.norm, |l| &l.attn_norm));
         for (l, layer) in self.layers.iter().enumerate() {
-            let h = exec.norm(&x, &layer.attn_norm);
-            let mut q = layer.q.forward(exec, &h); // [t, heads·head_dim]
-            let mut k = layer.k.forward(exec, &h); // [t, kv_heads·head_dim]
-            let v = layer.v.forward(exec, &h); // [t, kv_heads·head_dim]
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                q = exec.norm(&q, qn); // each head over its head_dim
-                k = exec.norm(&k, kn);
-            }
             let rope = if layer.window.is_some() { self.rope_local.as_ref().or(self.rope.as_ref()) } else { self.rope.as_ref() };
             let rope = rope.filter(|_| layer.rope);
-            if let Some(rope) = rope {
-                q = exec.rope(q, rope, heads.n_head, pos0);
-                k = exec.rope(k, rope, heads.n_kv_head, pos0);
-            }
-            let o = exec.attend(q, k, v, cache.layer(l), Heads { window: layer.window, ..heads }, pos0); // [t, heads·head_dim]
+            let heads = Heads { window: layer.window, ..heads };
+            let o = match (&layer.qkv, rope) {
+                // One product, then RoPE, the cache and attention at once (no biases or QK-norm
+                // where the weights were stacked).
+                (Some(qkv), Some(rope)) => exec.attend_qkv(exec.matmul(&h, qkv), rope, cache.layer(l), heads, pos0),
+                _ => self.attention(exec, layer, &h, rope, cache.layer(l), heads, pos0),
+            }; // [t, heads·head_dim]
             let o = layer.o.forward(exec, &o); // [t, d_model]
-            x = exec.add(x, &post_norm(exec, o, layer.post_attn_norm.as_ref()));
+            (x, h) = exec.add_norm(x, &post_norm(exec, o, layer.post_attn_norm.as_ref()), &layer.ffn_norm);
 
-            let h = exec.norm(&x, &layer.ffn_norm);
-            let up = layer.up.forward(exec, &h); // [t, d_ff]
-            let m = match &layer.gate {
-                Some(gate) => exec.glu(gate.forward(exec, &h), up, f.act),
-                None => exec.activate(up, f.act),
+            let m = match (&layer.gate_up, &layer.gate) {
+                (Some(gate_up), _) => exec.glu_stacked(exec.matmul(&h, gate_up), f.act, c.d_ff), // [t, d_ff]
+                (None, Some(gate)) => exec.glu(gate.forward(exec, &h), layer.up.forward(exec, &h), f.act),
+                (None, None) => exec.activate(layer.up.forward(exec, &h), f.act),
             };
             let m = layer.down.forward(exec, &m); // [t, d_model]
-            x = exec.add(x, &post_norm(exec, m, layer.post_ffn_norm.as_ref()));
+            let next = self.layers.get(l + 1).map_or(&self.norm, |n| &n.attn_norm);
+            (x, h) = exec.add_norm(x, &post_norm(exec, m, layer.post_ffn_norm.as_ref()), next);
         }
         cache.len = needed;
-        // The norm is per position, so only the last position needs it.
-        let last = exec.norm(&exec.last(x, t), &self.norm); // [1, d_model]
-        Ok(exec.matmul(&last, self.output.as_ref().unwrap_or(&self.embed))) // [1, vocab]
+        // `h` is the final norm of every position; only the last one's logits are needed.
+        Ok(exec.matmul(&exec.last(h, t), self.output.as_ref().unwrap_or(&self.embed)))
+        // [1, vocab]
+    }
+
+    /// The attention sublayer from its input `h` with separate products: biases, QK-norm and
+    /// RoPE where the layer has them.
+    #[allow(clippy::too_many_arguments)] // the sublayer's own parts, each used once
+    fn attention(&self, exec: &E, layer: &Layer<E>, h: &E::Act, rope: Option<&Rope<E>>, cache: (&mut E::Kv, &mut E::Kv), heads: Heads, pos0: usize) -> E::Act {
+        let mut q = layer.q.forward(exec, h); // [t, heads·head_dim]
+        let mut k = layer.k.forward(exec, h); // [t, kv_heads·head_dim]
+        let v = layer.v.forward(exec, h); // [t, kv_heads·head_dim]
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            q = exec.norm(&q, qn); // each head over its head_dim
+            k = exec.norm(&k, kn);
+        }
+        if let Some(rope) = rope {
+            q = exec.rope(q, rope, heads.n_head, pos0);
+            k = exec.rope(k, rope, heads.n_kv_head, pos0);
+        }
+        exec.attend(q, k, v, cache, heads, pos0)
     }
 }
 

@@ -230,6 +230,8 @@ pub struct QWeight {
     /// The K-quants' per-block scale bytes; else `qs` again, unread.
     sm: Tensor<1, Int>,
     format: QFormat,
+    /// The first of the buffers' rows this matrix is (a view of a stack: `Executor::matrices`).
+    row0: usize,
     rows: usize,
     cols: usize,
 }
@@ -261,7 +263,13 @@ impl QWeight {
         if words.dtype.size() != 4 {
             return Err(Error::Device(format!("GGUF blocks need 32-bit ints on the GPU, not {:?}", words.dtype)));
         }
-        Ok(QWeight { qs, d, m, sm, format, rows, cols })
+        Ok(QWeight { qs, d, m, sm, format, row0: 0, rows, cols })
+    }
+
+    /// Rows `row0..row0 + rows` of this matrix, sharing its buffers.
+    pub fn view(&self, row0: usize, rows: usize) -> QWeight {
+        assert!(row0 + rows <= self.rows, "QWeight::view: rows {row0}..{} of {}", row0 + rows, self.rows);
+        QWeight { row0: self.row0 + row0, rows, ..self.clone() }
     }
 
     /// Output width.
@@ -321,6 +329,7 @@ impl QWeight {
             m.into_tensor_arg(),
             sm.into_tensor_arg(),
             y.clone().into_tensor_arg(),
+            self.row0 as u32,
             self.format.code(),
             tile,
         );
@@ -348,6 +357,7 @@ impl QWeight {
             m.into_tensor_arg(),
             sm.into_tensor_arg(),
             out.clone().into_tensor_arg(),
+            self.row0 as u32,
             self.format.code(),
             ids_ty,
         );
@@ -422,9 +432,95 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     Tensor::from_primitive::<CubeBackend>(out)
 }
 
+/// `x + y` and its RMSNorm `(x + y) / sqrt(mean((x + y)²) + ε) · γ` over the last axis, in one
+/// launch: the residual stream and the next sublayer's input (the same arithmetic as
+/// [`rms_norm`] of the sum).
+pub fn add_rms_norm(x: Tensor<2>, y: Tensor<2>, gamma: &Tensor<1>, eps: f64) -> (Tensor<2>, Tensor<2>) {
+    let [rows, _] = x.dims();
+    let (x, y, gamma) = (cube(x), cube(y), cube(gamma.clone()));
+    let sum = empty_device::<f32>(x.client.clone(), x.device.clone(), x.meta.shape().clone());
+    let out = empty_device::<f32>(x.client.clone(), x.device.clone(), x.meta.shape().clone());
+    kernels::add_norm_kernel::launch(
+        &x.client.clone(),
+        CubeCount::Static(rows as u32, 1, 1),
+        CubeDim::new_1d(UNITS),
+        x.into_tensor_arg(),
+        y.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        sum.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        eps as f32,
+    );
+    (Tensor::from_primitive::<CubeBackend>(sum), Tensor::from_primitive::<CubeBackend>(out))
+}
+
+/// `act(gate) · up` from one product of the stacked gate and up, `[t, 2·d_ff]` (gate first) →
+/// `[t, d_ff]`, one element per unit: SiLU as [`swiglu`], or GELU's tanh form (`gelu`).
+pub fn glu_stacked(gate_up: Tensor<2>, gelu: bool) -> Tensor<2> {
+    let [t, w] = gate_up.dims();
+    let gate_up = cube(gate_up);
+    let out = empty_device::<f32>(gate_up.client.clone(), gate_up.device.clone(), [t, w / 2].into());
+    let n = t * w / 2;
+    let client = gate_up.client.clone();
+    let cube_dim = CubeDim::new(&client, n);
+    kernels::glu_stacked_kernel::launch(
+        &client,
+        calculate_cube_count_elemwise(&client, n, cube_dim),
+        cube_dim,
+        gate_up.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        gelu,
+    );
+    Tensor::from_primitive::<CubeBackend>(out)
+}
+
+/// The widest head [`attend_step`] takes (its shared memory is sized at compile time).
+pub const MAX_HEAD_DIM: usize = 256;
+/// Keys whose scores [`attend_step`] holds at once (4 KiB of shared memory).
+const CHUNK: usize = 1024;
+
+/// Attention for one new token, in one launch: RoPE of its query and key, the key and value
+/// written into the cache at `pos`, and every query head's attention over the keys `first..=pos`
+/// (scaled by `scale`; consecutive query heads share a KV head). `qkv`: `[1, (heads +
+/// 2·kv_heads)·head_dim]` (one product of the stacked weights); `kc`, `vc`: `[1, kv_heads,
+/// capacity, head_dim]`, written in place; `cos`, `sin`: `[positions · head_dim/2]`. Returns
+/// `[1, heads·head_dim]`.
+#[allow(clippy::too_many_arguments)] // the kernel's operands
+pub fn attend_step(
+    qkv: Tensor<2>,
+    kc: &Tensor<4>,
+    vc: &Tensor<4>,
+    cos: &Tensor<1>,
+    sin: &Tensor<1>,
+    n_head: usize,
+    (pos, first): (usize, usize),
+    scale: f32,
+) -> Tensor<2> {
+    let [_, _, _, hd] = kc.dims();
+    assert!(hd <= MAX_HEAD_DIM && hd % 2 == 0, "attend_step: head_dim {hd}");
+    let qkv = cube(qkv);
+    let (kc, vc, cos, sin) = (cube(kc.clone()), cube(vc.clone()), cube(cos.clone()), cube(sin.clone()));
+    let out = empty_device::<f32>(qkv.client.clone(), qkv.device.clone(), [1, n_head * hd].into());
+    kernels::attend_step_kernel::launch(
+        &qkv.client.clone(),
+        CubeCount::Static(n_head as u32, 1, 1),
+        CubeDim::new_1d(UNITS),
+        qkv.into_tensor_arg(),
+        kc.into_tensor_arg(),
+        vc.into_tensor_arg(),
+        cos.into_tensor_arg(),
+        sin.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        pos as u32,
+        first as u32,
+        scale,
+    );
+    Tensor::from_primitive::<CubeBackend>(out)
+}
+
 /// The kernels (CubeCL's `Tensor`, not burn's).
 mod kernels {
-    use super::{qbits, words_of, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
+    use super::{qbits, words_of, CHUNK, MAX_HEAD_DIM, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
     use cubecl::prelude::*;
 
     /// Quant `j` of a block whose words are `w` (registers; `j` known at compile time).
@@ -554,6 +650,7 @@ mod kernels {
         m: &Tensor<f32>,     // offsets
         sm: &Tensor<u32>,    // K-quant scale bytes
         y: &mut Tensor<f32>, // [t, rows]
+        row0: u32,           // the view's first row in the buffers
         #[comptime] code: u32,
         #[comptime] tile: usize,
     ) {
@@ -577,7 +674,7 @@ mod kernels {
         if row < rows {
             let mut b = unit;
             while b < nb {
-                let blk = row * nb + b;
+                let blk = (row0 as usize + row) * nb + b;
                 let mut w = Array::<u32>::new(words);
                 #[unroll]
                 for i in 0..words {
@@ -636,6 +733,7 @@ mod kernels {
         m: &Tensor<f32>,       // offsets
         sm: &Tensor<u32>,      // K-quant scale bytes
         out: &mut Tensor<f32>, // [n, cols]
+        row0: u32,             // the view's first row in the buffers
         #[comptime] code: u32,
         #[define(I)] _id_type: ElemType,
     ) {
@@ -644,7 +742,7 @@ mod kernels {
             terminate!();
         }
         let c = ABSOLUTE_POS % cols;
-        let row = u32::cast_from(ids[ABSOLUTE_POS / cols]) as usize;
+        let row = (u32::cast_from(ids[ABSOLUTE_POS / cols]) + row0) as usize;
         let blk = row * (cols / 32) + c / 32;
         let j = c % 32;
         let q = quant_at(qs, blk * comptime![words_of(code)], j, code);
@@ -713,6 +811,203 @@ mod kernels {
         let x1 = x[2 * ABSOLUTE_POS + 1];
         out[2 * ABSOLUTE_POS] = x0 * c - x1 * n;
         out[2 * ABSOLUTE_POS + 1] = x0 * n + x1 * c;
+    }
+
+    /// `x + y` and its RMSNorm, one row per cube, as `rms_norm_kernel` (each unit writes the
+    /// sum of its elements and scales the same sums).
+    #[cube(launch)]
+    pub(super) fn add_norm_kernel(
+        x: &Tensor<f32>,       // [rows, width]
+        y: &Tensor<f32>,       // like x
+        gamma: &Tensor<f32>,   // [width]
+        sum: &mut Tensor<f32>, // x + y
+        out: &mut Tensor<f32>, // its norm
+        eps: f32,
+    ) {
+        let width = gamma.shape(0);
+        let base = CUBE_POS_X as usize * width;
+        let unit = UNIT_POS_X as usize;
+        let mut ss = 0.0f32;
+        let mut i = unit;
+        while i < width {
+            let v = x[base + i] + y[base + i];
+            sum[base + i] = v;
+            ss += v * v;
+            i += 64;
+        }
+        let mut partial = Shared::<[f32]>::new_slice(64usize);
+        partial[unit] = ss;
+        sync_cube();
+        let mut total = 0.0f32;
+        for k in 0..64 {
+            total += partial[k];
+        }
+        let rms = (total / f32::cast_from(width as u32) + eps).sqrt();
+        let mut i = unit;
+        while i < width {
+            out[base + i] = (x[base + i] + y[base + i]) / rms * gamma[i];
+            i += 64;
+        }
+    }
+
+    /// `act(gate) · up` from the stacked `[t, 2·d_ff]`, one element of `[t, d_ff]` per unit.
+    #[cube(launch)]
+    pub(super) fn glu_stacked_kernel(gate_up: &Tensor<f32>, out: &mut Tensor<f32>, #[comptime] gelu: bool) {
+        if ABSOLUTE_POS >= out.len() {
+            terminate!();
+        }
+        let f = out.shape(1);
+        let at = (ABSOLUTE_POS / f) * 2 * f + ABSOLUTE_POS % f;
+        let g = gate_up[at];
+        let a = if comptime![gelu] {
+            // 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))), tanh(z) = 1 − 2/(e^(2z) + 1).
+            let z = 0.797_884_6f32 * (g + 0.044715f32 * g * g * g);
+            0.5f32 * g * (2.0f32 - 2.0f32 / ((2.0f32 * z).exp() + 1.0f32))
+        } else {
+            g / (1.0 + (-g).exp())
+        };
+        out[ABSOLUTE_POS] = a * gate_up[at + f];
+    }
+
+    /// One new token's attention; cube `h` is query head `h`, its 64 units share the work.
+    /// The new key's score seeds an online softmax (a running maximum `m` and sum `l`, by which
+    /// each chunk rescales what came before), then the cached keys `first..pos` follow in
+    /// chunks of `CHUNK` scores held in shared memory. Unit `u` owns output dims `u + 64·i`.
+    #[cube(launch)]
+    pub(super) fn attend_step_kernel(
+        qkv: &Tensor<f32>,     // [1, (heads + 2·kv_heads)·head_dim]
+        kc: &mut Tensor<f32>,  // [1, kv_heads, capacity, head_dim]
+        vc: &mut Tensor<f32>,  // [1, kv_heads, capacity, head_dim]
+        cos: &Tensor<f32>,     // [positions · head_dim/2]
+        sin: &Tensor<f32>,     // [positions · head_dim/2]
+        out: &mut Tensor<f32>, // [1, heads·head_dim]
+        pos: u32,
+        first: u32,
+        scale: f32,
+    ) {
+        let hd = kc.shape(3);
+        let cap = kc.shape(2);
+        let nkv = kc.shape(1);
+        let nh = out.shape(1) / hd;
+        let half = hd / 2;
+        let h = CUBE_POS_X as usize;
+        let kvh = h / (nh / nkv);
+        let unit = UNIT_POS_X as usize;
+        let p = pos as usize;
+        let mut qh = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
+        let mut kn = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
+        let mut vn = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
+        let mut sc = Shared::<[f32]>::new_slice(CHUNK);
+        let mut red = Shared::<[f32]>::new_slice(64usize);
+
+        // RoPE of the query and the new key (interleaved pairs); the first query head of each
+        // group writes its KV head's new key and value into the cache.
+        let (qb, kb, vb) = (h * hd, (nh + kvh) * hd, (nh + nkv + kvh) * hd);
+        let row = (kvh * cap + p) * hd;
+        let writer = kvh * (nh / nkv) == h;
+        let mut i = unit;
+        while i < half {
+            let c = cos[p * half + i];
+            let s = sin[p * half + i];
+            let (q0, q1) = (qkv[qb + 2 * i], qkv[qb + 2 * i + 1]);
+            qh[2 * i] = q0 * c - q1 * s;
+            qh[2 * i + 1] = q0 * s + q1 * c;
+            let (k0, k1) = (qkv[kb + 2 * i], qkv[kb + 2 * i + 1]);
+            let (r0, r1) = (k0 * c - k1 * s, k0 * s + k1 * c);
+            kn[2 * i] = r0;
+            kn[2 * i + 1] = r1;
+            let (v0, v1) = (qkv[vb + 2 * i], qkv[vb + 2 * i + 1]);
+            vn[2 * i] = v0;
+            vn[2 * i + 1] = v1;
+            if writer {
+                kc[row + 2 * i] = r0;
+                kc[row + 2 * i + 1] = r1;
+                vc[row + 2 * i] = v0;
+                vc[row + 2 * i + 1] = v1;
+            }
+            i += 64;
+        }
+        sync_cube();
+
+        let mut s_new = 0.0f32;
+        for d in 0..hd {
+            s_new += qh[d] * kn[d];
+        }
+        let mut m = s_new * scale;
+        let mut l = 1.0f32;
+        let mut acc = Array::<f32>::new(comptime![MAX_HEAD_DIM / 64]);
+        #[unroll]
+        for k in 0..comptime![MAX_HEAD_DIM / 64] {
+            let d = unit + 64 * k;
+            acc[k] = 0.0;
+            if d < hd {
+                acc[k] = vn[d];
+            }
+        }
+
+        let base = kvh * cap;
+        let mut c0 = first as usize;
+        while c0 < p {
+            let n = clamp_max(p - c0, CHUNK);
+            let mut top = m;
+            let mut j = unit;
+            while j < n {
+                let krow = (base + c0 + j) * hd;
+                let mut dot = 0.0f32;
+                for d in 0..hd {
+                    dot += qh[d] * kc[krow + d];
+                }
+                let sj = dot * scale;
+                sc[j] = sj;
+                top = select(sj > top, sj, top);
+                j += 64;
+            }
+            red[unit] = top;
+            sync_cube();
+            let mut mx = m;
+            for k in 0..64 {
+                mx = select(red[k] > mx, red[k], mx);
+            }
+            sync_cube();
+            let mut part = 0.0f32;
+            let mut j = unit;
+            while j < n {
+                let e = (sc[j] - mx).exp();
+                sc[j] = e;
+                part += e;
+                j += 64;
+            }
+            red[unit] = part;
+            sync_cube();
+            let mut total = 0.0f32;
+            for k in 0..64 {
+                total += red[k];
+            }
+            let factor = (m - mx).exp();
+            l = l * factor + total;
+            m = mx;
+            #[unroll]
+            for k in 0..comptime![MAX_HEAD_DIM / 64] {
+                let d = unit + 64 * k;
+                if d < hd {
+                    let mut a = acc[k] * factor;
+                    for j in 0..n {
+                        a += sc[j] * vc[(base + c0 + j) * hd + d];
+                    }
+                    acc[k] = a;
+                }
+            }
+            // The scores and partial sums are rewritten by the next chunk.
+            sync_cube();
+            c0 += CHUNK;
+        }
+        #[unroll]
+        for k in 0..comptime![MAX_HEAD_DIM / 64] {
+            let d = unit + 64 * k;
+            if d < hd {
+                out[h * hd + d] = acc[k] / l;
+            }
+        }
     }
 
     /// `silu(gate) · up`, one element per unit.
@@ -834,6 +1129,86 @@ mod tests {
             let want: f64 = (0..cols).map(|c| w[r * cols + c] as f64 * x[c] as f64).sum();
             assert!((got[r] as f64 - want).abs() < 1e-4, "row {r}: {} vs {want}", got[r]);
         }
+    }
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i + seed) * 7919 % 2003) as f32 / 1001.0 - 1.0) * 2.0).collect()
+    }
+
+    fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    /// The fused decode step (`attend_step`: RoPE, the cache write, attention in one launch)
+    /// against the plain operations (`split_attend_qkv`), which the golden tests prove: grouped
+    /// heads, a global and a local (window) layer, and a cache longer than one chunk of scores.
+    #[test]
+    fn attend_step_equals_the_plain_operations() {
+        use crate::model::decoder::{split_attend_qkv, Executor, Heads, Rope};
+        use crate::model::wgpu::GpuExecutor;
+        let exec = GpuExecutor::new(device());
+        let (nh, nkv, hd) = (4, 2, 8);
+        let w = (nh + 2 * nkv) * hd;
+        let rope = Rope::new(&exec, hd, 1100, 10000.0).unwrap();
+        for (window, past) in [(None, 0), (None, 5), (Some(3), 5), (None, CHUNK + 6), (Some(CHUNK + 2), CHUNK + 6)] {
+            let heads = Heads { n_head: nh, n_kv_head: nkv, head_dim: hd, scale: 0.35, window };
+            let caches = || (exec.kv(past + 2, heads), exec.kv(past + 2, heads));
+            let ((mut k1, mut v1), (mut k2, mut v2)) = (caches(), caches());
+            if past > 0 {
+                let prompt = exec.input(values(past * w, 1), w);
+                split_attend_qkv(&exec, prompt.clone(), &rope, (&mut k1, &mut v1), heads, 0);
+                split_attend_qkv(&exec, prompt, &rope, (&mut k2, &mut v2), heads, 0);
+            }
+            let step = exec.input(values(w, 3 + past), w);
+            let want = read(split_attend_qkv(&exec, step.clone(), &rope, (&mut k1, &mut v1), heads, past));
+            let got = read(exec.attend_qkv(step, &rope, (&mut k2, &mut v2), heads, past));
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "window {window:?}, {past} cached: output {i} is {g}, want {e}");
+            }
+            // The cache holds the new key and value exactly as the plain operations wrote them.
+            assert_eq!(read(k2), read(k1), "keys, window {window:?}, {past} cached");
+            assert_eq!(read(v2), read(v1), "values, window {window:?}, {past} cached");
+        }
+    }
+
+    /// The stacked products' kernels give the plain operations' bits (SiLU, the residual add
+    /// and RMSNorm) or their values (GELU: burn's erf-free tanh form, another expression).
+    #[test]
+    fn fused_kernels_equal_the_plain_operations() {
+        use crate::model::config::Activation;
+        use crate::model::decoder::{add_then_norm, split_glu, Executor, Norm};
+        use crate::model::wgpu::GpuExecutor;
+        let exec = GpuExecutor::new(device());
+        let (t, ff, width) = (3, 40, 96);
+        let gu = exec.input(values(t * 2 * ff, 5), 2 * ff);
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let want = read(split_glu(&exec, gu.clone(), act, ff));
+            let got = read(exec.glu_stacked(gu.clone(), act, ff));
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                let tol = if act == Activation::Silu { 0.0 } else { 1e-6 * (1.0 + e.abs()) };
+                assert!((g - e).abs() <= tol, "{act:?}: element {i} is {g}, want {e}");
+            }
+        }
+        let (x, y) = (exec.input(values(t * width, 7), width), exec.input(values(t * width, 11), width));
+        let norm = Norm { gamma: exec.vector(values(width, 13)).unwrap(), beta: None, eps: 1e-5 };
+        let (sum, h) = exec.add_norm(x.clone(), &y, &norm);
+        let (want_sum, want_h) = add_then_norm(&exec, x, &y, &norm);
+        assert_eq!(read(sum), read(want_sum));
+        assert_eq!(read(h), read(want_h));
+    }
+
+    /// A view of a stack of matrices multiplies, and gives rows, as the matrix alone does.
+    #[test]
+    fn a_view_of_a_stack_is_its_matrix() {
+        let dev = device();
+        let (ty, cols) = (GgmlType::Q4_K, 256);
+        let (a, b) = (blocks(ty, 5, cols, 1), blocks(ty, 7, cols, 2));
+        let stack = QWeight::new(ty, &[a.clone(), b.clone()].concat(), 12, cols, &dev).unwrap();
+        let alone = QWeight::new(ty, &b, 7, cols, &dev).unwrap();
+        let view = stack.view(5, 7);
+        let x = Tensor::<2>::from_data(TensorData::new(values(cols, 17), [1, cols]), &dev);
+        assert_eq!(read(view.matmul(x.clone())), read(alone.matmul(x)));
+        assert_eq!(read(view.dequantized()), read(alone.dequantized()));
     }
 
     /// What the model card reports: at most 1.2× the file's bytes for every type (a K-quant

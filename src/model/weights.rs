@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::config::{DecoderConfig, Family};
-use super::decoder::{Decoder, Executor, Layer, Linear, Norm, Rope, RopeSpec};
+use super::decoder::{Decoder, Executor, Layer, Linear, Norm, Rope, RopeSpec, Stacked};
 use super::qmatrix::QMatrix;
 use crate::error::{Error, Result};
 use crate::gguf::quant::{dequantize, dequantize_into, f16_at, GgmlType};
@@ -546,26 +546,44 @@ impl<'a, 'p> Walk<'a, 'p> {
         w.in_family(self.config.arch.family()).then(|| self.norm(exec, w, None, layer)).transpose()
     }
 
+    /// Matrices multiplied by the same input, stacked where the executor gains from it
+    /// ([`Executor::matrices`]): each (as a view of the stack, if stacked) and the stack.
+    fn stacked<E: Executor>(&mut self, exec: &E, slots: &[Slot], layer: Option<usize>) -> Result<Stacked<Linear<E>, E::Matrix>> {
+        let raws = slots.iter().map(|&s| self.take(s, layer)).collect::<Result<Vec<_>>>()?;
+        let (matrices, stack) = exec.matrices(raws)?;
+        Ok((matrices.into_iter().map(|weight| Linear { weight, bias: None }).collect(), stack))
+    }
+
     fn layer<E: Executor>(&mut self, exec: &E, l: usize) -> Result<Layer<E>> {
         let f = self.config.arch.family();
         let (l, qkv, out) = (Some(l), |s| f.qkv_bias.then_some(s), |s| f.out_bias.then_some(s));
-        Ok(Layer {
-            attn_norm: self.norm(exec, Slot::AttnNorm, Some(Slot::AttnNormBias), l)?,
-            q_norm: self.opt_norm(exec, Slot::QNorm, l)?,
-            k_norm: self.opt_norm(exec, Slot::KNorm, l)?,
-            post_attn_norm: self.opt_norm(exec, Slot::PostAttnNorm, l)?,
-            post_ffn_norm: self.opt_norm(exec, Slot::PostFfnNorm, l)?,
-            window: self.config.window(l.expect("a block")),
-            rope: self.config.uses_rope(l.expect("a block")),
-            q: self.linear(exec, Slot::Q, qkv(Slot::QBias), l)?,
-            k: self.linear(exec, Slot::K, qkv(Slot::KBias), l)?,
-            v: self.linear(exec, Slot::V, qkv(Slot::VBias), l)?,
-            o: self.linear(exec, Slot::O, out(Slot::OBias), l)?,
-            ffn_norm: self.norm(exec, Slot::FfnNorm, Some(Slot::FfnNormBias), l)?,
-            gate: f.gated.then(|| self.linear(exec, Slot::Gate, None, l)).transpose()?, // before `up`: a fused pair is split here
-            up: self.linear(exec, Slot::Up, out(Slot::UpBias), l)?,
-            down: self.linear(exec, Slot::Down, out(Slot::DownBias), l)?,
-        })
+        let attn_norm = self.norm(exec, Slot::AttnNorm, Some(Slot::AttnNormBias), l)?;
+        let (q_norm, k_norm) = (self.opt_norm(exec, Slot::QNorm, l)?, self.opt_norm(exec, Slot::KNorm, l)?);
+        // One product for q, k and v (and for gate and up) where nothing comes between the
+        // product and the fused kernels that read it: no biases, no QK-norm.
+        let ([q, k, v], qkv) = if f.qkv_bias || q_norm.is_some() {
+            let lin = |w: &mut Self, s, b| w.linear(exec, s, qkv(b), l);
+            ([lin(self, Slot::Q, Slot::QBias)?, lin(self, Slot::K, Slot::KBias)?, lin(self, Slot::V, Slot::VBias)?], None)
+        } else {
+            let (m, stack) = self.stacked(exec, &[Slot::Q, Slot::K, Slot::V], l)?;
+            (m.try_into().unwrap_or_else(|_| unreachable!("three matrices")), stack)
+        };
+        let post_attn_norm = self.opt_norm(exec, Slot::PostAttnNorm, l)?;
+        let post_ffn_norm = self.opt_norm(exec, Slot::PostFfnNorm, l)?;
+        let o = self.linear(exec, Slot::O, out(Slot::OBias), l)?;
+        let ffn_norm = self.norm(exec, Slot::FfnNorm, Some(Slot::FfnNormBias), l)?;
+        // The gate before `up`: a fused pair is split when the gate is taken.
+        let (gate, up, gate_up) = if f.gated && !f.out_bias {
+            let (mut m, stack) = self.stacked(exec, &[Slot::Gate, Slot::Up], l)?;
+            let up = m.pop().expect("two matrices");
+            (m.pop(), up, stack)
+        } else {
+            let gate = f.gated.then(|| self.linear(exec, Slot::Gate, None, l)).transpose()?;
+            (gate, self.linear(exec, Slot::Up, out(Slot::UpBias), l)?, None)
+        };
+        let (window, rope) = (self.config.window(l.expect("a block")), self.config.uses_rope(l.expect("a block")));
+        let down = self.linear(exec, Slot::Down, out(Slot::DownBias), l)?;
+        Ok(Layer { attn_norm, q_norm, k_norm, post_attn_norm, post_ffn_norm, window, rope, qkv, gate_up, q, k, v, o, ffn_norm, gate, up, down })
     }
 }
 

@@ -7,7 +7,7 @@ use burn::tensor::module::{embedding, layer_norm, linear};
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use super::config::Activation;
-use super::decoder::{DeviceMemory, Executor, Heads, Norm, Rope};
+use super::decoder::{self as desc, DeviceMemory, Executor, Heads, Norm, Rope, Stacked};
 use super::gpu::{self, QFormat, QWeight};
 use super::weights::Raw;
 use crate::error::{Error, Result};
@@ -247,6 +247,61 @@ impl Executor for GpuExecutor {
             Activation::Silu => activation::silu(x),
             Activation::GeluTanh => activation::gelu_approximate(x),
         }
+    }
+
+    fn columns(&self, x: &Tensor<2>, _width: usize, range: std::ops::Range<usize>) -> Tensor<2> {
+        let [t, _] = x.dims();
+        x.clone().slice([0..t, range])
+    }
+
+    /// Quantised matrices of one type and width are stacked into one buffer (at most a part's
+    /// bytes): one launch multiplies by all of them, and each is a view of its rows.
+    fn matrices(&self, raws: Vec<Raw>) -> Result<Stacked<GpuMatrix>> {
+        let shapes: Vec<[usize; 2]> = raws.iter().filter_map(|r| r.shape[..].try_into().ok()).collect();
+        let rows: usize = shapes.iter().map(|s| s[0]).sum();
+        let stackable = shapes.len() == raws.len()
+            && raws.len() > 1
+            && raws.iter().all(|r| r.ty == raws[0].ty)
+            && shapes.iter().all(|s| s[1] == shapes[0][1])
+            && QFormat::of(raws[0].ty).is_some_and(|f| f.held_bytes((rows * shapes[0][1]) as u64) <= self.part_bytes as u64);
+        if !stackable {
+            return Ok((raws.into_iter().map(|r| self.matrix(r, false)).collect::<Result<_>>()?, None));
+        }
+        let bytes: Vec<u8> = raws.iter().flat_map(|r| r.bytes.iter().copied()).collect();
+        let stack = QWeight::new(raws[0].ty, &bytes, rows, shapes[0][1], &self.device)?;
+        let mut r0 = 0;
+        let views = shapes
+            .iter()
+            .map(|s| {
+                let view = GpuMatrix { parts: vec![(0, Part::Blocks(Box::new(stack.view(r0, s[0]))))] };
+                r0 += s[0];
+                view
+            })
+            .collect();
+        Ok((views, Some(GpuMatrix { parts: vec![(0, Part::Blocks(Box::new(stack)))] })))
+    }
+
+    /// One token: one kernel (`gpu::attend_step`); a prompt: the plain operations.
+    fn attend_qkv(&self, qkv: Tensor<2>, rope: &Rope<Self>, (kc, vc): (&mut Tensor<4>, &mut Tensor<4>), heads: Heads, pos0: usize) -> Tensor<2> {
+        let [t, _] = qkv.dims();
+        if t != 1 || heads.head_dim > gpu::MAX_HEAD_DIM || !heads.head_dim.is_multiple_of(2) {
+            return desc::split_attend_qkv(self, qkv, rope, (kc, vc), heads, pos0);
+        }
+        let first = heads.window.map_or(0, |w| (pos0 + 1).saturating_sub(w));
+        gpu::attend_step(qkv, kc, vc, &rope.cos, &rope.sin, heads.n_head, (pos0, first), heads.scale)
+    }
+
+    fn glu_stacked(&self, gate_up: Tensor<2>, act: Activation, _d_ff: usize) -> Tensor<2> {
+        gpu::glu_stacked(gate_up, act == Activation::GeluTanh)
+    }
+
+    /// RMSNorm over whole rows in one kernel with the add; LayerNorm and QK-norm widths as two.
+    fn add_norm(&self, x: Tensor<2>, y: &Tensor<2>, n: &Norm<Self>) -> (Tensor<2>, Tensor<2>) {
+        let ([_, width], [d]) = (x.dims(), n.gamma.dims());
+        if n.beta.is_some() || d != width {
+            return desc::add_then_norm(self, x, y, n);
+        }
+        gpu::add_rms_norm(x, y.clone(), &n.gamma, n.eps)
     }
 
     fn last(&self, x: Tensor<2>, tokens: usize) -> Tensor<2> {

@@ -75,6 +75,43 @@ fn generate_json_prints_the_reference_continuation_on_every_backend() {
     }
 }
 
+/// `--stats` counts wgpu's calls per token (from wgpu-core's API log, in this process only).
+/// Counts are deterministic, so the fused decode step's are pinned as upper bounds: issue 20's
+/// targets are at most 370 dispatches and 4 submits a token, and exactly one readback (the
+/// logits). Before the fused kernels a decoded token took 723 dispatches and 24 submits.
+#[test]
+fn generate_stats_counts_the_gpu_calls_of_a_token() {
+    let model = real_model();
+    let (code, out, err) = ember(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "The capital of France is",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "6",
+        "--ignore-eos",
+        "--json",
+        "--stats",
+        "--backend",
+        "wgpu",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let (decode, prompt) = (&v["gpu_calls"]["decode_token"], &v["gpu_calls"]["prompt_token"]);
+    let n = |c: &serde_json::Value, k: &str| c[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {out}"));
+    assert!(n(decode, "dispatches") <= 243.0, "{out}");
+    assert!(n(decode, "submits") <= 3.0, "{out}");
+    assert!(n(decode, "bind_groups") <= 243.0, "{out}");
+    assert!(n(decode, "writes") <= 2.0, "{out}");
+    assert_eq!(n(decode, "readbacks"), 1.0, "{out}");
+    assert_eq!(n(decode, "readback_bytes"), 4.0 * 49152.0, "{out}");
+    // The prompt's tokens but the last (4 of 5) ran as one pass, with one readback.
+    assert!(n(prompt, "dispatches") > 0.0 && n(prompt, "readbacks") == 0.25, "{out}");
+}
+
 #[test]
 fn tokenize_json_equals_the_reference() {
     let fx = json("tokenizer.json");
