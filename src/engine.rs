@@ -237,6 +237,11 @@ pub enum StopReason {
 pub struct Step {
     /// The token picked.
     pub token: u32,
+    /// Its probability in the distribution it was drawn from (0 for a forced token outside it):
+    /// the API's logprobs.
+    pub prob: f32,
+    /// The token's own text (may be part of a character, or a special token's name).
+    pub piece: String,
     /// New text since the last step: whole characters only, and nothing of a stop string.
     pub text: String,
     /// The most probable candidates of the distribution it was drawn from.
@@ -720,6 +725,8 @@ impl Engine {
         g.produced.push(token);
         let top_n = g.options.top_n;
         let top = self.candidates(&pick.distribution.candidates, top_n);
+        let prob = pick.distribution.candidates.iter().find(|c| c.0 == token).map_or(0.0, |c| c.1);
+        let piece = self.tokenizer.decode(&[token]).unwrap_or_default();
         let g = self.generation.as_mut().expect("started");
 
         let mut done = None;
@@ -757,7 +764,7 @@ impl Engine {
             g.text.truncate(end);
             g.finished = true;
         }
-        Ok(Some(Step { token, text, top, done }))
+        Ok(Some(Step { token, prob, piece, text, top, done }))
     }
 
     /// Runs up to `max` tokens of the prompt, so that a long prompt can be stopped part way (the

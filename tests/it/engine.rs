@@ -148,6 +148,36 @@ fn the_same_seed_gives_the_same_tokens() {
     assert_ne!(a, run(&mut e, &p, o(2)).0);
 }
 
+/// Each step carries its token's probability in the distribution it was drawn from (the API's
+/// logprobs) and the token's own text: at temperature 1 with every filter off, the probability
+/// is the model's softmax at the token (the logits read back separately), and it equals the
+/// token's candidate entry wherever the candidates list it.
+#[test]
+fn a_step_carries_its_tokens_probability_and_text() {
+    let mut e = tiny_engine();
+    let sampling = SamplingConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, seed: 5, ..SamplingConfig::default() };
+    let o = GenerateOptions { sampling, max_tokens: 6, stop: vec![], top_n: 8, ignore_eos: true, stop_repeats: false };
+    let start = e.start(&Prompt::Text("the theme".into()), o).unwrap();
+    let mut ids = start.prompt_ids.clone();
+    let mut steps = Vec::new();
+    while let Some(step) = e.next().unwrap() {
+        ids.push(step.token);
+        steps.push(step);
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let context = &ids[..start.prompt_ids.len() + i];
+        let logits = e.logits(context).unwrap();
+        let max = logits.iter().cloned().fold(f32::MIN, f32::max);
+        let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+        let want = ((logits[step.token as usize] - max) as f64).exp() / sum;
+        assert!((step.prob as f64 - want).abs() < 1e-5, "step {i}: prob {} vs softmax {want}", step.prob);
+        if let Some(c) = step.top.iter().find(|c| c.token == step.token) {
+            assert_eq!(c.prob, step.prob);
+        }
+        assert_eq!(step.piece, e.tokenizer().decode(&[step.token]).unwrap());
+    }
+}
+
 #[test]
 fn follow_up_turns_reuse_the_cache_and_match_a_fresh_run() {
     let mut e = tiny_engine();

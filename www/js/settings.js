@@ -1,11 +1,10 @@
 // The sampler settings: saved ones, this visit's overrides from the URL, the Settings dialog's
 // form, and the generation options they make.
 import * as store from "./store.js";
+import { SAMPLER_DEFAULTS } from "./defaults.js";
 
-// Chosen by measurement (examples/eval.rs; the README's table): on SmolLM2-135M, greedy decoding
-// with a mild repetition penalty answered the most questions right and never looped, where the
-// model card's low temperature (0.2, top-p 0.9) looped on 8 % and was cut at the cap on 12 %.
-export const DEFAULTS = { temperature: 0, top_k: 40, top_p: 0.9, min_p: 0.05, repeat_penalty: 1.1, max_tokens: 512, seed: "", thinking: true };
+const { temperature, top_k, top_p, min_p, repeat_penalty } = SAMPLER_DEFAULTS;
+export const DEFAULTS = { temperature, top_k, top_p, min_p, repeat_penalty, max_tokens: 512, seed: "", thinking: true };
 
 /** Regenerate at temperature 0 would give the same answer again: it draws at this one instead. */
 export const REGENERATE_TEMPERATURE = 0.7;
@@ -44,7 +43,7 @@ export function reset() {
 export function sampling(seed = null) {
   const s = read();
   const drawn = seed ?? (s.seed === "" ? Math.floor(Math.random() * 2 ** 31) : Number(s.seed));
-  return { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p, repeat_penalty: s.repeat_penalty, repeat_window: 64, seed: drawn };
+  return { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p, repeat_penalty: s.repeat_penalty, repeat_window: SAMPLER_DEFAULTS.repeat_window, seed: drawn };
 }
 
 /** Options of a streamed chat answer. Nobody reads a streamed token's candidates, so none are computed. */

@@ -1,0 +1,197 @@
+// The embedding API (dist/ember.mjs) as an outside page uses it: a page of its own, on its own
+// path, that imports the module by URL and nothing else of the app. The tiny model where the
+// real one proves nothing more; SmolLM2 for the greedy answer and the logprobs, against the numpy
+// reference. Usage: node tests/web/api.test.mjs [dist-dir]
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { serve, browser, check, report, assert, assertEq, artifacts } from "./harness.mjs";
+
+const dist = resolve(process.argv[2] || "dist");
+const outside = mkdtempSync(join(tmpdir(), "ember-outside-"));
+// The site builder's page: the module, imported by URL, on the window for the checks.
+writeFileSync(join(outside, "index.html"), `<!doctype html><meta charset="utf-8"><title>outside</title>
+<script type="module">import { Ember, EmberError } from "/ember/ember.mjs"; window.Ember = Ember; window.EmberError = EmberError; window.ready = true;</script>`);
+const site = await serve({ "/ember/": dist, "/page/": outside, "/fixtures/": artifacts, "/files/": resolve("tests/web/files"), "/models/": resolve("models") });
+// Another origin, serving the tiny model without CORS headers.
+const other = await serve({ "/": artifacts });
+const origin = site.origin;
+const smollm = JSON.parse(readFileSync("tests/fixtures/smollm2.json", "utf8"));
+const tinyGreedy = JSON.parse(readFileSync("tests/fixtures/tiny-chat-greedy.json", "utf8"));
+
+// The reference's log-softmax of case 0's last position (numpy, float32 logits).
+function referenceLogprobs(file) {
+  const buf = readFileSync(join("tests/fixtures", file));
+  const logits = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+  const max = logits.reduce((a, b) => Math.max(a, b), -Infinity);
+  const lse = max + Math.log(logits.reduce((s, v) => s + Math.exp(v - max), 0));
+  return [...logits].map((v) => v - lse).sort((a, b) => b - a);
+}
+
+/** Runs `fn(args)` in the outside page, where `Ember` is the imported class. */
+const inPage = (page, fn, args = {}) => page.evaluate(fn, args);
+
+const b = await browser({ origin, allowed: [other.origin] });
+const page = b.page;
+try {
+  await page.goto(`${origin}/page/`);
+  await page.waitForFunction(() => window.ready === true);
+
+  for (const backend of ["cpu", "webgpu"]) {
+    await check(`${backend}: streamed chunks have OpenAI's shape, end with usage, and add up to the non-streamed answer with the same seed`, async () => {
+      const r = await inPage(page, async ({ backend }) => {
+        const ember = await Ember.create({ model: "/fixtures/tiny-chat.gguf", backend });
+        const params = { messages: [{ role: "user", content: "the theme" }], temperature: 0.9, top_k: 0, top_p: 1, min_p: 0, seed: 7, max_tokens: 10 };
+        const chunks = [];
+        for await (const c of await ember.chat.completions.create({ ...params, stream: true })) chunks.push(c);
+        const whole = await ember.chat.completions.create(params);
+        const info = ember.info();
+        ember.unload();
+        return { chunks, whole, backend: ember.backend, info };
+      }, { backend });
+      assertEq(r.backend, backend, "backend");
+      const { chunks, whole } = r;
+      for (const c of chunks) {
+        assertEq([c.object, typeof c.id, typeof c.created, typeof c.model], ["chat.completion.chunk", "string", "number", "string"], "chunk fields");
+        assertEq(c.id, chunks[0].id, "one id per stream");
+      }
+      assertEq(chunks[0].choices[0].delta, { role: "assistant", content: "" }, "first delta");
+      const body = chunks.slice(0, -1);
+      assert(body.every((c) => c.choices.length === 1 && c.choices[0].index === 0 && "finish_reason" in c.choices[0]), "each chunk has one choice");
+      assertEq(body.slice(0, -1).map((c) => c.choices[0].finish_reason).filter(Boolean), [], "finish_reason only at the end");
+      assert(["stop", "length"].includes(body.at(-1).choices[0].finish_reason), `last finish_reason ${body.at(-1).choices[0].finish_reason}`);
+      const last = chunks.at(-1);
+      assertEq(last.choices, [], "the usage chunk has no choices");
+      assertEq(last.usage.total_tokens, last.usage.prompt_tokens + last.usage.completion_tokens, "usage adds up");
+      assert(last.usage.completion_tokens > 0 && last.usage.completion_tokens <= 10, `completion_tokens ${last.usage.completion_tokens}`);
+      const streamed = body.map((c) => c.choices[0].delta.content ?? "").join("");
+      assertEq(whole.object, "chat.completion", "object");
+      assertEq(whole.choices[0].message, { role: "assistant", content: streamed }, "the non-streamed message");
+      assertEq(whole.usage, last.usage, "usage");
+      assertEq(r.info.backend, backend, "info().backend");
+      assert(r.info.config.context_length > 0 && r.info.n_params > 0, "info() is the model card");
+    });
+
+    await check(`${backend}: the greedy answer is the native engine's (tiny model)`, async () => {
+      const text = await inPage(page, async ({ backend, fx }) => {
+        const ember = await Ember.create({ model: "/fixtures/tiny-chat.gguf", backend });
+        const r = await ember.chat.completions.create({ messages: fx.messages, temperature: 0, repetition_penalty: 1, top_k: 0, top_p: 1, min_p: 0, max_tokens: fx.max_tokens });
+        ember.unload();
+        return r.choices[0].message.content;
+      }, { backend, fx: tinyGreedy });
+      assertEq(text, tinyGreedy.text, "greedy text");
+    });
+  }
+
+  await check("SmolLM2 on the CPU: the greedy chat answer is the reference's, and logprobs are the drawn distribution's", async () => {
+    const ref = smollm.cases.find((c) => c.kind === "chat" && c.messages.at(-1).content === "What is the capital of France?");
+    const r = await inPage(page, async ({ messages }) => {
+      const ember = await Ember.create({ model: "/models/SmolLM2-135M-Instruct.Q4_1.gguf", backend: "cpu" });
+      window.smol = ember;
+      const greedy = await ember.chat.completions.create({ messages, temperature: 0, repetition_penalty: 1, top_k: 0, top_p: 1, min_p: 0, max_tokens: 12, logprobs: true, top_logprobs: 3 });
+      // At temperature 1 with every filter off, the distribution is the model's softmax.
+      const free = await ember.completions.create({ prompt: "The capital of France is", temperature: 1, repetition_penalty: 1, top_k: 0, top_p: 1, min_p: 0, seed: 3, max_tokens: 1, logprobs: true, top_logprobs: 5 });
+      const tokens = await ember.tokenize("The capital of France is");
+      return { greedy, free, tokens };
+    }, { messages: ref.messages });
+    const answer = r.greedy.choices[0].message.content;
+    assert(answer.length >= 8 && ref.greedy_text.startsWith(answer), `${JSON.stringify(answer)} is not a prefix of the reference ${JSON.stringify(ref.greedy_text)}`);
+    // Greedy: each token is its distribution's most probable (the distribution at temperature 1
+    // after the filters, as classroom mode shows it).
+    const content = r.greedy.choices[0].logprobs.content;
+    assertEq(content.map((t) => t.token).join(""), answer, "the tokens spell the answer");
+    assert(content.every((t) => t.logprob <= 0 && t.top_logprobs.length === 3 && t.top_logprobs[0].token === t.token && t.top_logprobs[0].logprob === t.logprob
+      && t.top_logprobs[1].logprob <= t.logprob), `greedy logprobs: ${JSON.stringify(content.slice(0, 2))}`);
+    assertEq(content[0].bytes, [...new TextEncoder().encode(content[0].token)], "bytes");
+    // Temperature 1: the top five are the reference's softmax (the CPU's logits are within 0.03).
+    const want = referenceLogprobs(smollm.cases[0].logits_file).slice(0, 5);
+    const first = r.free.choices[0].logprobs.content[0];
+    assertEq(first.top_logprobs[0].token, " Paris", "most probable token");
+    first.top_logprobs.forEach((t, i) => assert(Math.abs(t.logprob - want[i]) < 0.06, `top ${i}: ${t.logprob} vs the reference's ${want[i]}`));
+    const listed = first.top_logprobs.find((t) => t.token === first.token);
+    assert(listed ? listed.logprob === first.logprob : first.logprob <= first.top_logprobs[4].logprob, "the drawn token's logprob is its entry's");
+    assertEq(r.tokens.ids, smollm.cases[0].prompt_ids, "tokenize");
+    assertEq(r.tokens.tokens.join(""), "The capital of France is", "tokens' text");
+  });
+
+  await check("an AbortSignal stops a stream within a token; the stream throws kind aborted; the engine answers again", async () => {
+    const r = await inPage(page, async () => {
+      const controller = new AbortController();
+      const stream = await window.smol.chat.completions.create({ messages: [{ role: "user", content: "Write a long story about a dragon." }], stream: true, max_tokens: 200, signal: controller.signal });
+      let seen = 0, after = 0, kind = null, t0 = 0;
+      try {
+        for await (const c of stream) {
+          if (controller.signal.aborted) after++;
+          else if (c.choices[0]?.delta?.content && ++seen === 4) { t0 = performance.now(); controller.abort(); }
+        }
+      } catch (e) { kind = e.kind; }
+      const waited = performance.now() - t0;
+      const next = await window.smol.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], max_tokens: 3 });
+      return { seen, after, kind, waited, next: next.choices[0].message.content };
+    });
+    assertEq(r.kind, "aborted", "error kind");
+    assert(r.after <= 1, `${r.after} chunks after the abort (at most the token in flight)`);
+    assert(r.next.length > 0, "the next request answers");
+    console.log(`     (stopped ${r.waited.toFixed(0)} ms after the abort)`);
+  });
+
+  await check("each error kind has its case", async () => {
+    const kinds = await inPage(page, async ({ other }) => {
+      const kind = (p) => p.then(() => "resolved", (e) => (e instanceof EmberError ? e.kind : `not an EmberError: ${e}`));
+      const smol = window.smol;
+      const out = {
+        not_found: await kind(Ember.create({ model: "/fixtures/missing.gguf", backend: "cpu" })),
+        cors: await kind(Ember.create({ model: `${other}/tiny-chat.gguf`, backend: "cpu" })),
+        not_a_model: await kind(Ember.create({ model: "/files/not-a-model.html", backend: "cpu" })),
+        truncated: await kind(Ember.create({ model: "/fixtures/truncated.gguf", backend: "cpu" })),
+        unsupported_architecture: await kind(Ember.create({ model: "/fixtures/mamba-big.gguf", backend: "cpu" })),
+        out_of_memory: await kind(Ember.create({ model: "/fixtures/tiny-chat.gguf", backend: "webgpu", faults: "gpu-oom" })),
+        invalid_argument: await kind(smol.chat.completions.create({ messages: [{ role: "user", content: "x" }], n: 2 })),
+        bad_setting: await kind(smol.chat.completions.create({ messages: [{ role: "user", content: "x" }], top_p: 7 })),
+        context_full: await kind(smol.completions.create({ prompt: "word ".repeat(9000), max_tokens: 4 })),
+        aborted_before: await kind(smol.chat.completions.create({ messages: [{ role: "user", content: "x" }], signal: AbortSignal.abort() })),
+      };
+      const lost = await Ember.create({ model: "/fixtures/tiny-chat.gguf", backend: "webgpu", faults: "device-lost:2" });
+      out.gpu_lost = await kind(lost.chat.completions.create({ messages: [{ role: "user", content: "the theme" }], max_tokens: 8 }));
+      smol.unload();
+      out.unloaded = await kind(smol.chat.completions.create({ messages: [{ role: "user", content: "x" }] }));
+      return out;
+    }, { other: other.origin });
+    assertEq(kinds, {
+      not_found: "not_found", cors: "cors", not_a_model: "not_a_model", truncated: "not_a_model",
+      unsupported_architecture: "unsupported_architecture", out_of_memory: "out_of_memory", invalid_argument: "invalid_argument",
+      bad_setting: "invalid_argument", context_full: "context_full", aborted_before: "aborted", gpu_lost: "gpu_lost", unloaded: "aborted",
+    }, "kinds");
+  });
+
+  await check("no request to another origin but the one a model URL named, no page error", async () => {
+    assertEq(b.foreign.filter((u) => !u.startsWith(other.origin)), [], "foreign requests");
+    assertEq(b.pageErrors, [], "page errors");
+  });
+} finally {
+  await b.close();
+}
+
+// The example page in the build output, as a visitor without WebGPU sees it.
+const v = await browser({ origin, webgpu: false });
+try {
+  await check("dist/examples/embed.html loads the model, streams an answer as text, and says where it runs", async () => {
+    await v.page.goto(`${origin}/ember/examples/embed.html`);
+    await v.page.waitForFunction(() => /on the CPU/.test(document.getElementById("status").textContent), null, { timeout: 120_000 });
+    await v.page.locator("#question").fill("What is the capital of France? Answer in <b>bold</b>.");
+    await v.page.getByRole("button", { name: "Ask" }).click();
+    await v.page.waitForFunction(() => document.getElementById("answer").textContent.length > 20, null, { timeout: 120_000 });
+    await v.page.waitForTimeout(1500);
+    const answer = await v.page.locator("#answer").textContent();
+    assert(/Paris/.test(answer), answer);
+    assertEq(await v.page.locator("#answer *").count(), 0, "the answer is text, never HTML");
+    await v.page.screenshot({ path: join(artifacts, "embed-example.png") });
+    assertEq(v.foreign, [], "requests to other origins");
+    assertEq(v.pageErrors, [], "page errors");
+  });
+} finally {
+  await v.close();
+  await site.close();
+  await other.close();
+}
+process.exit(report("the embedding API") ? 1 : 0);

@@ -1,0 +1,263 @@
+// Ember's API for site builders: a small model behind your own page, in a few lines, with no
+// bundler and no server (README, "Embedding Ember"; types in ember.d.ts). It is the app's own
+// engine client (js/engine-client.js) behind OpenAI's chat-completions shape:
+//
+//   import { Ember } from "./ember.mjs";
+//   const ember = await Ember.create({ model: "models/SmolLM2-135M-Instruct.Q4_1.gguf" });
+//   const stream = await ember.chat.completions.create({ messages, stream: true });
+//   for await (const chunk of stream) out.textContent += chunk.choices[0]?.delta?.content ?? "";
+//
+// The engine runs in its worker (worker.js beside this file), so the page never blocks. Requests
+// run one at a time, in the order they were made. Errors are EmberError with a `kind`.
+import { EngineClient, EngineError } from "./js/engine-client.js";
+// Where a request leaves a sampler setting out: the app's defaults, chosen by measurement to
+// answer well and never loop. A request without a seed draws one.
+import { SAMPLER_DEFAULTS } from "./js/defaults.js";
+
+/** An error with a `kind` a program can branch on (see KINDS), `vars` its details, and `cause`
+ *  the engine's own error where there was one. */
+export class EmberError extends Error {
+  constructor(kind, message, { vars = {}, cause } = {}) {
+    super(message, cause ? { cause } : undefined);
+    this.name = "EmberError";
+    this.kind = kind;
+    this.vars = vars;
+  }
+}
+
+/** The engine's and the loader's error kinds, as the API names them. */
+const KINDS = {
+  errNotFound: "not_found", errFolderMissing: "not_found",
+  errHttp: "network", errInterrupted: "network", errChecksum: "checksum",
+  errHtml: "not_a_model", errNotGguf: "not_a_model", bad_gguf: "not_a_model", truncated: "not_a_model",
+  bad_format: "not_a_model", missing_key: "not_a_model", bad_key: "not_a_model", bad_tensor: "not_a_model",
+  errPickedFiles: "not_a_model",
+  unsupported_arch: "unsupported_architecture", unsupported_type: "unsupported", unsupported: "unsupported",
+  tokenizer: "not_a_model", template: "template",
+  gpuLost: "gpu_lost", errGpuMemory: "out_of_memory", too_large: "out_of_memory",
+  context_full: "context_full", aborted: "aborted", superseded: "aborted",
+  bad_setting: "invalid_argument", device: "device", fatal: "engine_failed", io: "io",
+};
+
+/** An engine error as an EmberError. A network failure on another origin is most often CORS
+ *  (the browser hides which): it is named so. */
+function toEmberError(e, modelUrl) {
+  if (e instanceof EmberError) return e;
+  if (!(e instanceof EngineError)) return new EmberError("engine_failed", e?.message || String(e), { cause: e });
+  let kind = KINDS[e.kind] ?? (e.kind ? e.kind : "engine_failed");
+  if (e.kind === "errNetwork") {
+    const crossOrigin = modelUrl && new URL(modelUrl).origin !== globalThis.location?.origin;
+    kind = crossOrigin ? "cors" : "network";
+  }
+  const detail = e.message || e.vars?.detail || e.vars?.m || "";
+  const what = {
+    not_found: `the model was not found (${e.vars?.url ?? e.vars?.name ?? ""})`,
+    cors: `the model's server refused this page (CORS), or the network is down: ${e.vars?.url ?? ""}`,
+    not_a_model: "this is not a model Ember can read",
+    unsupported_architecture: `the model's architecture ${e.vars?.arch ? `"${e.vars.arch}" ` : ""}is not supported`,
+    out_of_memory: "the model does not fit in the memory available",
+    context_full: "the conversation does not fit the model's context window",
+    gpu_lost: "the GPU was lost",
+    aborted: "aborted",
+  }[kind];
+  return new EmberError(kind, [what, detail].filter(Boolean).join(": ") || kind, { vars: e.vars, cause: e });
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+let lastId = 0;
+const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(++lastId).toString(36)}`;
+const encoder = new TextEncoder();
+
+/** The engine's generation options from OpenAI-style parameters. */
+function generateOptions(p) {
+  for (const [k, zero] of [["n", 1], ["frequency_penalty", 0], ["presence_penalty", 0]]) {
+    if (p[k] !== undefined && p[k] !== null && p[k] !== zero) throw new EmberError("invalid_argument", `${k} other than ${zero} is not supported`);
+  }
+  if (p.response_format && p.response_format.type !== "text") {
+    throw new EmberError("unsupported", `response_format "${p.response_format.type}" is not supported yet`);
+  }
+  const sampling = { ...SAMPLER_DEFAULTS, seed: Math.floor(Math.random() * 2 ** 31) };
+  const set = (key, value) => { if (value !== undefined && value !== null) sampling[key] = value; };
+  set("temperature", p.temperature);
+  set("top_p", p.top_p);
+  set("top_k", p.top_k);
+  set("min_p", p.min_p);
+  set("repeat_penalty", p.repetition_penalty);
+  set("seed", p.seed);
+  const stop = p.stop === undefined || p.stop === null ? [] : Array.isArray(p.stop) ? p.stop : [p.stop];
+  const topN = p.logprobs ? Math.max(1, Math.min(20, p.top_logprobs ?? 0)) : 0;
+  if (p.top_logprobs !== undefined && (p.top_logprobs < 0 || p.top_logprobs > 20)) throw new EmberError("invalid_argument", "top_logprobs must be between 0 and 20");
+  return { sampling, max_tokens: p.max_tokens ?? p.max_completion_tokens ?? 256, stop, top_n: topN };
+}
+
+/** A step's logprobs entry in OpenAI's shape, from the distribution the token was drawn from. */
+function logprobOf(step, topLogprobs) {
+  const entry = (text, prob) => ({ token: text, logprob: Math.log(prob), bytes: [...encoder.encode(text)] });
+  return {
+    ...entry(step.piece, step.prob),
+    top_logprobs: step.top.slice(0, topLogprobs).map((c) => entry(c.text, c.prob)),
+  };
+}
+
+/** OpenAI's finish_reason for the engine's stop reason. */
+const finishReason = (done) => (done === "max_tokens" || done === "context_full" ? "length" : "stop");
+
+/** A queue that a producer pushes to and an async iterator drains. */
+class Channel {
+  #items = [];
+  #wake = null;
+  #ended = false;
+  #error = null;
+  /** Set when the reader leaves the loop early (`break`): the generation then stops. */
+  cancelled = false;
+  onCancel = null;
+  push(item) { this.#items.push(item); this.#wake?.(); }
+  end(error = null) { this.#ended = true; this.#error = error; this.#wake?.(); }
+  async *[Symbol.asyncIterator]() {
+    try {
+      for (;;) {
+        if (this.#items.length) { yield this.#items.shift(); continue; }
+        if (this.#ended) { if (this.#error) throw this.#error; return; }
+        await new Promise((r) => { this.#wake = r; });
+        this.#wake = null;
+      }
+    } finally {
+      if (!this.#ended) { this.cancelled = true; this.onCancel?.(); }
+    }
+  }
+}
+
+export class Ember {
+  #client;
+  #queue = Promise.resolve();
+  #modelUrl;
+
+  /** Loads a model: `model` is a URL (relative to the page), a File or Blob (a .gguf), or the
+   *  files of a model folder. `backend` is "auto" (WebGPU where the browser has it, else the
+   *  CPU), "webgpu" or "cpu". `onProgress({stage, loaded, total})` reports the download and the
+   *  load. `signal` cancels it. Resolves to an Ember; rejects with an EmberError. */
+  static async create({ model, backend = "auto", onProgress = () => {}, signal, threads, faults } = {}) {
+    if (!model) throw new EmberError("invalid_argument", "Ember.create needs a model (a URL, a File, or a folder's files)");
+    let source, modelUrl = null;
+    if (typeof model === "string" || model instanceof URL) {
+      modelUrl = new URL(model, globalThis.document?.baseURI ?? globalThis.location?.href).href;
+      source = { url: modelUrl };
+    } else if (model instanceof Blob) source = { file: model };
+    else if (Array.isArray(model) || model instanceof FileList) source = { files: [...model] };
+    else throw new EmberError("invalid_argument", "model must be a URL, a File or Blob, or a list of files");
+    if (!["auto", "webgpu", "cpu"].includes(backend)) throw new EmberError("invalid_argument", `backend must be "auto", "webgpu" or "cpu", not ${JSON.stringify(backend)}`);
+    const workerUrl = new URL("./worker.js", import.meta.url);
+    try {
+      // `faults` injects the worker's test faults (worker.js), for the API's own tests.
+      const limits = { ...(threads ? { threads } : {}), ...(faults ? { fault: faults } : {}) };
+      const client = await EngineClient.load(source, { backend, workerUrl, onProgress, signal, limits });
+      return new Ember(client, modelUrl);
+    } catch (e) {
+      throw toEmberError(e, modelUrl);
+    }
+  }
+
+  constructor(client, modelUrl) {
+    this.#client = client;
+    this.#modelUrl = modelUrl;
+    /** OpenAI's `chat.completions.create`: a conversation's next message. */
+    this.chat = { completions: { create: (params) => this.#create("chat", params) } };
+    /** OpenAI's (legacy) `completions.create`: raw text continued (base models). */
+    this.completions = { create: (params) => this.#create("text", params) };
+  }
+
+  /** The backend the model runs on: "webgpu" or "cpu". */
+  get backend() { return this.#client.backend; }
+
+  /** The model card: name, architecture, parameters, context length, licence, sizes, … */
+  info() { return { ...this.#client.info, backend: this.#client.backend, threads: this.#client.threads }; }
+
+  /** The token ids of `text` as the model reads it, with each token's text. */
+  tokenize(text) {
+    return this.#serial(async () => {
+      const r = await this.#client.tokens({ text });
+      return { ids: r.ids, tokens: r.texts };
+    });
+  }
+
+  /** Ends the engine and frees its memory; later calls reject with kind "aborted". */
+  unload() { this.#client.terminate(); }
+
+  /** Runs `work` after every request made before it. */
+  #serial(work) {
+    const run = this.#queue.then(work, work);
+    this.#queue = run.catch(() => {});
+    return run.catch((e) => { throw toEmberError(e, this.#modelUrl); });
+  }
+
+  #create(kind, params = {}) {
+    const isChat = kind === "chat";
+    if (isChat && !(Array.isArray(params.messages) && params.messages.length)) {
+      return Promise.reject(new EmberError("invalid_argument", "messages must be a non-empty array of {role, content}"));
+    }
+    if (!isChat && typeof params.prompt !== "string") return Promise.reject(new EmberError("invalid_argument", "prompt must be a string"));
+    let options;
+    try { options = generateOptions(params); } catch (e) { return Promise.reject(e); }
+    const meta = { id: newId(isChat ? "chatcmpl" : "cmpl"), created: now(), model: this.#client.info?.display_name ?? this.#client.info?.name ?? "ember" };
+    const channel = new Channel();
+    // The stream's iterator throws the request's error after the chunks that came before it.
+    this.#serial(() => this.#run(isChat, params, options, meta, channel)).then(() => channel.end(), (e) => channel.end(e));
+    return params.stream ? Promise.resolve(channel) : collect(channel, isChat, meta, params);
+  }
+
+  /** One generation, its chunks pushed to `channel` as they come; ends with the usage chunk. */
+  async #run(isChat, params, options, meta, channel) {
+    const signal = params.signal;
+    if (signal?.aborted || channel.cancelled) throw new EmberError("aborted", "aborted before it started");
+    // An abort, or a reader leaving the stream, stops the generation at the next token.
+    const stop = () => this.#client.stop();
+    signal?.addEventListener("abort", stop, { once: true });
+    channel.onCancel = stop;
+    const topLogprobs = params.logprobs ? params.top_logprobs ?? 0 : 0;
+    const chunk = (choice, extra = {}) => ({
+      id: meta.id, object: isChat ? "chat.completion.chunk" : "text_completion", created: meta.created, model: meta.model,
+      choices: choice ? [{ index: 0, ...choice }] : [], ...extra,
+    });
+    let promptTokens = 0, completionTokens = 0, last = null;
+    try {
+      if (isChat) channel.push(chunk({ delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }));
+      const request = isChat ? { messages: params.messages.map(({ role, content }) => ({ role, content: String(content ?? "") })) } : { text: params.prompt };
+      const r = await this.#client.generate({ ...request, options, reserve: 0 }, {
+        start: (e) => { promptTokens = e.prompt_tokens; },
+        token: (step) => {
+          completionTokens++;
+          last = step;
+          // The end-of-turn token is not part of the answer, nor of its logprobs (as OpenAI's).
+          const logprobs = params.logprobs ? { content: step.done === "eos" ? [] : [logprobOf(step, topLogprobs)] } : null;
+          const body = isChat ? { delta: { content: step.text }, logprobs } : { text: step.text, logprobs };
+          channel.push(chunk({ ...body, finish_reason: step.done ? finishReason(step.done) : null }));
+        },
+      });
+      if (r.reason === "stopped") throw new EmberError("aborted", "aborted");
+      if (!last?.done) channel.push(chunk({ ...(isChat ? { delta: {} } : { text: "" }), logprobs: null, finish_reason: "stop" }));
+      channel.push(chunk(null, {
+        usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+        ember: { stop_reason: last?.done ?? r.reason ?? null, stats: r.stats, backend: this.#client.backend },
+      }));
+    } finally {
+      signal?.removeEventListener("abort", stop);
+      channel.onCancel = null;
+    }
+  }
+}
+
+/** The non-streamed answer: the chunks put together. */
+async function collect(channel, isChat, meta, params) {
+  let text = "", finish = null, usage = null, ember = null;
+  const content = [];
+  for await (const c of channel) {
+    if (c.usage) { usage = c.usage; ember = c.ember; continue; }
+    const ch = c.choices[0];
+    text += (isChat ? ch.delta.content : ch.text) ?? "";
+    if (ch.logprobs) content.push(...ch.logprobs.content);
+    finish = ch.finish_reason ?? finish;
+  }
+  const logprobs = params.logprobs ? { content } : null;
+  const choice = isChat ? { index: 0, message: { role: "assistant", content: text }, logprobs, finish_reason: finish } : { index: 0, text, logprobs, finish_reason: finish };
+  return { id: meta.id, object: isChat ? "chat.completion" : "text_completion", created: meta.created, model: meta.model, choices: [choice], usage, ember };
+}
