@@ -402,9 +402,9 @@ impl<E: Executor> Decoder<E> {
             (x, h) = exec.add_norm(x, &post_norm(exec, m, layer.post_ffn_norm.as_ref()), next);
         }
         cache.len = needed;
-        // `h` is the final norm of every position; only the last one's logits are needed.
+        // `h` is the final norm of every position; only the last one's logits, `[1, vocab]`,
+        // are needed.
         Ok(exec.matmul(&exec.last(h, t), self.output.as_ref().unwrap_or(&self.embed)))
-        // [1, vocab]
     }
 
     /// The attention sublayer from its input `h` with separate products: biases, QK-norm and
