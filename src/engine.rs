@@ -13,6 +13,7 @@ use crate::clock::now_s;
 use crate::error::{Error, Result};
 use crate::gguf::quant::GgmlType;
 use crate::gguf::{ByteSource, Gguf};
+use crate::grammar::{Constrained, Grammar, Grammars};
 use crate::hf::HfFolder;
 use crate::model::decoder::DeviceMemory;
 #[cfg(feature = "gpu")]
@@ -122,11 +123,22 @@ pub struct GenerateOptions {
     /// Ends the answer when its last tokens repeat a short stretch over and over ([`repeating`]):
     /// a small model's loops otherwise run to the token cap.
     pub stop_repeats: bool,
+    /// What the answer's text must be (structured output: a JSON schema, any JSON object, a
+    /// regex, a Lark grammar); every draw is masked to it.
+    pub grammar: Option<Grammar>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 256, stop: Vec::new(), top_n: 10, ignore_eos: false, stop_repeats: true }
+        GenerateOptions {
+            sampling: SamplingConfig::default(),
+            max_tokens: 256,
+            stop: Vec::new(),
+            top_n: 10,
+            ignore_eos: false,
+            stop_repeats: true,
+            grammar: None,
+        }
     }
 }
 
@@ -261,6 +273,8 @@ pub struct Stats {
     pub decode_tokens: usize,
     /// Seconds spent on them.
     pub decode_s: f64,
+    /// Seconds spent computing structured output's token masks (included in the steps' times).
+    pub mask_s: f64,
 }
 
 impl Stats {
@@ -297,6 +311,8 @@ struct Generation {
     sampler: Sampler,
     decoder: StreamDecoder,
     options: GenerateOptions,
+    /// The grammar's state, with a grammar.
+    constrained: Option<Constrained>,
     /// Text decoded so far, and how much of it was handed out.
     text: String,
     emitted: usize,
@@ -324,6 +340,8 @@ pub struct Engine {
     generation: Option<Generation>,
     stats: Stats,
     info: ModelInfo,
+    /// The vocabulary's trie for structured output, built the first time a grammar is asked for.
+    grammars: Option<Grammars>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -478,7 +496,7 @@ impl Engine {
             thinking: template.as_ref().is_some_and(ChatTemplate::thinks),
             backend,
         };
-        Ok(Engine { runner, tokenizer: files.tokenizer, template, cached: Vec::new(), generation: None, stats: Stats::default(), info })
+        Ok(Engine { runner, tokenizer: files.tokenizer, template, cached: Vec::new(), generation: None, stats: Stats::default(), info, grammars: None })
     }
 
     /// The model card.
@@ -615,6 +633,15 @@ impl Engine {
         self.runner.truncate(reused);
         self.cached.truncate(reused);
         self.stats = Stats::default();
+        let constrained = match &options.grammar {
+            Some(g) => {
+                if self.grammars.is_none() {
+                    self.grammars = Some(Grammars::new(&self.tokenizer, self.info.config.vocab_size)?);
+                }
+                Some(self.grammars.as_ref().expect("just built").start(g)?)
+            }
+            None => None,
+        };
         let finished = options.max_tokens == 0;
         self.generation = Some(Generation {
             pending: prompt_ids[reused..].to_vec(),
@@ -623,6 +650,7 @@ impl Engine {
             sampler,
             decoder: StreamDecoder::new(),
             options,
+            constrained,
             text: String::new(),
             emitted: 0,
             finished,
@@ -665,6 +693,12 @@ impl Engine {
         } else {
             self.stats.decode_tokens += 1;
             self.stats.decode_s += dt;
+        }
+        let mut logits = logits;
+        if let Some(c) = g.constrained.as_mut() {
+            let t0 = now_s();
+            c.mask(&mut logits)?;
+            self.stats.mask_s += now_s() - t0;
         }
         let recent = self.cached[self.cached.len().saturating_sub(g.options.sampling.repeat_window)..].to_vec();
         g.peeked = Some(Peeked { logits, recent });
@@ -722,6 +756,12 @@ impl Engine {
         }
         let pick = g.sampler.pick(&p.logits, &p.recent);
         let token = forced.unwrap_or(pick.token);
+        if let Some(c) = g.constrained.as_mut() {
+            if let Err(e) = c.accept(token) {
+                g.peeked = Some(p);
+                return Err(e);
+            }
+        }
         g.produced.push(token);
         let top_n = g.options.top_n;
         let top = self.candidates(&pick.distribution.candidates, top_n);

@@ -19,6 +19,8 @@ pub mod error;
 pub mod gguf;
 #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 pub mod gpu_calls;
+#[cfg(feature = "engine")]
+pub mod grammar;
 pub mod hf;
 #[cfg(feature = "engine")]
 pub mod model;

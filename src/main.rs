@@ -13,6 +13,7 @@ const USAGE: &str = "usage:
   ember generate --model F --prompt T [--max-tokens N] [--temperature X] [--top-k K] [--top-p P]
                  [--min-p P] [--repeat-penalty R] [--seed S] [--stop S]... [--backend cpu|wgpu] [--json]
                  [--tokenizer tokenizer.json] [--ignore-eos] [--repeat N] [--threads N] [--stats]
+                 [--json-schema FILE]
   ember chat     --model F [--system S] [--max-tokens N] [--backend cpu|wgpu] [--threads N] [sampling options as above]
   ember tokenize --model F --text T [--json]
   ember info     --model F [--json]
@@ -22,7 +23,7 @@ shards with the index, tokenizer.json, tokenizer_config.json, generation_config.
 Qwen2, Qwen3, Gemma 3, SmolLM3, Phi-3 and GPT-2 models run. It defaults to $EMBER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
 (fetch it with models/fetch.sh). A base model (no chat template) continues text: chat joins the
 turns as one document (completion mode). --temperature 0 is greedy. --threads N (default: every
-core) splits the CPU's work, with the same results. --stats counts wgpu's calls (dispatches,
+core) splits the CPU's work, with the same results. --json-schema FILE holds the answer to JSON valid against that schema. --stats counts wgpu's calls (dispatches,
 submits, bind groups, host writes, readbacks) per prompt token and per decoded token. In chat, Ctrl-C stops the answer; Ctrl-D or /exit
 quits, /reset starts a new conversation.";
 
@@ -143,6 +144,15 @@ fn cmd_generate(mut args: Args) -> Result<(), Fail> {
     let backend = backend(&mut args)?;
     let json = args.flag("--json");
     let ignore_eos = args.flag("--ignore-eos");
+    // Structured output: the answer is JSON valid against the schema in this file.
+    let grammar = match args.value("--json-schema")? {
+        Some(file) => {
+            let text = std::fs::read_to_string(&file).map_err(|e| Fail::Run(format!("--json-schema {file}: {e}")))?;
+            let schema = serde_json::from_str(&text).map_err(|e| Fail::Run(format!("--json-schema {file}: not JSON ({e})")))?;
+            Some(ember::grammar::Grammar::JsonSchema { schema })
+        }
+        None => None,
+    };
     // Counting needs the logger before the device starts; the CPU makes no GPU calls.
     let stats = args.flag("--stats") && backend == Backend::Wgpu;
     if stats && !ember::gpu_calls::install() {
@@ -155,7 +165,8 @@ fn cmd_generate(mut args: Args) -> Result<(), Fail> {
     let load_s = t0.elapsed().as_secs_f64();
     for _ in 0..repeat.unwrap_or(1).max(1) {
         engine.reset();
-        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: stop.clone(), top_n: 0, ignore_eos, stop_repeats: true };
+        let options =
+            GenerateOptions { sampling: sampling.clone(), max_tokens, stop: stop.clone(), top_n: 0, ignore_eos, stop_repeats: true, grammar: grammar.clone() };
         // The JSON line keeps its documented keys; `--repeat` (the benchmark) adds its counts.
         generate_once(&mut engine, &prompt, options, (json, stats), backend, repeat.map(|_| load_s))?;
     }
@@ -318,7 +329,8 @@ fn cmd_chat(mut args: Args) -> Result<(), Fail> {
             _ => {}
         }
         messages.push(Message::new("user", line));
-        let options = GenerateOptions { sampling: sampling.clone(), max_tokens, stop: Vec::new(), top_n: 0, ignore_eos: false, stop_repeats: true };
+        let options =
+            GenerateOptions { sampling: sampling.clone(), max_tokens, stop: Vec::new(), top_n: 0, ignore_eos: false, stop_repeats: true, grammar: None };
         if let Err(e) = engine.start(&Prompt::Chat(messages.clone()), options) {
             eprintln!("error: {e}");
             messages.pop();

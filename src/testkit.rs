@@ -86,6 +86,12 @@ fn tiny_tokenizer(w: &mut GgufWriter) -> usize {
 
 /// The tiny model before it is written, for tests that craft variants of it.
 pub fn tiny_model_writer() -> GgufWriter {
+    tiny_model_writer_with_context(128)
+}
+
+/// The same weights with room for `context` positions (RoPE needs no more weights): the
+/// browser's structured-output test writes whole JSON answers byte by byte with it.
+pub fn tiny_model_writer_with_context(context: u32) -> GgufWriter {
     let RandomShape { width: d, heads: nh, kv_heads: nkv, ff, layers: nl } = TINY;
     let hd = d / nh;
 
@@ -102,7 +108,7 @@ pub fn tiny_model_writer() -> GgufWriter {
     };
     let mut w = GgufWriter::new();
     w.meta("general.architecture", Value::String("llama".into())).meta("general.name", Value::String("tiny test llama".into()));
-    llama_meta(&mut w, TINY, 128);
+    llama_meta(&mut w, TINY, context);
     let vocab = tiny_tokenizer(&mut w);
     w.tensor("token_embd.weight", &[d, vocab], GgmlType::Q8_0, quant::quantize_q8_0(&rand(d * vocab, 1.0)));
     for l in 0..nl {

@@ -72,7 +72,7 @@ fn engine(backend: Backend, max_context: usize) -> Engine {
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
-    GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false, stop_repeats: false }
+    GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false, stop_repeats: false, grammar: None }
 }
 
 /// Runs a generation to its end; its tokens.

@@ -8,7 +8,7 @@ export type EmberErrorKind =
   | "checksum" // the download's SHA-256 differs from the one given
   | "not_a_model" // not a GGUF file or model folder Ember can read (an HTML page, a corrupt file, …)
   | "unsupported_architecture" // a model family Ember does not run (named in the message)
-  | "unsupported" // a tensor type or feature Ember does not support (response_format json_schema, for now)
+  | "unsupported" // a tensor type or feature Ember does not support
   | "template" // the model's chat template failed on these messages
   | "gpu_lost" // the WebGPU device was lost
   | "out_of_memory" // the model does not fit the GPU's or the tab's memory
@@ -63,8 +63,14 @@ export interface SamplingParams {
   logprobs?: boolean;
   /** How many of that distribution's most probable tokens to list with each token (0–20). */
   top_logprobs?: number;
-  /** Only "text" for now. */
-  response_format?: { type: "text" | "json_object" | "json_schema"; json_schema?: { name: string; schema: object } };
+  /** Structured output: every token is drawn from those the format allows, so the text always
+   *  parses (JSON valid against the schema, or the regex matched, or the Lark grammar's text). */
+  response_format?:
+    | { type: "text" }
+    | { type: "json_object" }
+    | { type: "json_schema"; json_schema: { name?: string; schema: object; strict?: boolean } }
+    | { type: "regex"; pattern: string }
+    | { type: "lark"; grammar: string };
   /** Stops the generation within a token; the request rejects (or the stream throws) with kind "aborted". */
   signal?: AbortSignal;
   /** Only 1. */

@@ -73,9 +73,7 @@ function generateOptions(p) {
   for (const [k, zero] of [["n", 1], ["frequency_penalty", 0], ["presence_penalty", 0]]) {
     if (p[k] !== undefined && p[k] !== null && p[k] !== zero) throw new EmberError("invalid_argument", `${k} other than ${zero} is not supported`);
   }
-  if (p.response_format && p.response_format.type !== "text") {
-    throw new EmberError("unsupported", `response_format "${p.response_format.type}" is not supported yet`);
-  }
+  const grammar = grammarOf(p.response_format);
   const sampling = { ...SAMPLER_DEFAULTS, seed: Math.floor(Math.random() * 2 ** 31) };
   const set = (key, value) => { if (value !== undefined && value !== null) sampling[key] = value; };
   set("temperature", p.temperature);
@@ -87,7 +85,25 @@ function generateOptions(p) {
   const stop = p.stop === undefined || p.stop === null ? [] : Array.isArray(p.stop) ? p.stop : [p.stop];
   const topN = p.logprobs ? Math.max(1, Math.min(20, p.top_logprobs ?? 0)) : 0;
   if (p.top_logprobs !== undefined && (p.top_logprobs < 0 || p.top_logprobs > 20)) throw new EmberError("invalid_argument", "top_logprobs must be between 0 and 20");
-  return { sampling, max_tokens: p.max_tokens ?? p.max_completion_tokens ?? 256, stop, top_n: topN };
+  return { sampling, max_tokens: p.max_tokens ?? p.max_completion_tokens ?? 256, stop, top_n: topN, grammar };
+}
+
+/** The engine's grammar for a response_format: OpenAI's json_object and json_schema, and
+ *  Ember's regex ({type: "regex", pattern}) and Lark grammar ({type: "lark", grammar}). Every
+ *  token is drawn from those the grammar allows, so the text always parses. */
+function grammarOf(format) {
+  if (!format || format.type === "text") return null;
+  switch (format.type) {
+    case "json_object": return { type: "json_object" };
+    case "json_schema": {
+      const schema = format.json_schema?.schema;
+      if (!schema || typeof schema !== "object") throw new EmberError("invalid_argument", "response_format json_schema needs json_schema.schema, an object");
+      return { type: "json_schema", schema };
+    }
+    case "regex": return { type: "regex", pattern: String(format.pattern ?? "") };
+    case "lark": return { type: "lark", grammar: String(format.grammar ?? "") };
+    default: throw new EmberError("invalid_argument", `response_format type ${JSON.stringify(format.type)} is not text, json_object, json_schema, regex or lark`);
+  }
 }
 
 /** A step's logprobs entry in OpenAI's shape, from the distribution the token was drawn from. */

@@ -112,6 +112,39 @@ fn generate_stats_counts_the_gpu_calls_of_a_token() {
     assert!(n(prompt, "dispatches") > 0.0 && n(prompt, "readbacks") == 0.25, "{out}");
 }
 
+/// `--json-schema FILE`: the answer is JSON valid against the schema.
+#[test]
+fn generate_with_a_json_schema_prints_valid_json() {
+    let fx = json("json-schemas.json");
+    let schema = &fx["schemas"]["person"];
+    let file = std::env::temp_dir().join(format!("ember-person-{}.json", std::process::id()));
+    std::fs::write(&file, schema.to_string()).unwrap();
+    let prompt = "<|im_start|>user\nAnswer in JSON (person): Marie Curie, 66, lived in Paris.<|im_end|>\n<|im_start|>assistant\n";
+    let model = real_model();
+    let args = [
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        prompt,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "80",
+        "--json-schema",
+        file.to_str().unwrap(),
+        "--json",
+    ];
+    let (code, out, err) = ember(&args);
+    std::fs::remove_file(&file).ok();
+    assert_eq!(code, 0, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(line["text"].as_str().unwrap()).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_eq!(crate::grammar::invalid(&answer, schema, "$"), None);
+    let (code, _, err) = ember(&["generate", "--model", model.to_str().unwrap(), "--prompt", "x", "--json-schema", "/no/such/schema.json"]);
+    assert!(code == 1 && err.contains("--json-schema"), "{err}");
+}
+
 #[test]
 fn tokenize_json_equals_the_reference() {
     let fx = json("tokenizer.json");

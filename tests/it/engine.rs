@@ -74,7 +74,7 @@ fn a_model_that_loops_is_stopped_by_the_guard() {
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
-    GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false, stop_repeats: false }
+    GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false, stop_repeats: false, grammar: None }
 }
 
 /// Runs a generation to its end; returns (tokens, text, last stop reason).
@@ -139,6 +139,7 @@ fn the_same_seed_gives_the_same_tokens() {
         top_n: 1,
         ignore_eos: false,
         stop_repeats: false,
+        grammar: None,
     };
     let p = Prompt::Text("the".into());
     let a = run(&mut e, &p, o(1)).0;
@@ -156,7 +157,7 @@ fn the_same_seed_gives_the_same_tokens() {
 fn a_step_carries_its_tokens_probability_and_text() {
     let mut e = tiny_engine();
     let sampling = SamplingConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, seed: 5, ..SamplingConfig::default() };
-    let o = GenerateOptions { sampling, max_tokens: 6, stop: vec![], top_n: 8, ignore_eos: true, stop_repeats: false };
+    let o = GenerateOptions { sampling, max_tokens: 6, stop: vec![], top_n: 8, ignore_eos: true, stop_repeats: false, grammar: None };
     let start = e.start(&Prompt::Text("the theme".into()), o).unwrap();
     let mut ids = start.prompt_ids.clone();
     let mut steps = Vec::new();
@@ -391,6 +392,7 @@ fn tiny_model_greedy_tokens_for_the_browser_tests() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("tiny-chat.gguf"), &bytes).unwrap();
+    std::fs::write(dir.join("tiny-long.gguf"), ember::testkit::tiny_model_writer_with_context(1024).to_bytes()).unwrap();
     let messages = vec![Message::new("system", "be brief"), Message::new("user", "the theme")];
     let mut runs = Vec::new();
     for backend in crate::backends() {
@@ -457,7 +459,7 @@ fn the_pipeline_redraws_under_new_settings_without_running_the_model() {
     let mut e = tiny_engine();
     e.start(
         &Prompt::Text("he the".into()),
-        GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 4, stop: vec![], top_n: 10, ignore_eos: false, stop_repeats: false },
+        GenerateOptions { sampling: SamplingConfig::default(), max_tokens: 4, stop: vec![], top_n: 10, ignore_eos: false, stop_repeats: false, grammar: None },
     )
     .unwrap();
     let cands = pollster::block_on(e.peek_async()).unwrap().unwrap();

@@ -80,8 +80,15 @@ fn greedy_continuations_equal_transformers() {
             }
             e.reset();
             let want = u32s(&case["greedy"]);
-            let o =
-                GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens: want.len(), stop: vec![], top_n: 0, ignore_eos: true, stop_repeats: false };
+            let o = GenerateOptions {
+                sampling: SamplingConfig::greedy(),
+                max_tokens: want.len(),
+                stop: vec![],
+                top_n: 0,
+                ignore_eos: true,
+                stop_repeats: false,
+                grammar: None,
+            };
             e.generate(&Prompt::Ids(ids), o, |_| {}).unwrap();
             assert_eq!(e.produced(), &want[..], "{b:?}: {:?} continued {:?}", case["prompt"], e.text());
         }

@@ -11,6 +11,7 @@ mod cli;
 mod engine;
 mod gemma_real;
 mod gguf;
+mod grammar;
 mod hostile;
 mod layers;
 mod safetensors;

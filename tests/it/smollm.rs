@@ -111,7 +111,15 @@ fn greedy_continuations_equal_the_reference() {
         for case in cases {
             let prompt = prompt_of(case);
             e.reset();
-            let o = GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens: n_new, stop: vec![], top_n: 0, ignore_eos: false, stop_repeats: false };
+            let o = GenerateOptions {
+                sampling: SamplingConfig::greedy(),
+                max_tokens: n_new,
+                stop: vec![],
+                top_n: 0,
+                ignore_eos: false,
+                stop_repeats: false,
+                grammar: None,
+            };
             let start = e.generate(&prompt, o, |_| {}).unwrap();
             assert_eq!(start.prompt_text, case["prompt_text"].as_str().unwrap());
             assert_eq!(start.prompt_ids, u32s(&case["prompt_ids"]), "prompt tokens");
@@ -144,7 +152,15 @@ fn q4_k_m_file_matches_its_reference() {
             }
             let prompt = prompt_of(case);
             e.reset();
-            let o = GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens: 16, stop: vec![], top_n: 0, ignore_eos: false, stop_repeats: false };
+            let o = GenerateOptions {
+                sampling: SamplingConfig::greedy(),
+                max_tokens: 16,
+                stop: vec![],
+                top_n: 0,
+                ignore_eos: false,
+                stop_repeats: false,
+                grammar: None,
+            };
             let start = e.generate(&prompt, o, |_| {}).unwrap();
             assert_eq!(start.prompt_ids, ids, "prompt tokens");
             let want = greedy_until_stop(case, &stops);

@@ -30,7 +30,7 @@ fn fixture() -> serde_json::Value {
 }
 
 fn greedy(max_tokens: usize) -> JsValue {
-    js(&GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false, stop_repeats: false })
+    js(&GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens, stop: vec![], top_n: 5, ignore_eos: false, stop_repeats: false, grammar: None })
 }
 
 async fn load(backend: &str) -> WasmEngine {
