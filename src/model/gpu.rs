@@ -753,6 +753,39 @@ mod kernels {
         out[ABSOLUTE_POS] = weight(q, s, offset(m, sm, blk, code), code);
     }
 
+    /// The sum of the 64 units' `v`, in every unit: they meet in shared memory (added in unit
+    /// order, so every unit gets the same bits). The caller syncs before it calls again.
+    #[cube]
+    fn cube_sum(v: f32) -> f32 {
+        let mut red = Shared::<[f32]>::new_slice(64usize);
+        red[UNIT_POS_X as usize] = v;
+        sync_cube();
+        let mut total = 0.0f32;
+        for k in 0..64 {
+            total += red[k];
+        }
+        total
+    }
+
+    /// The largest of the 64 units' `v` and `floor`, in every unit (as `cube_sum`).
+    #[cube]
+    fn cube_max(v: f32, floor: f32) -> f32 {
+        let mut red = Shared::<[f32]>::new_slice(64usize);
+        red[UNIT_POS_X as usize] = v;
+        sync_cube();
+        let mut mx = floor;
+        for k in 0..64 {
+            mx = select(red[k] > mx, red[k], mx);
+        }
+        mx
+    }
+
+    /// A row's root mean square from each unit's sum of squares, with `eps` inside the root.
+    #[cube]
+    fn row_rms(ss: f32, width: usize, eps: f32) -> f32 {
+        (cube_sum(ss) / f32::cast_from(width as u32) + eps).sqrt()
+    }
+
     /// One row per cube: the units' sums of squares meet in shared memory, every unit reads
     /// the total and scales its elements (as burn's RmsNorm: `x / rms · γ`).
     #[cube(launch)]
@@ -772,14 +805,7 @@ mod kernels {
             ss += v * v;
             i += 64;
         }
-        let mut partial = Shared::<[f32]>::new_slice(64usize);
-        partial[unit] = ss;
-        sync_cube();
-        let mut total = 0.0f32;
-        for k in 0..64 {
-            total += partial[k];
-        }
-        let rms = (total / f32::cast_from(width as u32) + eps).sqrt();
+        let rms = row_rms(ss, width, eps);
         let mut i = unit;
         while i < width {
             out[base + i] = x[base + i] / rms * gamma[i];
@@ -835,14 +861,7 @@ mod kernels {
             ss += v * v;
             i += 64;
         }
-        let mut partial = Shared::<[f32]>::new_slice(64usize);
-        partial[unit] = ss;
-        sync_cube();
-        let mut total = 0.0f32;
-        for k in 0..64 {
-            total += partial[k];
-        }
-        let rms = (total / f32::cast_from(width as u32) + eps).sqrt();
+        let rms = row_rms(ss, width, eps);
         let mut i = unit;
         while i < width {
             out[base + i] = (x[base + i] + y[base + i]) / rms * gamma[i];
@@ -898,7 +917,6 @@ mod kernels {
         let mut kn = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
         let mut vn = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
         let mut sc = Shared::<[f32]>::new_slice(CHUNK);
-        let mut red = Shared::<[f32]>::new_slice(64usize);
 
         // RoPE of the query and the new key (interleaved pairs); the first query head of each
         // group writes its KV head's new key and value into the cache.
@@ -962,13 +980,7 @@ mod kernels {
                 top = select(sj > top, sj, top);
                 j += 64;
             }
-            red[unit] = top;
-            sync_cube();
-            let mut mx = m;
-            for k in 0..64 {
-                mx = select(red[k] > mx, red[k], mx);
-            }
-            sync_cube();
+            let mx = cube_max(top, m);
             let mut part = 0.0f32;
             let mut j = unit;
             while j < n {
@@ -977,12 +989,7 @@ mod kernels {
                 part += e;
                 j += 64;
             }
-            red[unit] = part;
-            sync_cube();
-            let mut total = 0.0f32;
-            for k in 0..64 {
-                total += red[k];
-            }
+            let total = cube_sum(part);
             let factor = (m - mx).exp();
             l = l * factor + total;
             m = mx;
