@@ -4,7 +4,8 @@ loads once, runs one unmeasured warm-up generation, then `--runs` measured ones 
 cache: prefill of the prompt, then a fixed number of greedy tokens past end-of-sequence.
 
 Figures are each engine's own: Ember's `--json` stats, llama.cpp's `llama_perf_context` counters
-(the ones llama-cli prints). Adds a "native" section to bench/latest.json and writes
+(the ones llama-cli prints). `ember-cli-structured` measures structured output on the CPU: the
+JSON-schema mask per drawn token against the decode step it is part of. Adds a "native" section to bench/latest.json and writes
 bench/results/native-<time>.json.
 
     bench/.venv/bin/python bench/native.py [--runs 5] [--n-predict 128] [--ember PATH]
@@ -19,6 +20,7 @@ import platform
 import re
 import statistics
 import subprocess
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -92,6 +94,26 @@ def llama_cpp_run(threads, text, runs, n):
     }
 
 
+def structured(exe, runs):
+    """Structured output's cost on the CPU: the grammar's mask per drawn token against the decode
+    step it is part of, for each schema of tests/fixtures/json-schemas.json (its first prompt)."""
+    fx = json.loads((ROOT / "tests" / "fixtures" / "json-schemas.json").read_text())
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, schema in fx["schemas"].items():
+            path = pathlib.Path(tmp) / f"{name}.json"
+            path.write_text(json.dumps(schema))
+            cmd = [str(exe), "generate", "--model", str(MODEL), "--prompt", f"Answer in JSON ({name}): {fx['prompts'][0]}", "--max-tokens", "64",
+                   "--temperature", "0", "--json", "--backend", "cpu", "--repeat", str(runs + 1), "--json-schema", str(path)]
+            lines = [json.loads(l) for l in subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines() if l.startswith("{")][1:]
+            # One mask per drawn token: after the prompt, and after each decoded token.
+            mask_ms = [1000 * l["mask_s"] / (l["decode_tokens"] + 1) for l in lines]
+            step_ms = [1000 / l["decode_tok_s"] for l in lines if l["decode_tok_s"] > 0]
+            out[name] = {"mask_ms_per_token": stats(mask_ms), "decode_step_ms": stats(step_ms), "tokens": lines[0]["decode_tokens"] + 1,
+                         "mask_fraction_of_step": statistics.median(mask_ms) / statistics.median(step_ms)}
+    return out
+
+
 def wgpu_counters(exe, text):
     """wgpu's calls per prompt token and per decoded token (`--stats`: counts, the same every run)."""
     cmd = [str(exe), "generate", "--model", str(MODEL), "--prompt", text, "--max-tokens", "16", "--temperature", "0",
@@ -108,7 +130,7 @@ def main():
     ap.add_argument("--ember", default=os.environ.get("EMBER_BIN", "/var/cache/ember/target/release/ember"))
     ap.add_argument("--model", default="SmolLM2-135M-Instruct.Q4_1.gguf", help="a file of models/")
     ap.add_argument("--out", default="bench/latest.json")
-    ap.add_argument("--only", default="ember-cli-cpu,ember-cli-cpu-2t,ember-cli-wgpu,llama.cpp-1t,llama.cpp-2t")
+    ap.add_argument("--only", default="ember-cli-cpu,ember-cli-cpu-2t,ember-cli-wgpu,llama.cpp-1t,llama.cpp-2t,ember-cli-structured")
     a, _ = ap.parse_known_args()  # bench/run passes the browser half's options too
     MODEL = ROOT / "models" / a.model
     text = prompt()
@@ -116,7 +138,9 @@ def main():
     for which in a.only.split(","):
         print(f"== {which}: {a.runs} runs, {a.n_predict} tokens each", flush=True)
         try:
-            if which == "ember-cli-cpu-2t":  # the CPU products' rows on two threads (--threads 2)
+            if which == "ember-cli-structured":  # JSON-schema output: the grammar's mask per token
+                results[which] = structured(a.ember, a.runs)
+            elif which == "ember-cli-cpu-2t":  # the CPU products' rows on two threads (--threads 2)
                 results[which] = ember(a.ember, "cpu", text, a.runs, a.n_predict, threads=2)
             elif which.startswith("ember-cli-"):
                 results[which] = ember(a.ember, which.removeprefix("ember-cli-"), text, a.runs, a.n_predict)

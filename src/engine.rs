@@ -686,6 +686,13 @@ impl Engine {
             }
         };
         self.cached.append(&mut g.pending);
+        let mut logits = logits;
+        if let Some(c) = g.constrained.as_mut() {
+            // Inside the step's time: structured output's speed is what its user waits for.
+            let t_mask = now_s();
+            c.mask(&mut logits)?;
+            self.stats.mask_s += now_s() - t_mask;
+        }
         let dt = now_s() - t0;
         if g.produced.is_empty() {
             self.stats.prefill_tokens += n;
@@ -693,12 +700,6 @@ impl Engine {
         } else {
             self.stats.decode_tokens += 1;
             self.stats.decode_s += dt;
-        }
-        let mut logits = logits;
-        if let Some(c) = g.constrained.as_mut() {
-            let t0 = now_s();
-            c.mask(&mut logits)?;
-            self.stats.mask_s += now_s() - t0;
         }
         let recent = self.cached[self.cached.len().saturating_sub(g.options.sampling.repeat_window)..].to_vec();
         g.peeked = Some(Peeked { logits, recent });

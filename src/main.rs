@@ -183,6 +183,7 @@ fn generate_once(
     load_s: Option<f64>,
 ) -> Result<(), Fail> {
     let mut out = std::io::stdout();
+    let constrained = options.grammar.is_some();
     let start = engine.start(&Prompt::Text(prompt.to_string()), options)?;
     // Counting as the browser's worker does: the prompt but its last token, then one step per
     // token, the first of which runs that last prompt token (so it is not counted as decoding).
@@ -223,6 +224,9 @@ fn generate_once(
             decode_tokens: Option<usize>,
             #[serde(skip_serializing_if = "Option::is_none")]
             load_s: Option<f64>,
+            /// With `--json-schema`: seconds spent on the grammar's token masks (in the steps' times).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            mask_s: Option<f64>,
             /// On the CPU: the integer kernels this CPU runs (AVX2, SSE2, NEON) and the threads.
             #[serde(skip_serializing_if = "Option::is_none")]
             cpu_kernels: Option<&'static str>,
@@ -246,6 +250,7 @@ fn generate_once(
             prefill_tokens: load_s.map(|_| stats.prefill_tokens),
             decode_tokens: load_s.map(|_| stats.decode_tokens),
             load_s,
+            mask_s: constrained.then_some(stats.mask_s),
             cpu_kernels: cpu.then(|| ember::model::qmatrix::Isa::best().name()),
             threads: cpu.then(ember::model::pool::threads),
             gpu_calls: calls,
