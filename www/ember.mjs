@@ -9,6 +9,10 @@
 //
 // The engine runs in its worker (worker.js beside this file), so the page never blocks. Requests
 // run one at a time, in the order they were made. Errors are EmberError with a `kind`.
+//
+// Ember's own chat page and classroom mode talk to the engine through this module too: what the
+// page needs beyond OpenAI's shape (the exact prompt, how a conversation fits the context, the
+// sampler's pipeline one token at a time) is here as well, under names OpenAI does not use.
 import { EngineClient, EngineError } from "./js/engine-client.js";
 // Where a request leaves a sampler setting out: the app's defaults, chosen by measurement to
 // answer well and never loop. A request without a seed draws one.
@@ -152,21 +156,22 @@ export class Ember {
    *  files of a model folder. `backend` is "auto" (WebGPU where the browser has it, else the
    *  CPU), "webgpu" or "cpu". `onProgress({stage, loaded, total})` reports the download and the
    *  load. `signal` cancels it. Resolves to an Ember; rejects with an EmberError. */
-  static async create({ model, backend = "auto", onProgress = () => {}, signal, threads, faults } = {}) {
+  static async create({ model, sha256, backend = "auto", onProgress = () => {}, onNotice = () => {}, signal, threads, maxContext, limits = {}, faults, reason = null } = {}) {
     if (!model) throw new EmberError("invalid_argument", "Ember.create needs a model (a URL, a File, or a folder's files)");
     let source, modelUrl = null;
     if (typeof model === "string" || model instanceof URL) {
       modelUrl = new URL(model, globalThis.document?.baseURI ?? globalThis.location?.href).href;
-      source = { url: modelUrl };
+      source = { url: modelUrl, ...(sha256 ? { sha256 } : {}) };
     } else if (model instanceof Blob) source = { file: model };
     else if (Array.isArray(model) || model instanceof FileList) source = { files: [...model] };
     else throw new EmberError("invalid_argument", "model must be a URL, a File or Blob, or a list of files");
     if (!["auto", "webgpu", "cpu"].includes(backend)) throw new EmberError("invalid_argument", `backend must be "auto", "webgpu" or "cpu", not ${JSON.stringify(backend)}`);
     const workerUrl = new URL("./worker.js", import.meta.url);
     try {
-      // `faults` injects the worker's test faults (worker.js), for the API's own tests.
-      const limits = { ...(threads ? { threads } : {}), ...(faults ? { fault: faults } : {}) };
-      const client = await EngineClient.load(source, { backend, workerUrl, onProgress, signal, limits });
+      // `faults` injects the worker's test faults (worker.js), for the tests; `limits` are the
+      // engine's own (memory_mb, quota_mb: test limits too).
+      const all = { ...limits, ...(threads ? { threads } : {}), ...(maxContext ? { max_context: maxContext } : {}), ...(faults ? { fault: faults } : {}) };
+      const client = await EngineClient.load(source, { backend, workerUrl, onProgress, onNotice, signal, limits: all, why: reason });
       return new Ember(client, modelUrl);
     } catch (e) {
       throw toEmberError(e, modelUrl);
@@ -176,25 +181,76 @@ export class Ember {
   constructor(client, modelUrl) {
     this.#client = client;
     this.#modelUrl = modelUrl;
-    /** OpenAI's `chat.completions.create`: a conversation's next message. */
-    this.chat = { completions: { create: (params) => this.#create("chat", params) } };
+    const thinking = (p) => p?.chat_template_kwargs?.enable_thinking ?? this.thinking;
+    const wrap = (promise) => promise.catch((e) => { throw toEmberError(e, modelUrl); });
+    this.chat = {
+      /** OpenAI's `chat.completions.create`: a conversation's next message. */
+      completions: { create: (params) => this.#create("chat", params) },
+      /** The exact text the model reads for `messages`, its turn opened after them. */
+      render: (messages, params = {}) => wrap(client.render(plain(messages), thinking(params))),
+      /** How `messages` fit the context with room for `max_tokens`: {tokens, total_tokens,
+       *  dropped, first, reserve, limit}; kind context_full when even the last turn does not.
+       *  A newer call supersedes one still waiting for a generation's token (kind aborted). */
+      fit: (messages, params = {}) => wrap(client.fit(plain(messages), params.max_tokens ?? 256, thinking(params))),
+    };
     /** OpenAI's (legacy) `completions.create`: raw text continued (base models). */
     this.completions = { create: (params) => this.#create("text", params) };
+    /** One token at a time, with the sampler's pipeline shown: classroom mode's calls. The
+     *  sampling objects are the engine's ({temperature, top_k, top_p, min_p, repeat_penalty,
+     *  repeat_window, seed}); each call resolves to `next`: {candidates, pipeline} for the token
+     *  to come, or {done, reason, stats}. */
+    this.classroom = {
+      /** Starts an answer to `messages` (or continues the token `ids`): → next. `on.start(e)`
+       *  gets {fit, prompt_tokens, prompt_ids}, `on.prefill({done, total})` the prompt's progress. */
+      start: ({ messages, ids, max_tokens = 256, sampling, top_n = 10, chat_template_kwargs }, on = {}) => this.#serial(() => client.classroomStart(
+        { messages: messages && plain(messages), ids, options: { max_tokens, top_n, sampling: { ...SAMPLER_DEFAULTS, ...sampling } }, reserve: max_tokens, thinking: thinking({ chat_template_kwargs }) }, on)),
+      /** Draws the next token, or takes `forced` (a token id): → {step, forced, next}. */
+      step: ({ forced = null, sampling, top_n = 10 } = {}) => this.#serial(() => client.classroomStep({ forced, sampling: { ...SAMPLER_DEFAULTS, ...sampling }, topN: top_n })),
+      /** The next token's pipeline under other sampler settings, from the same logits (nothing
+       *  runs the model again). A newer call supersedes one still waiting (kind aborted). */
+      pipeline: (sampling, topN = 10) => wrap(client.pipeline({ ...SAMPLER_DEFAULTS, ...sampling }, topN)),
+      /** Ends the answer being stepped. */
+      stop: () => client.stop(),
+    };
   }
 
   /** The backend the model runs on: "webgpu" or "cpu". */
   get backend() { return this.#client.backend; }
 
-  /** The model card: name, architecture, parameters, context length, licence, sizes, … */
-  info() { return { ...this.#client.info, backend: this.#client.backend, threads: this.#client.threads }; }
+  /** What was loaded: {url} (absolute), {file} or {files}. */
+  get source() { return this.#client.source; }
 
-  /** The token ids of `text` as the model reads it, with each token's text. */
-  tokenize(text) {
+  /** Whether a reasoning model thinks before it answers (its template's `enable_thinking`), where
+   *  a request does not say (`chat_template_kwargs: {enable_thinking}`). */
+  get thinking() { return this.#client.thinking; }
+  set thinking(on) { this.#client.thinking = Boolean(on); }
+
+  /** Called once with an EmberError (kind gpu_lost or engine_failed) if the engine dies: the
+   *  GPU lost, a crash. Later calls reject with that error. */
+  set onlost(fn) { this.#client.onfatal = fn ? (e) => fn(toEmberError(e, this.#modelUrl)) : null; }
+
+  /** The model card: name, architecture, parameters, context length, licence, sizes, … and how
+   *  it runs: backend, backend_reason ({key, vars}: why not WebGPU, where it is not by choice),
+   *  threads, threads_error, load_s, wasm_bytes, and gpu_calls (the last answer's WebGPU calls
+   *  per token). */
+  info() {
+    const c = this.#client;
+    return { ...c.info, backend: c.backend, backend_reason: c.why, threads: c.threads, threads_error: c.threadsError, load_s: c.loadS, wasm_bytes: c.wasmBytes, gpu_calls: c.gpuCalls ?? null };
+  }
+
+  /** The token ids of `text` as the model reads it, with each token's text. Or, given
+   *  {messages, generation}, those of the conversation's prompt (its answer's turn opened unless
+   *  `generation` is false). */
+  tokenize(input) {
+    const args = typeof input === "string" ? { text: input } : { messages: plain(input.messages), generation: input.generation, thinking: input.chat_template_kwargs?.enable_thinking };
     return this.#serial(async () => {
-      const r = await this.#client.tokens({ text });
+      const r = await this.#client.tokens(args);
       return { ids: r.ids, tokens: r.texts };
     });
   }
+
+  /** Forgets the cached prompt (a new conversation shares nothing with the last). */
+  reset() { return this.#client.reset(); }
 
   /** Ends the engine and frees its memory; later calls reject with kind "aborted". */
   unload() { this.#client.terminate(); }
@@ -230,16 +286,23 @@ export class Ember {
     signal?.addEventListener("abort", stop, { once: true });
     channel.onCancel = stop;
     const topLogprobs = params.logprobs ? params.top_logprobs ?? 0 : 0;
+    const thinking = params.chat_template_kwargs?.enable_thinking ?? this.thinking;
     const chunk = (choice, extra = {}) => ({
       id: meta.id, object: isChat ? "chat.completion.chunk" : "text_completion", created: meta.created, model: meta.model,
       choices: choice ? [{ index: 0, ...choice }] : [], ...extra,
     });
     let promptTokens = 0, completionTokens = 0, last = null;
     try {
-      if (isChat) channel.push(chunk({ delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }));
-      const request = isChat ? { messages: params.messages.map(({ role, content }) => ({ role, content: String(content ?? "") })) } : { text: params.prompt };
-      const r = await this.#client.generate({ ...request, options, reserve: 0 }, {
-        start: (e) => { promptTokens = e.prompt_tokens; },
+      const request = isChat ? { messages: plain(params.messages), thinking } : { text: params.prompt };
+      // The answer's room is kept free: the oldest turns after the system prompt are left out
+      // where the conversation would not leave it (the role chunk's `ember.dropped` counts them).
+      const r = await this.#client.generate({ ...request, options, reserve: options.max_tokens }, {
+        start: (e) => {
+          promptTokens = e.prompt_tokens;
+          const ember = { prompt_tokens: e.prompt_tokens, reused: e.reused ?? 0, dropped: e.fit?.dropped ?? 0 };
+          if (isChat) channel.push(chunk({ delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, { ember }));
+        },
+        prefill: (e) => params.onPrefill?.({ done: e.done, total: e.total }),
         token: (step) => {
           completionTokens++;
           last = step;
@@ -249,11 +312,12 @@ export class Ember {
           channel.push(chunk({ ...body, finish_reason: step.done ? finishReason(step.done) : null }));
         },
       });
-      if (r.reason === "stopped") throw new EmberError("aborted", "aborted");
+      // The error carries what was done before the stop, for a page that keeps the partial answer.
+      if (r.reason === "stopped") throw new EmberError("aborted", "aborted", { vars: { stop_reason: "stopped", stats: r.stats, completion_tokens: completionTokens } });
       if (!last?.done) channel.push(chunk({ ...(isChat ? { delta: {} } : { text: "" }), logprobs: null, finish_reason: "stop" }));
       channel.push(chunk(null, {
         usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
-        ember: { stop_reason: last?.done ?? r.reason ?? null, stats: r.stats, backend: this.#client.backend },
+        ember: { stop_reason: last?.done ?? r.reason ?? null, stats: r.stats, backend: this.#client.backend, gpu_calls: r.gpu_calls ?? null },
       }));
     } finally {
       signal?.removeEventListener("abort", stop);
@@ -261,6 +325,9 @@ export class Ember {
     }
   }
 }
+
+/** Messages as the engine takes them: role and text only. */
+const plain = (messages) => messages.map(({ role, content }) => ({ role, content: String(content ?? "") }));
 
 /** The non-streamed answer: the chunks put together. */
 async function collect(channel, isChat, meta, params) {

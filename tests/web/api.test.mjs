@@ -2,7 +2,7 @@
 // path, that imports the module by URL and nothing else of the app. The tiny model where the
 // real one proves nothing more; SmolLM2 for the greedy answer and the logprobs, against the numpy
 // reference. Usage: node tests/web/api.test.mjs [dist-dir]
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { serve, browser, check, report, assert, assertEq, artifacts } from "./harness.mjs";
@@ -142,7 +142,11 @@ try {
       // At temperature 1 with every filter off, the distribution is the model's softmax.
       const free = await ember.completions.create({ prompt: "The capital of France is", temperature: 1, repetition_penalty: 1, top_k: 0, top_p: 1, min_p: 0, seed: 3, max_tokens: 1, logprobs: true, top_logprobs: 5 });
       const tokens = await ember.tokenize("The capital of France is");
-      return { greedy, free, tokens };
+      // Ember's own calls, which the app's pages use: the exact prompt, its tokens and its fit.
+      const prompt = await ember.chat.render(messages);
+      const promptTokens = await ember.tokenize({ messages });
+      const fit = await ember.chat.fit(messages, { max_tokens: 100 });
+      return { greedy, free, tokens, prompt, promptTokens, fit };
     }, { messages: ref.messages });
     const answer = r.greedy.choices[0].message.content;
     assert(answer.length >= 8 && ref.greedy_text.startsWith(answer), `${JSON.stringify(answer)} is not a prefix of the reference ${JSON.stringify(ref.greedy_text)}`);
@@ -162,6 +166,16 @@ try {
     assert(listed ? listed.logprob === first.logprob : first.logprob <= first.top_logprobs[4].logprob, "the drawn token's logprob is its entry's");
     assertEq(r.tokens.ids, smollm.cases[0].prompt_ids, "tokenize");
     assertEq(r.tokens.tokens.join(""), "The capital of France is", "tokens' text");
+    assertEq(r.prompt, ref.prompt_text, "chat.render: the template's text");
+    assertEq(r.promptTokens.ids, ref.prompt_ids, "tokenize({messages}): the prompt's ids");
+    assertEq([r.fit.tokens, r.fit.dropped, r.fit.reserve], [ref.prompt_ids.length, 0, 100], "chat.fit");
+  });
+
+  await check("the app's pages reach the engine through ember.mjs alone", async () => {
+    // Only the API module imports the engine client: the chat page and classroom mode use the API.
+    const importers = readdirSync(join(dist, "js")).filter((f) => /from "\.\/engine-client\.js"/.test(readFileSync(join(dist, "js", f), "utf8")));
+    assertEq(importers, [], "modules of the app that import engine-client.js");
+    assert(/from "\.\.\/ember\.mjs"/.test(readFileSync(join(dist, "js", "app.js"), "utf8")), "app.js imports ../ember.mjs");
   });
 
   await check("response_format json_schema: 10 prompts × 3 schemas on the CPU (SmolLM2), every answer parses and validates", async () => {

@@ -1,13 +1,13 @@
 // The page: conversations, the streamed answer, the status line and the engine's lifecycle.
-// The model runs in worker.js behind the engine client (engine-client.js); this file never
-// blocks on it. The transcript (transcript.js), the dialogs (dialogs.js), the settings
+// The model runs in worker.js behind the embedding API (ember.mjs), the same module site builders
+// import, so that everything the app does exercises it; this file never blocks on it. The transcript (transcript.js), the dialogs (dialogs.js), the settings
 // (settings.js) and classroom mode (classroom.js) are their own modules. Model output and
 // imported files are untrusted: they reach the DOM only as text (see markdown.js).
 import { t, has, applyLang, pickLang, sentences } from "./i18n.js";
 import * as store from "./store.js";
 import * as C from "./conversation.js";
 import * as settings from "./settings.js";
-import { EngineClient } from "./engine-client.js";
+import { Ember } from "../ember.mjs";
 import { createClassroom } from "./classroom.js";
 import { createTranscript, iconButton } from "./transcript.js";
 import { count, renderHistoryTable, renderModelCard, renderStorage, wireModelDialog } from "./dialogs.js";
@@ -23,7 +23,7 @@ const input = $("message");
 
 let conversations = new Map(); // id → conversation record
 let conv = C.create();
-let engine = null; // the ready EngineClient
+let engine = null; // the ready Ember (ember.mjs)
 let loading = null; // the AbortController of the load under way
 let gen = null; // {convId, nodeId, t0, firstAt, tokens}
 let storageWarned = false;
@@ -31,10 +31,14 @@ let storageWarned = false;
 let storageMessage = "";
 let statusKind = { key: "starting", vars: {} };
 
-/** An engine error in the page's language: its kind's translation where there is one. */
+/** The engine's own error behind an EmberError: its kinds (errNotFound, errGpuMemory, …) are
+ *  finer than the API's, and the page translates them. */
+const engineErr = (e) => (e?.name === "EmberError" && e.cause?.name === "EngineError" ? e.cause : e);
+
 /** An error in the page's language: its kind's message with its arguments (the engine's details
  *  are in English; backticks, a developer's quoting, are dropped). */
-function errorText(e) {
+function errorText(error) {
+  const e = engineErr(error);
   const plain = (v) => (typeof v === "string" ? v.replace(/`/g, "").replace(/\.$/, "") : v);
   const vars = Object.fromEntries(Object.entries(e.vars || {}).map(([k, v]) => [k, plain(v)]));
   if (e.kind && has(e.kind)) return t(e.kind, vars);
@@ -62,9 +66,10 @@ function setBusy(busy) {
 function describeStatus() {
   const k = statusKind;
   if (k.key === "ready" || k.key === "generating" || k.key === "prefill") {
-    const i = engine.info;
-    const where = (engine.backend === "webgpu" ? t("onGpu") : t(engine.threads > 1 ? "onCpuThreads" : "onCpu", { n: engine.threads })) + (engine.why ? ` (${t(engine.why.key, engine.why.vars)})` : "");
-    let base = `${i.display_name || i.name || "model"} · ${t("params", { n: count(i.n_params) })} · ${where} · ${t("loadedIn", { s: engine.loadS.toFixed(1) })}`;
+    const i = engine.info();
+    const why = i.backend_reason;
+    const where = (i.backend === "webgpu" ? t("onGpu") : t(i.threads > 1 ? "onCpuThreads" : "onCpu", { n: i.threads })) + (why ? ` (${t(why.key, why.vars)})` : "");
+    let base = `${i.display_name || i.name || "model"} · ${t("params", { n: count(i.n_params) })} · ${where} · ${t("loadedIn", { s: i.load_s.toFixed(1) })}`;
     if (!i.has_chat_template) base += ` · ${t("completion")}`;
     if (k.key === "generating") return `${base} · ${t("generating")}`;
     if (k.key === "prefill") return `${base} · ${t("prefilling", k.vars)}`;
@@ -132,12 +137,13 @@ async function loadModel(source, backend, why = null) {
   $("model-error").hidden = true;
   showStatus("starting");
   try {
-    const client = await EngineClient.load(source, {
-      backend, why, limits: limits(), signal: attempt.signal,
+    const model = source.url ?? source.file ?? source.files;
+    const client = await Ember.create({
+      model, sha256: source.sha256, backend, reason: why, limits: limits(), signal: attempt.signal,
       onProgress: (p) => { if (loading === attempt) showProgress(p); },
       onNotice: (kind, vars) => { if (loading === attempt) notice(t(kind, vars), "info"); },
     });
-    if (loading !== attempt) { client.terminate(); return; }
+    if (loading !== attempt) { client.unload(); return; }
     loading = null;
     becomeReady(client);
   } catch (e) {
@@ -151,13 +157,13 @@ function becomeReady(client) {
   // The old engine goes, and with it any answer it was writing: end that answer cleanly.
   if (gen) finishGeneration("stopped", null);
   if (classroom.active()) classroom.reset();
-  engine?.terminate();
+  engine?.unload();
   engine = client;
-  engine.onfatal = (e) => engineDied(client, e);
+  engine.onlost = (e) => engineDied(client, e);
   status.dataset.backend = engine.backend;
   $("load-progress").hidden = true;
   engine.thinking = settings.read().thinking;
-  $("thinking-setting").hidden = !engine.info.thinking;
+  $("thinking-setting").hidden = !engine.info().thinking;
   renderModelCard(engine);
   renderStorage();
   renderHistoryTable(engine);
@@ -165,7 +171,7 @@ function becomeReady(client) {
   setState("ready");
   requestFit();
   // A base model continues text: no system prompt, and the composer says so.
-  const base = !engine.info.has_chat_template;
+  const base = !engine.info().has_chat_template;
   $("system-box").hidden = base;
   input.dataset.i18nPlaceholder = base ? "messagePlaceholderCompletion" : "messagePlaceholder";
   input.placeholder = t(input.dataset.i18nPlaceholder);
@@ -176,7 +182,7 @@ function becomeReady(client) {
 /** Says so when the page's language is not among those the model's file lists (a 中文 page on
  *  an English-only model: its answers in Chinese are poor, or loops). */
 function languageNotice() {
-  const langs = (engine?.info?.languages || []).map((l) => l.toLowerCase().split(/[-_]/)[0]);
+  const langs = (engine?.info().languages || []).map((l) => l.toLowerCase().split(/[-_]/)[0]);
   const ui = $("lang").value;
   if (!langs.length || langs.includes(ui)) return;
   const names = new Intl.DisplayNames([ui], { type: "language" });
@@ -193,7 +199,7 @@ function loadFailed(e, source) {
   // In view: the dialog may be scrolled to the catalog, or taller than the window.
   err.scrollIntoView({ block: "nearest" });
   // The GPU is too small for this model: the CPU may hold it; the user decides.
-  const action = e.kind === "errGpuMemory" ? { label: t("useCpu"), run: () => loadModel(source, "cpu", { key: "whyGpuMemory", vars: {} }) } : null;
+  const action = engineErr(e).kind === "errGpuMemory" ? { label: t("useCpu"), run: () => loadModel(source, "cpu", { key: "whyGpuMemory", vars: {} }) } : null;
   if (engine) {
     notice(shown, "error", action);
     showStatus(gen ? "generating" : "ready");
@@ -216,7 +222,7 @@ function engineDied(client, e) {
 }
 
 function engineError(e) {
-  if (e.kind === "aborted" || e.kind === "superseded") return;
+  if (e.kind === "aborted") return;
   if (classroom.active()) { classroom.reset(); setBusy(false); }
   if (gen) finishGeneration("error", null);
   notice(`${t("errTitle")}: ${errorText(e)}`);
@@ -334,9 +340,39 @@ function renderAll() {
 }
 
 // ---------------------------------------------------------------- generation
+/** The API's parameters for the settings' options (settings.chatOptions). */
+function completionParams(options, run) {
+  const s = options.sampling;
+  return {
+    stream: true, max_tokens: options.max_tokens, temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p,
+    repetition_penalty: s.repeat_penalty, seed: s.seed, signal: run.stop.signal,
+    onPrefill: (e) => { if (gen === run) showStatus("prefill", { d: e.done, t: e.total }); },
+  };
+}
+
+/** Streams an answer into the run's message: `request` is the API's stream of chunks. */
+async function streamInto(run, request) {
+  try {
+    let end = null;
+    for await (const chunk of await request) {
+      if (gen !== run) return; // leaving the loop stops the generation
+      if (chunk.ember?.dropped !== undefined) { onStart(chunk.ember.dropped); continue; }
+      if (chunk.usage) { end = { reason: chunk.ember.stop_reason, stats: chunk.ember.stats, tokens: chunk.usage.completion_tokens }; continue; }
+      const choice = chunk.choices[0];
+      onToken(choice.delta?.content ?? choice.text ?? "");
+    }
+    if (gen === run) finishGeneration(end?.reason ?? "stop", end?.stats, end?.tokens);
+  } catch (e) {
+    if (gen !== run) return;
+    // A stop keeps the answer so far, with its figures.
+    if (e.kind === "aborted" && e.vars?.stop_reason === "stopped") finishGeneration("stopped", e.vars.stats, e.vars.completion_tokens);
+    else engineError(e);
+  }
+}
+
 function generateAfter(userNode, { again = false } = {}) {
   const assistant = C.add(conv, userNode.id, "assistant", "", { partial: true });
-  const run = { convId: conv.id, nodeId: assistant.id, t0: performance.now(), firstAt: null, tokens: 0 };
+  const run = { convId: conv.id, nodeId: assistant.id, t0: performance.now(), firstAt: null, stop: new AbortController() };
   gen = run;
   saveConv();
   transcript.render();
@@ -345,11 +381,7 @@ function generateAfter(userNode, { again = false } = {}) {
   showStatus("generating");
   setState("generating");
   const options = settings.chatOptions({ again });
-  engine.generate({ messages: C.history(conv, userNode.id), options, reserve: options.max_tokens }, {
-    start: (e) => { if (gen === run) onStart(e); },
-    prefill: (e) => { if (gen === run) showStatus("prefill", { d: e.done, t: e.total }); },
-    token: (step) => { if (gen === run) onToken(step); },
-  }).then((r) => { if (gen === run) finishGeneration(r.reason, r.stats); }, (e) => { if (gen === run) engineError(e); });
+  streamInto(run, engine.chat.completions.create({ messages: C.history(conv, userNode.id), ...completionParams(options, run) }));
 }
 
 /** Extends `node`, the last answer (cut at the cap, stopped as a loop, or interrupted): the
@@ -357,7 +389,7 @@ function generateAfter(userNode, { again = false } = {}) {
  *  message. */
 async function continueAnswer(node) {
   if (gen || status.dataset.state !== "ready" || classroom.isOn()) return;
-  const run = { convId: conv.id, nodeId: node.id, t0: performance.now(), firstAt: null, tokens: 0 };
+  const run = { convId: conv.id, nodeId: node.id, t0: performance.now(), firstAt: null, stop: new AbortController() };
   gen = run;
   node.partial = true;
   delete node.reason;
@@ -369,12 +401,9 @@ async function continueAnswer(node) {
   const options = settings.chatOptions();
   try {
     // The template's text for a new answer, then this answer's: what the model saw writing it.
-    const text = (await engine.render(C.history(conv, node.parent))) + node.content;
+    const prompt = (await engine.chat.render(C.history(conv, node.parent))) + node.content;
     if (gen !== run) return;
-    await engine.generate({ text, options, reserve: options.max_tokens }, {
-      prefill: (e) => { if (gen === run) showStatus("prefill", { d: e.done, t: e.total }); },
-      token: (step) => { if (gen === run) onToken(step); },
-    }).then((r) => { if (gen === run) finishGeneration(r.reason, r.stats); });
+    await streamInto(run, engine.completions.create({ prompt, ...completionParams(options, run) }));
   } catch (e) {
     if (gen === run) engineError(e);
   }
@@ -390,7 +419,7 @@ async function send() {
   const messages = [...(last ? C.history(conv, last.id) : C.history(conv, null)), { role: "user", content: text }];
   sending = true;
   try {
-    await engine.fit(messages, settings.read().max_tokens);
+    await engine.chat.fit(messages, { max_tokens: settings.read().max_tokens });
   } catch (e) {
     if (e.kind === "context_full") { notice(t("tooLong", { n: e.vars.needed, limit: e.vars.limit })); return; }
   } finally {
@@ -425,32 +454,31 @@ function regenerate() {
 
 function stopGeneration() {
   if (classroom.active()) { classroom.stop(); return; }
-  if (gen) engine?.stop();
+  if (gen) gen.stop.abort();
 }
 
-function onStart(e) {
-  if (e.fit?.dropped > 0) notice(trimmedText(e.fit.dropped) + (storageMessage ? ` ${storageMessage}` : ""), storageMessage ? "error" : "info");
+function onStart(dropped) {
+  if (dropped > 0) notice(trimmedText(dropped) + (storageMessage ? ` ${storageMessage}` : ""), storageMessage ? "error" : "info");
   else notice(storageMessage);
 }
 
-function onToken(step) {
+function onToken(text) {
   if (gen.firstAt === null) { gen.firstAt = performance.now(); showStatus("generating"); }
   const c = conversations.get(gen.convId) || conv;
-  c.nodes[gen.nodeId].content += step.text;
-  gen.tokens += 1;
+  c.nodes[gen.nodeId].content += text;
   // Saved on every token: a reload mid-answer loses at most the unfinished one.
   saveConv(c);
   if (c === conv) transcript.paintStreaming();
 }
 
-function finishGeneration(reason, stats) {
+function finishGeneration(reason, stats, tokens = 0) {
   const c = conversations.get(gen.convId) || conv;
   const node = c.nodes[gen.nodeId];
   node.partial = false;
   node.reason = reason;
   if (stats) {
     node.stats = { ttft: gen.firstAt ? (gen.firstAt - gen.t0) / 1000 : 0, prefill_tok_s: stats.prefill_tok_s, decode_tok_s: stats.decode_tok_s,
-                   tokens: gen.tokens, prefill_tokens: stats.prefill_tokens };
+                   tokens, prefill_tokens: stats.prefill_tokens };
   }
   gen = null;
   $("transcript").setAttribute("aria-busy", "false");
@@ -473,8 +501,8 @@ function requestFit() {
     // With an empty draft nothing would be sent: the model sees the conversation as it stands.
     classroom.refreshTokens([...messages], draft);
     if (!messages.some((m) => m.role !== "system")) messages.push({ role: "user", content: "" });
-    engine.fit(messages, settings.read().max_tokens).then(showFit, (e) => {
-      if (e.kind !== "superseded" && e.kind !== "aborted") showFitError(e);
+    engine.chat.fit(messages, { max_tokens: settings.read().max_tokens }).then(showFit, (e) => {
+      if (e.kind !== "aborted") showFitError(e);
     });
   }, 200);
 }
@@ -607,7 +635,7 @@ function wire() {
     renderModelCard(engine);
     renderHistoryTable(engine);
     classroom.fillSliders();
-    if (engine?.info?.has_chat_template) { notice(""); languageNotice(); }
+    if (engine?.info().has_chat_template) { notice(""); languageNotice(); }
   });
 }
 
@@ -620,7 +648,7 @@ const classroom = createClassroom({
   saveConv: () => saveConv(),
   renderTranscript: () => transcript.render(),
   settings,
-  info: () => engine?.info,
+  info: () => engine?.info(),
   setBusy,
   notice,
   error: engineError,
@@ -644,7 +672,7 @@ const transcript = createTranscript({
   answer,
   continueAnswer,
   // Example prompts for an empty conversation (none for a base model, which continues text).
-  examples: () => (engine?.info?.has_chat_template === false ? null : t("examples").split("|")),
+  examples: () => (engine?.info().has_chat_template === false ? null : t("examples").split("|")),
   sendText: (text) => { input.value = text; send(); },
   switched: () => { saveConv(); requestFit(); },
 });

@@ -26,7 +26,7 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-/** `api`: {engine() (the EngineClient), conv, path, historyBefore, add, saveConv, renderTranscript,
+/** `api`: {engine() (the Ember of ember.mjs: its `classroom` calls), conv, path, historyBefore, add, saveConv, renderTranscript,
  *  settings (settings.js), info, setBusy, notice, error(e), download, onToggle} */
 export function createClassroom(api) {
   let on = false;
@@ -82,8 +82,7 @@ export function createClassroom(api) {
     current = null;
     renderNext();
     api.setBusy(true);
-    const options = { max_tokens: api.settings.read().max_tokens, top_n: TOP_N, sampling: sampling() };
-    const started = api.engine().classroomStart({ messages, ids, options, reserve: options.max_tokens }, {
+    const started = api.engine().classroom.start({ messages, ids, max_tokens: api.settings.read().max_tokens, top_n: TOP_N, sampling: sampling() }, {
       start: (e) => {
         const n = nodeOf(r.nodeId);
         if (run !== r) return;
@@ -125,7 +124,7 @@ export function createClassroom(api) {
     current = null;
     renderNext(); // the old candidates go: they belong to the token being drawn
     api.setBusy(true);
-    follow(r, api.engine().classroomStep({ forced, sampling: sampling(), topN: TOP_N }), ({ step: s, forced: f, next }) => {
+    follow(r, api.engine().classroom.step({ forced, sampling: sampling(), top_n: TOP_N }), ({ step: s, forced: f, next }) => {
       const node = nodeOf(r.nodeId);
       if (s && node) {
         const chosen = s.top.find((c) => c.token === s.token);
@@ -203,7 +202,7 @@ export function createClassroom(api) {
     }
     if (!current) return;
     const r = run;
-    api.engine().pipeline(sampling(), TOP_N).then((pipeline) => {
+    api.engine().classroom.pipeline(sampling(), TOP_N).then((pipeline) => {
       if (run === r && current && pipeline) { current.pipeline = pipeline; renderNext(); }
     }, () => { /* a newer slider move superseded it */ });
   }
@@ -262,7 +261,7 @@ export function createClassroom(api) {
       // The running answer ends here, as it is.
       const old = nodeOf(run.nodeId);
       if (old) { old.partial = false; old.reason = "stopped"; }
-      api.engine().stop();
+      api.engine().classroom.stop();
     }
     const c = api.conv();
     const prefix = node.trace.slice(0, i);
@@ -280,8 +279,8 @@ export function createClassroom(api) {
     tokTimer = setTimeout(() => {
       const engine = api.engine();
       if (!engine) return;
-      for (const [which, args] of [["draft", { text: draft }], ["prompt", { messages, generation: !!draft }]]) {
-        engine.tokens(args).then((r) => showTokens(which, r), () => { /* superseded, or the engine went */ });
+      for (const [which, input] of [["draft", draft], ["prompt", { messages, generation: !!draft }]]) {
+        engine.tokenize(input).then((r) => showTokens(which, { ids: r.ids, texts: r.tokens }), () => { /* the engine went */ });
       }
     }, 250);
   }
@@ -350,7 +349,7 @@ export function createClassroom(api) {
     setOn, isOn: () => on, begin, decorate, refreshTokens, fillSliders, updateControls,
     running: (nodeId) => run?.nodeId === nodeId,
     active: () => Boolean(run),
-    stop: () => { if (!run) return; api.engine()?.stop(); finish("stopped"); },
+    stop: () => { if (!run) return; api.engine()?.classroom.stop(); finish("stopped"); },
     reset: () => { run = null; current = null; pause(); renderNext(); },
     selected: () => selected,
   };

@@ -10,12 +10,12 @@ const $ = (id) => document.getElementById(id);
 /** 135M, 1.5B, 175B. */
 export const count = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)}B` : n >= 1e6 ? `${(n / 1e6).toFixed(0)}M` : `${(n / 1e3).toFixed(0)}K`);
 
-/** The loaded model's card; `engine` is the EngineClient (or null before a model is ready). */
+/** The loaded model's card; `engine` is the Ember (ember.mjs; null before a model is ready). */
 export function renderModelCard(engine) {
   const dl = $("model-card");
   dl.replaceChildren();
   if (!engine) return;
-  const i = engine.info;
+  const i = engine.info();
   const c = i.config;
   const rows = [
     ["card_arch", i.architecture + (i.display_name ? ` · ${i.display_name}` : "")],
@@ -35,16 +35,16 @@ export function renderModelCard(engine) {
     // On WebGPU, what the GPU allocator counted while the weights loaded; else the computed size.
     ["card_weights", `${((i.gpu_weight_bytes ?? i.weight_bytes) / 1e6).toFixed(1)} MB` + (i.gpu_weight_bytes != null ? ` (${t("gpuCounted")})` : "")],
     // The engine's wasm memory after the load: the most loading took (against the file size).
-    ["card_wasm", engine.wasmBytes == null ? null : `${(engine.wasmBytes / 1e6).toFixed(1)} MB`],
+    ["card_wasm", i.wasm_bytes == null ? null : `${(i.wasm_bytes / 1e6).toFixed(1)} MB`],
     ["card_license", i.license || "—"],
     ["card_org", i.organization || "—"],
     ["card_langs", i.languages.length ? i.languages.join(", ") : "—"],
     ["card_data", i.datasets.length ? i.datasets.join(", ") : t("notStated")],
-    ["card_backend", engine.backend === "webgpu" ? "WebGPU"
-      : engine.threadsError ? t("cardCpuFailed", { m: engine.threadsError }) : t(engine.threads > 1 ? "cardCpuThreads" : "cardCpu", { n: engine.threads })],
-    ["card_load", `${engine.loadS.toFixed(1)} s`],
+    ["card_backend", i.backend === "webgpu" ? "WebGPU"
+      : i.threads_error ? t("cardCpuFailed", { m: i.threads_error }) : t(i.threads > 1 ? "cardCpuThreads" : "cardCpu", { n: i.threads })],
+    ["card_load", `${i.load_s.toFixed(1)} s`],
     // What a decoded token costs in WebGPU calls, counted in the last answer (issue 20).
-    ["card_gpuCalls", engine.backend !== "webgpu" ? undefined : engine.gpuCalls?.decode_token ? t("gpuCallsText", engine.gpuCalls.decode_token) : t("gpuCallsNone")],
+    ["card_gpuCalls", i.backend !== "webgpu" ? undefined : i.gpu_calls?.decode_token ? t("gpuCallsText", i.gpu_calls.decode_token) : t("gpuCallsNone")],
   ];
   for (const [k, v] of rows.filter((r) => r[1] !== undefined)) {
     const dt = document.createElement("dt");
@@ -161,8 +161,9 @@ export function renderHistoryTable(engine) {
   const table = $("c-history");
   const rows = [["GPT-1 (2018)", 12, 768, 12, 512, "117M"], ["GPT-2 (2019)", 48, 1600, 25, 1024, "1.5B"], ["GPT-3 (2020)", 96, 12288, 96, 2048, "175B"]];
   if (engine) {
-    const c = engine.info.config;
-    rows.push([`${t("h_this")}: ${engine.info.display_name || engine.info.name || engine.info.architecture}`, c.n_layer, c.d_model, `${c.n_head} (${c.n_kv_head} KV)`, c.context_length, count(engine.info.n_params)]);
+    const i = engine.info();
+    const c = i.config;
+    rows.push([`${t("h_this")}: ${i.display_name || i.name || i.architecture}`, c.n_layer, c.d_model, `${c.n_head} (${c.n_kv_head} KV)`, c.context_length, count(i.n_params)]);
   }
   const head = document.createElement("tr");
   for (const k of ["h_model", "h_layers", "h_width", "h_heads", "h_ctx", "h_params"]) {

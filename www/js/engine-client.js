@@ -134,8 +134,8 @@ export class EngineClient {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     // A conversation is rendered with the thinking switch in force (a reasoning model's template
-    // reads it), whichever request renders it.
-    const thinking = args.messages !== undefined ? { thinking: this.thinking } : {};
+    // reads it), whichever request renders it: the request's own, else this client's.
+    const thinking = args.messages !== undefined ? { thinking: args.thinking ?? this.thinking } : {};
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, handlers });
       this.worker.postMessage({ id, op, ...args, ...thinking });
@@ -147,8 +147,8 @@ export class EngineClient {
    *  `gpu_calls` (also kept as `gpuCalls`, the last answer's) counts the WebGPU calls per
    *  prompt token and per decoded token: {prompt_token, decode_token}, each {dispatches,
    *  submits, bind_groups, writes, readbacks, readback_bytes} or null. */
-  async generate({ messages, text, options, reserve = 0 }, on = {}) {
-    const r = await this.request("generate", { messages, text, options, reserve }, {
+  async generate({ messages, text, options, reserve = 0, thinking }, on = {}) {
+    const r = await this.request("generate", { messages, text, options, reserve, thinking }, {
       start: (e) => on.start?.(e), prefill: (e) => on.prefill?.(e), token: (e) => on.token?.(e.step),
     });
     if (r.gpu_calls?.decode_token) this.gpuCalls = r.gpu_calls;
@@ -160,16 +160,16 @@ export class EngineClient {
   /** Forgets the cache: a new conversation. */
   reset() { return this.request("reset").catch(() => null); }
   /** How `messages` fit the context window with `reserve` tokens for the answer (a ChatFit). */
-  fit(messages, reserve) { return this.request("fit", { messages, reserve }); }
+  fit(messages, reserve, thinking) { return this.request("fit", { messages, reserve, thinking }); }
   /** The exact prompt text for `messages`. */
-  render(messages) { return this.request("render", { messages }); }
+  render(messages, thinking) { return this.request("render", { messages, thinking }); }
   /** Token ids and texts of `text`, or of the rendered `messages` (the assistant's turn opened
    *  after them unless `generation` is false). */
-  tokens({ text, messages, generation }) { return this.request("tokens", { text, messages, generation }); }
+  tokens({ text, messages, generation, thinking }) { return this.request("tokens", { text, messages, generation, thinking }); }
 
   // Classroom mode: each call resolves to what comes next ({candidates, pipeline} or {done, reason, stats}).
-  classroomStart({ messages, ids, options, reserve }, on = {}) {
-    return this.request("cstart", { messages, ids, options, reserve }, { start: (e) => on.start?.(e), prefill: (e) => on.prefill?.(e) });
+  classroomStart({ messages, ids, options, reserve, thinking }, on = {}) {
+    return this.request("cstart", { messages, ids, options, reserve, thinking }, { start: (e) => on.start?.(e), prefill: (e) => on.prefill?.(e) });
   }
   /** Draws the next token, or takes `forced`: {step, forced, next}. */
   classroomStep({ forced = null, sampling, topN }) { return this.request("cstep", { forced, sampling, topN }); }
