@@ -203,7 +203,7 @@ try {
     await page.getByRole("button", { name: "Model" }).click();
     const card = await page.locator("#model-card").textContent();
     await page.keyboard.press("Escape");
-    const m = /WebGPU calls per decoded token([0-9.]+) dispatches, ([0-9.]+) submits, ([0-9.]+) bind groups, ([0-9.]+) writes, ([0-9.]+) readbacks \(([0-9.]+) bytes\)/.exec(card);
+    const m = /WebGPU calls per decoded tokendispatches ([0-9.]+) · submits ([0-9.]+) · bind groups ([0-9.]+) · writes ([0-9.]+) · readbacks ([0-9.]+) \(([0-9.]+) bytes\)/.exec(card);
     assert(m, `model card lacks the WebGPU calls row: ${card}`);
     const [dispatches, submits, bindGroups, writes, readbacks, bytes] = m.slice(1).map(Number);
     console.log(`     (per decoded token: ${m.slice(1).join(" / ")})`);
