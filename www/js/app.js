@@ -364,8 +364,8 @@ async function streamInto(run, request) {
     if (gen === run) finishGeneration(end?.reason ?? "stop", end?.stats, end?.tokens);
   } catch (e) {
     if (gen !== run) return;
-    // A stop keeps the answer so far, with its figures.
-    if (e.kind === "aborted" && e.vars?.stop_reason === "stopped") finishGeneration("stopped", e.vars.stats, e.vars.completion_tokens);
+    // A stop keeps the answer so far, with its figures (none where it came before the start).
+    if (e.kind === "aborted") finishGeneration("stopped", e.vars?.stats ?? null, e.vars?.completion_tokens ?? 0);
     else engineError(e);
   }
 }
