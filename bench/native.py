@@ -109,7 +109,7 @@ def structured(exe, runs):
             # One mask per drawn token: after the prompt, and after each decoded token.
             mask_ms = [1000 * l["mask_s"] / (l["decode_tokens"] + 1) for l in lines]
             step_ms = [1000 / l["decode_tok_s"] for l in lines if l["decode_tok_s"] > 0]
-            out[name] = {"mask_ms_per_token": stats(mask_ms), "decode_step_ms": stats(step_ms), "tokens": lines[0]["decode_tokens"] + 1,
+            out[name] = {"mask_ms_per_token": stats(mask_ms), "decode_step_ms": stats(step_ms), "tokens": lines[0]["decode_tokens"] + 1, "threads": lines[0].get("threads"),
                          "mask_fraction_of_step": statistics.median(mask_ms) / statistics.median(step_ms)}
     return out
 

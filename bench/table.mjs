@@ -45,6 +45,6 @@ for (const [e, c] of [["ember-cpu", "llama.cpp-1t"], ["ember-cpu-mt", "llama.cpp
 }
 if (l.structured?.schemas?.error) console.log(`Structured output: failed: ${l.structured.schemas.error}`);
 for (const [name, s] of Object.entries(l.structured?.schemas?.error ? {} : l.structured?.schemas ?? {})) {
-  console.log(`Structured output (${name}, native CPU, ${l.structured.ember_build}): mask ${s.mask_ms_per_token.median.toFixed(2)} ms a token, ` +
+  console.log(`Structured output (${name}, native CPU, ${s.threads ?? "?"} threads, ${l.structured.ember_build}): mask ${s.mask_ms_per_token.median.toFixed(2)} ms a token, ` +
     `decode step ${s.decode_step_ms.median.toFixed(1)} ms: ${(100 * s.mask_fraction_of_step).toFixed(1)} % of the step.`);
 }
