@@ -267,7 +267,7 @@ export class Ember {
   };
   /** One token at a time, the sampler's stages visible (Ember's classroom mode). */
   readonly classroom: {
-    start(params: { messages?: ChatMessage[]; ids?: number[]; max_tokens?: number; sampling?: Sampling; top_n?: number },
+    start(params: { messages?: ChatMessage[]; ids?: number[]; max_tokens?: number; sampling?: Sampling; top_n?: number; chat_template_kwargs?: { enable_thinking?: boolean } },
           on?: { start?: (e: { prompt_tokens: number; prompt_ids: number[]; fit: ChatFit | null }) => void; prefill?: (p: { done: number; total: number }) => void }): Promise<Next>;
     step(params?: { forced?: number | null; sampling?: Sampling; top_n?: number }): Promise<{ step: Step | null; forced: number | null; next: Next }>;
     pipeline(sampling: Sampling, topN?: number): Promise<Next["pipeline"]>;
