@@ -311,6 +311,9 @@ pub struct Layer<E: Executor> {
     /// q, k and v's weights stacked (`((heads + 2·kv_heads) · head_dim, d_model)`), where the
     /// executor stacks them ([`Executor::matrices`]); `q`, `k` and `v` are then its views.
     pub qkv: Option<E::Matrix>,
+    /// q, k and v's biases end to end, `[(heads + 2·kv_heads) · head_dim]`, where `qkv` is
+    /// stacked and the family has them (Qwen2).
+    pub qkv_bias: Option<E::Vector>,
     /// Gate and up's weights stacked (`(2·d_ff, d_model)`), where the executor stacks them.
     pub gate_up: Option<E::Matrix>,
     /// Query projection, `(heads · head_dim, d_model)`.
@@ -384,9 +387,16 @@ impl<E: Executor> Decoder<E> {
             let rope = rope.filter(|_| layer.rope);
             let heads = Heads { window: layer.window, ..heads };
             let o = match (&layer.qkv, rope) {
-                // One product, then RoPE, the cache and attention at once (no biases or QK-norm
-                // where the weights were stacked).
-                (Some(qkv), Some(rope)) => exec.attend_qkv(exec.matmul(&h, qkv), rope, cache.layer(l), heads, pos0),
+                // One product (and its bias), then RoPE, the cache and attention at once (no
+                // QK-norm where the weights were stacked).
+                (Some(qkv), Some(rope)) => {
+                    let p = exec.matmul(&h, qkv); // [t, (heads + 2·kv_heads)·head_dim]
+                    let p = match &layer.qkv_bias {
+                        Some(b) => exec.add_bias(p, b),
+                        None => p,
+                    };
+                    exec.attend_qkv(p, rope, cache.layer(l), heads, pos0)
+                }
                 _ => self.attention(exec, layer, &h, rope, cache.layer(l), heads, pos0),
             }; // [t, heads·head_dim]
             let o = layer.o.forward(exec, &o); // [t, d_model]

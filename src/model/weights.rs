@@ -559,14 +559,27 @@ impl<'a, 'p> Walk<'a, 'p> {
         let (l, qkv, out) = (Some(l), |s| f.qkv_bias.then_some(s), |s| f.out_bias.then_some(s));
         let attn_norm = self.norm(exec, Slot::AttnNorm, Some(Slot::AttnNormBias), l)?;
         let (q_norm, k_norm) = (self.opt_norm(exec, Slot::QNorm, l)?, self.opt_norm(exec, Slot::KNorm, l)?);
-        // One product for q, k and v (and for gate and up) where nothing comes between the
-        // product and the fused kernels that read it: no biases, no QK-norm.
-        let ([q, k, v], qkv) = if f.qkv_bias || q_norm.is_some() {
+        // One product for q, k and v (and for gate and up) where at most a bias comes between
+        // the product and the fused kernels that read it: not with QK-norm, nor for GPT-2,
+        // whose fused projection has no RoPE to fuse with.
+        let ([q, k, v], qkv, qkv_bias) = if q_norm.is_some() || (f.qkv_bias && f.fused_qkv) {
             let lin = |w: &mut Self, s, b| w.linear(exec, s, qkv(b), l);
-            ([lin(self, Slot::Q, Slot::QBias)?, lin(self, Slot::K, Slot::KBias)?, lin(self, Slot::V, Slot::VBias)?], None)
+            ([lin(self, Slot::Q, Slot::QBias)?, lin(self, Slot::K, Slot::KBias)?, lin(self, Slot::V, Slot::VBias)?], None, None)
         } else {
-            let (m, stack) = self.stacked(exec, &[Slot::Q, Slot::K, Slot::V], l)?;
-            (m.try_into().unwrap_or_else(|_| unreachable!("three matrices")), stack)
+            let (mut m, stack) = self.stacked(exec, &[Slot::Q, Slot::K, Slot::V], l)?;
+            // Qwen2's biases: each projection keeps its own (the split path's), and a stack
+            // also gets them end to end, in the stack's row order, for one add after its product.
+            let mut qkv_bias = None;
+            if f.qkv_bias {
+                let raw = [Slot::QBias, Slot::KBias, Slot::VBias].iter().map(|&s| self.take(s, l)?.to_f32()).collect::<Result<Vec<_>>>()?;
+                if stack.is_some() {
+                    qkv_bias = Some(exec.vector(raw.concat())?);
+                }
+                for (lin, b) in m.iter_mut().zip(raw) {
+                    lin.bias = Some(exec.vector(b)?);
+                }
+            }
+            (m.try_into().unwrap_or_else(|_| unreachable!("three matrices")), stack, qkv_bias)
         };
         let post_attn_norm = self.opt_norm(exec, Slot::PostAttnNorm, l)?;
         let post_ffn_norm = self.opt_norm(exec, Slot::PostFfnNorm, l)?;
@@ -583,7 +596,7 @@ impl<'a, 'p> Walk<'a, 'p> {
         };
         let (window, rope) = (self.config.window(l.expect("a block")), self.config.uses_rope(l.expect("a block")));
         let down = self.linear(exec, Slot::Down, out(Slot::DownBias), l)?;
-        Ok(Layer { attn_norm, q_norm, k_norm, post_attn_norm, post_ffn_norm, window, rope, qkv, gate_up, q, k, v, o, ffn_norm, gate, up, down })
+        Ok(Layer { attn_norm, q_norm, k_norm, post_attn_norm, post_ffn_norm, window, rope, qkv, qkv_bias, gate_up, q, k, v, o, ffn_norm, gate, up, down })
     }
 }
 

@@ -332,3 +332,49 @@ fn bad_folders_fail_with_the_file_or_tensor_named() {
     let e = load(HfFolder::new(f));
     assert!(e.contains("model-00002-of-00004.safetensors"), "{e}");
 }
+
+/// Qwen2's q/k/v biases where wgpu stacks the three products (quantised weights of one type:
+/// one product, then the three biases end to end, then the fused attention step). With Q8_0
+/// q/k/v, wgpu's prompt logits and greedy tokens (each a one-token step) equal the CPU's, which
+/// adds each bias after its own product; the biases are random, so a dropped or misplaced one
+/// would show.
+#[test]
+fn qwen2_biases_on_the_stacked_product() {
+    use ember::gguf::{quant::quantize_q8_0, writer::GgufWriter, GgmlType, Gguf};
+    let bytes = std::fs::read(fixture("hf/qwen2.gguf")).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let mut w = GgufWriter::from_gguf(&g);
+    let n_layer = g.metadata.req::<u32>("qwen2.block_count").unwrap() as usize;
+    for l in 0..n_layer {
+        for t in ["attn_q", "attn_k", "attn_v"] {
+            let name = format!("blk.{l}.{t}.weight");
+            let x = g.tensor(&name).unwrap().unwrap().to_f32().unwrap();
+            w.edit_tensor(&name, |_, _, ty, data| {
+                *ty = GgmlType::Q8_0;
+                *data = quantize_q8_0(&x);
+            });
+        }
+    }
+    let file = w.to_bytes();
+    // Kept for counting its GPU calls (`ember generate --stats`; README, Speed).
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("qwen2-q8_0-qkv.gguf"), &file).unwrap();
+    let ids = u32s(&json("hf/qwen2.json")["cases"][0]["ids"]);
+    let run = |backend| {
+        let device = ember::backend::device(backend).unwrap();
+        let mut e = Engine::load(&file, device, options()).unwrap();
+        let logits = e.logits(&ids).unwrap();
+        e.reset();
+        let options = GenerateOptions { sampling: SamplingConfig::greedy(), max_tokens: 8, ignore_eos: true, ..GenerateOptions::default() };
+        e.generate(&Prompt::Text("the theme".into()), options, |_| {}).unwrap();
+        (logits, e.produced().to_vec())
+    };
+    let (cpu, cpu_ids) = run(ember::Backend::Cpu);
+    for b in backends().into_iter().filter(|&b| b == ember::Backend::Wgpu) {
+        let (gpu, gpu_ids) = run(b);
+        // The CPU rounds x to 16 bits inside its products; wgpu keeps f32.
+        assert_close(&gpu, &cpu, 2e-3, "qwen2 with Q8_0 q/k/v: wgpu against the CPU");
+        assert_eq!(gpu_ids, cpu_ids, "qwen2 with Q8_0 q/k/v: greedy tokens, wgpu against the CPU");
+    }
+}
