@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{byte_level_chars, Tokenizer};
 
 /// What a generation's text must be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,20 +134,7 @@ fn token_bytes(json: &Value) -> Result<Vec<Vec<u8>>> {
     if !byte_level && !byte_fallback {
         return Err(bad("structured output needs a byte-level or byte-fallback tokenizer"));
     }
-    // GPT-2's map: printable bytes stand for themselves, the others for chars from U+0100 on.
-    let mut unbyte = std::collections::HashMap::new();
-    let mut next = 0x100u32;
-    for b in 0..=255u8 {
-        let c = b as char;
-        let printable = matches!(c, '!'..='~' | '\u{A1}'..='\u{AC}' | '\u{AE}'..='\u{FF}');
-        let ch = if printable {
-            c
-        } else {
-            next += 1;
-            char::from_u32(next - 1).unwrap_or('\0')
-        };
-        unbyte.insert(ch, b);
-    }
+    let unbyte: std::collections::HashMap<char, u8> = byte_level_chars().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
     let mut words: Vec<Vec<u8>> = Vec::new();
     let mut put = |id: usize, bytes: Vec<u8>| {
         if words.len() <= id {

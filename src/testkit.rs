@@ -6,25 +6,6 @@
 use crate::gguf::writer::GgufWriter;
 use crate::gguf::{quant, GgmlType, Value};
 
-/// GPT-2's byte → printable character table.
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut table = vec![' '; 256];
-    for (b, c) in bs.iter().zip(cs) {
-        table[*b as usize] = char::from_u32(c).unwrap();
-    }
-    table
-}
-
 const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// A tiny llama GGUF: 2 blocks of width 64, 4 heads over 2 KV heads, random weights.
@@ -61,7 +42,7 @@ fn llama_meta(w: &mut GgufWriter, shape: RandomShape, context: u32) {
 /// The tiny model's tokenizer (a byte-level BPE: three specials, the 256 bytes, three merges)
 /// and its ChatML template, as metadata; returns the vocabulary's size.
 fn tiny_tokenizer(w: &mut GgufWriter) -> usize {
-    let chars = byte_chars();
+    let chars = crate::tokenizer::byte_level_chars();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     let mut types = vec![3i32; 3];
     tokens.extend(chars.iter().map(|c| c.to_string()));

@@ -202,6 +202,23 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Qwen2's: Llama 3's with single digits.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// GPT-2's byte → character table, which byte-level vocabularies are written in: printable
+/// bytes stand for themselves, the others for characters from U+0100 on, in byte order.
+pub fn byte_level_chars() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut next = 0x100u32;
+    for (b, slot) in table.iter_mut().enumerate() {
+        let c = b as u8 as char;
+        *slot = if matches!(c, '!'..='~' | '\u{A1}'..='\u{AC}' | '\u{AE}'..='\u{FF}') {
+            c
+        } else {
+            next += 1;
+            char::from_u32(next - 1).unwrap_or('\0')
+        };
+    }
+    table
+}
+
 /// A byte-level BPE from the file's tokens and merges, with the pre-tokenizer
 /// `tokenizer.ggml.pre` names (llama.cpp's names for its regexes, llama-vocab.cpp).
 fn byte_level_bpe(meta: &Metadata, tokens: &[String]) -> Result<HfTokenizer> {

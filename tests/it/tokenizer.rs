@@ -122,3 +122,21 @@ fn sentencepiece_with_huge_tokens_is_refused_quickly() {
     let err = Tokenizer::from_gguf(&ember::gguf::Gguf::parse(&bytes).unwrap().metadata).unwrap_err().to_string();
     assert!(err.contains("ways to split in two"), "{err}");
 }
+
+/// GPT-2's byte → character table (used by the structured output's vocabulary reader and the
+/// tiny test model): GPT-2's own values for a space, a newline and the soft hyphen, and SmolLM2's
+/// single-byte tokens, which are written in it.
+#[test]
+fn byte_level_chars_are_gpt2s() {
+    let table = ember::tokenizer::byte_level_chars();
+    assert_eq!([table[b' ' as usize], table[b'\n' as usize], table[0xAD], table[b'a' as usize], table[0xFF]], ['Ġ', 'Ċ', 'Ń', 'a', 'ÿ']);
+    let distinct: std::collections::HashSet<char> = table.iter().copied().collect();
+    assert_eq!(distinct.len(), 256, "one character per byte");
+    let tok = smollm_tokenizer();
+    let vocab: std::collections::HashSet<String> = (0..tok.vocab_size() as u32).filter_map(|id| tok.token(id)).collect();
+    // Every byte is a token but those its training text never held: six control bytes, and
+    // bytes that start no character (0xC0, 0xC1, 0xF5 on) or only rare planes' (0xF1, 0xF2).
+    let missing: Vec<usize> = table.iter().enumerate().filter(|(_, c)| !vocab.contains(&c.to_string())).map(|(b, _)| b).collect();
+    let never: Vec<usize> = [0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xC0, 0xC1, 0xF1, 0xF2].into_iter().chain(0xF5..=0xFF).collect();
+    assert_eq!(missing, never, "bytes whose character is not a token of SmolLM2's vocabulary");
+}
