@@ -27,7 +27,8 @@
 // Faults for the tests (`?fault=` on the page, passed in `limits.fault`): `device-lost:N`
 // destroys the WebGPU device after N tokens; `gpu-oom` makes the load's out-of-memory error
 // scope report an error, as a GPU too small for the model would; `slow:MS` waits MS ms after
-// each token (so that a test can act mid-answer). Several are joined by commas.
+// each token (so that a test can act mid-answer); `pool-fail` and `pool-hang` break the threaded
+// engine's start (startPool). Several are joined by commas.
 import * as modelCache from "./js/model-cache.js";
 import { readable } from "./js/names.js";
 
@@ -253,6 +254,47 @@ async function gpuLimits() {
 // the results are the same either way.
 const MAX_THREADS = 8;
 
+// The pool's web workers, held from the moment each is made. Firefox may collect a worker that
+// shares wasm memory while nothing roots it (bugzilla 1702191); wasm-bindgen-rayon roots its
+// workers only once all of them have answered, and here (Firefox ESR 153, tests/web/engines.test.mjs)
+// 2 of 5 runs had a threaded load wait forever in initThreadPool; with the workers held, none of 7.
+const poolWorkers = [];
+const POOL_START_MS = 30_000;
+
+/** `m.initThreadPool(n)`, failing (never hanging) where a worker does not load or the pool has
+ *  not started within POOL_START_MS; a failed pool's workers are stopped. */
+async function startPool(m, n) {
+  const Native = self.Worker;
+  // Faults: `pool-fail` gives the pool a worker script that is not there; `pool-hang` one that
+  // never answers, and a 2 s wait.
+  const failing = /(?:^|,)pool-fail/.test(fault || "") ? "./no-such-thread.js" : null;
+  const hanging = /(?:^|,)pool-hang/.test(fault || "") ? URL.createObjectURL(new Blob([""], { type: "text/javascript" })) : null;
+  const wait = hanging ? 2_000 : POOL_START_MS;
+  let timer;
+  const failed = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the thread pool did not start within ${wait / 1000} s`)), wait);
+    // initThreadPool makes its workers with `new Worker(...)`: each is held, and its load error
+    // (a script that does not load) ends the wait.
+    self.Worker = class extends Native {
+      constructor(url, options) {
+        super(failing || hanging || url, options);
+        poolWorkers.push(this);
+        this.addEventListener("error", (e) => reject(new Error(`a thread's worker failed (${e.message || "it did not load"})`)));
+      }
+    };
+  });
+  try {
+    await Promise.race([m.initThreadPool(n), failed]);
+  } catch (e) {
+    for (const w of poolWorkers.splice(0)) w.terminate();
+    throw e;
+  } finally {
+    self.Worker = Native;
+    clearTimeout(timer);
+    if (hanging) URL.revokeObjectURL(hanging);
+  }
+}
+
 async function startModule(backend, limits) {
   const want = Math.max(1, Math.min(MAX_THREADS, Math.floor(limits?.threads || navigator.hardwareConcurrency || 1)));
   if (backend === "cpu" && want > 1 && self.crossOriginIsolated && typeof SharedArrayBuffer === "function") {
@@ -260,7 +302,7 @@ async function startModule(backend, limits) {
       const m = await import("./mt/ember.js");
       wasm = await m.default();
       // This worker computes too: want − 1 more, each sharing the module's memory.
-      await m.initThreadPool(want - 1);
+      await startPool(m, want - 1);
       m.set_threads(want);
       [mod, threads] = [m, m.threads()];
       return;

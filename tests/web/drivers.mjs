@@ -30,7 +30,11 @@ async function waitFor(d, fn, arg, timeout = 60_000) {
   for (;;) {
     const v = await d.eval(fn, arg).catch((e) => { if (/navigat|context|destroyed|detached|unload/i.test(String(e))) return null; throw e; });
     if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${String(fn).slice(0, 160)}`);
+    if (Date.now() > end) {
+      // What the page said then: the app's status line (the state it was stuck in).
+      const now = await d.eval(() => [document.querySelector('[data-testid="status"]')?.textContent ?? document.title, document.getElementById("progress-text")?.textContent].filter(Boolean).join(" · ")).catch((e) => String(e));
+      throw new Error(`timed out after ${timeout} ms waiting for ${String(fn).slice(0, 160)} (the page said: ${JSON.stringify(now)})`);
+    }
     await sleep(100);
   }
 }

@@ -121,6 +121,22 @@ try {
     assert(/on the CPU, 1 thread \(as asked\)/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
   });
 
+  await check("a threaded engine that does not start (a worker that fails to load, or never answers) is no hang: one thread runs, and the card says why", async () => {
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    assert(cores > 1, `this check needs two cores, the machine has ${cores}`);
+    for (const [fault, why] of [["pool-fail", /threaded engine did not start: a thread's worker failed/], ["pool-hang", /threaded engine did not start: the thread pool did not start within 2 s/]]) {
+      await page.goto(`${origin}/sub/?backend=cpu&temperature=0&repeat_penalty=1&max_tokens=8&fault=${fault}`);
+      await waitState(page, "ready", 60_000);
+      const status = await page.getByTestId("status").textContent();
+      assert(/on the CPU, 1 thread \(as asked\)/.test(status), `${fault}: ${status}`);
+      const card = await page.evaluate(() => [...document.querySelectorAll("#model-card dt")].find((e) => e.textContent === "Backend")?.nextElementSibling?.textContent ?? null);
+      assert(why.test(card || ""), `${fault}: the card says ${JSON.stringify(card)}`);
+      await sendMessage(page, reference.messages[0].content, { timeout: 120_000 });
+      const answer = (await texts(page, "assistant")).at(-1);
+      assert(reference.greedy_text.startsWith(answer) && answer.includes("Paris"), `${fault}: ${answer}`);
+    }
+  });
+
   await check("an interrupted download leaves no model behind, and the next try resumes with Range", async () => {
     const complete = (await opfs()).filter((f) => f === "K.gguf").length;
     await page.goto(`${origin}/sub/?model=../flaky/tiny-chat.gguf&backend=cpu`);
