@@ -9,7 +9,7 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { serve, check, report, assert, assertEq, artifacts } from "./harness.mjs";
+import { serve, check, report, assert, assertEq, cardRow, artifacts } from "./harness.mjs";
 import { firefox, webkit, installed } from "./drivers.mjs";
 
 const dist = resolve(process.argv[2] || "dist");
@@ -138,7 +138,7 @@ for (const engine of engines) {
       const status = await d.eval(statusText);
       row.threads = Number(/on the CPU, (\d+) threads?/.exec(status)?.[1]);
       // The model card says why where the threaded engine did not start.
-      row.card_backend = await d.eval(() => [...document.querySelectorAll("#model-card dt")].find((e) => e.textContent === "Backend")?.nextElementSibling?.textContent ?? null);
+      row.card_backend = await d.eval(cardRow, "Backend");
       assertEq(row.threads, want, `threads (${status}; ${row.card_backend})`);
       const before = await d.eval(send, question);
       await d.waitFor(answeredAfter, before, 120_000);

@@ -129,4 +129,8 @@ export async function exportJson(page) {
   return readFileSync(await dl.path(), "utf8");
 }
 
+/** In the page (self-contained, for any driver's eval): the model card's value for the row
+ *  labelled `label` ("Backend"), or null. */
+export const cardRow = (label) => [...document.querySelectorAll("#model-card dt")].find((e) => e.textContent === label)?.nextElementSibling?.textContent ?? null;
+
 export const texts = (page, role) => page.locator(`#transcript [data-role="${role}"] .content`).allTextContents();

@@ -7,7 +7,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync }
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { serve, browser, check, report, assert, assertEq, assertClean, waitState, sendMessage, texts, artifacts } from "./harness.mjs";
+import { serve, browser, check, report, assert, assertEq, assertClean, waitState, sendMessage, texts, cardRow, artifacts } from "./harness.mjs";
 
 const dist = resolve(process.argv[2] || "dist");
 // A private copy of the site, so that a "new build" can be made by changing its sw.js.
@@ -129,7 +129,7 @@ try {
       await waitState(page, "ready", 60_000);
       const status = await page.getByTestId("status").textContent();
       assert(/on the CPU, 1 thread \(as asked\)/.test(status), `${fault}: ${status}`);
-      const card = await page.evaluate(() => [...document.querySelectorAll("#model-card dt")].find((e) => e.textContent === "Backend")?.nextElementSibling?.textContent ?? null);
+      const card = await page.evaluate(cardRow, "Backend");
       assert(why.test(card || ""), `${fault}: the card says ${JSON.stringify(card)}`);
       await sendMessage(page, reference.messages[0].content, { timeout: 120_000 });
       const answer = (await texts(page, "assistant")).at(-1);
