@@ -18,8 +18,27 @@ use crate::engine::{Engine, GenerateOptions, LoadOptions, Prompt};
 use crate::error::Error;
 use crate::hf::HfFolder;
 
+// The module's static constructors (CubeCL registers its IR operations through `inventory`)
+// run once, from here. wasm-ld treats a module none of whose exports calls `__wasm_call_ctors`
+// as a "command" and wraps every export to run all the constructors first: each call from
+// JavaScript (a token's step, and each of wasm-bindgen's own helpers it makes) paid for them
+// again, about 85 % of a tiny model's token in the browser. An export that calls it makes the
+// module a "reactor", whose exports are left as they are. `tests/wasm` pins one run.
+extern "C" {
+    fn __wasm_call_ctors();
+}
+
+/// Runs the static constructors, the first time only. Called by the start function and by the
+/// engine's loads (a harness that skips the start function still gets them before a model).
+pub fn run_constructors() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: the linker's own constructor list, run once per module instance.
+    ONCE.call_once(|| unsafe { __wasm_call_ctors() });
+}
+
 #[wasm_bindgen(start)]
 fn start_module() {
+    run_constructors();
     console_error_panic_hook::set_once();
 }
 
@@ -94,6 +113,7 @@ impl WasmEngine {
 
     /// Loads either kind of source.
     pub async fn load_source(source: Source, backend: &str, options: JsValue, progress: Option<js_sys::Function>) -> Result<WasmEngine, JsValue> {
+        run_constructors();
         let options: LoadOptions = from_js(options, "load options")?;
         let backend = Backend::parse(backend).ok_or_else(|| JsValue::from(JsError::new(&format!("unknown backend `{backend}`"))))?;
         let device = match backend {

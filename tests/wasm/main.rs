@@ -240,3 +240,33 @@ async fn every_block_type_gives_the_reference_logits() {
     check(GpuExecutor::new(ember::backend::wgpu_device().await.unwrap()), "webgpu").await;
     check(CpuExecutor, "cpu").await;
 }
+
+// A static constructor of this test module's own: it counts how often the module's
+// constructors run. Constructors run once per instance; before `ember::wasm::run_constructors`
+// wasm-ld wrapped every export (each step, each of wasm-bindgen's helpers) to run them all again.
+static CONSTRUCTOR_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+extern "C" fn count_constructor_run() {
+    CONSTRUCTOR_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+#[used]
+#[link_section = ".init_array"]
+static COUNT_CONSTRUCTOR_RUN: extern "C" fn() = count_constructor_run;
+
+/// The constructors run once, however many times JavaScript calls into the module: a closure
+/// called from JavaScript and a generation's steps each enter it through an export.
+#[wasm_bindgen_test]
+async fn static_constructors_run_once() {
+    use wasm_bindgen::prelude::*;
+    let engine = load("cpu").await;
+    engine.start(js(&serde_json::json!({ "text": "the theme" })), greedy(4)).unwrap();
+    assert!(!tokens(&engine).await.is_empty());
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let seen = calls.clone();
+    let f = Closure::<dyn FnMut()>::new(move || seen.set(seen.get() + 1));
+    let f: &js_sys::Function = f.as_ref().unchecked_ref();
+    for _ in 0..3 {
+        f.call0(&JsValue::NULL).unwrap();
+    }
+    assert_eq!(calls.get(), 3);
+    assert_eq!(CONSTRUCTOR_RUNS.load(std::sync::atomic::Ordering::Relaxed), 1, "the static constructors ran more than once");
+}

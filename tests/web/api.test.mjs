@@ -5,7 +5,7 @@
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { serve, browser, check, report, assert, assertEq, artifacts } from "./harness.mjs";
+import { serve, browser, check, report, assert, assertEq, artifacts, writeBadModels } from "./harness.mjs";
 
 const dist = resolve(process.argv[2] || "dist");
 const outside = mkdtempSync(join(tmpdir(), "ember-outside-"));
@@ -28,6 +28,7 @@ function referenceLogprobs(file) {
   return [...logits].map((v) => v - lse).sort((a, b) => b - a);
 }
 
+writeBadModels();
 const jsonCases = JSON.parse(readFileSync("tests/fixtures/json-schemas.json", "utf8"));
 
 /** Why `v` is not valid against `schema`, for the keywords the fixture's schemas use (the same

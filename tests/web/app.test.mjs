@@ -4,7 +4,7 @@
 // SmolLM2). Usage: node tests/web/app.test.mjs [dist-dir]
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { serve, browser, check, report, assert, assertEq, assertClean, exportJson, waitState, sendMessage, answered, assistantCount, texts, artifacts } from "./harness.mjs";
+import { serve, browser, check, report, assert, assertEq, assertClean, exportJson, waitState, sendMessage, answered, assistantCount, texts, artifacts, writeBadModels } from "./harness.mjs";
 
 const dist = resolve(process.argv[2] || "dist");
 const tiny = join(artifacts, "tiny-chat.gguf");
@@ -304,12 +304,7 @@ try {
     assert(/returned a web page/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
     // A model Ember cannot run is refused from its first megabytes: a 17 MB file (a tiny model
     // whose architecture reads "mamba", then padding) is not downloaded whole, nor kept.
-    const tinyBytes = readFileSync(tiny);
-    const key = Buffer.from("general.architecture");
-    const at = tinyBytes.indexOf(key) + key.length + 4 + 8;
-    assertEq(tinyBytes.subarray(at, at + 5).toString(), "llama", "the architecture's value");
-    const mamba = Buffer.concat([tinyBytes.subarray(0, at), Buffer.from("mamba"), tinyBytes.subarray(at + 5), Buffer.alloc(16 << 20)]);
-    writeFileSync(join(artifacts, "mamba-big.gguf"), mamba);
+    const mambaLength = writeBadModels();
     await page.goto(`${origin}/sub/?model=../fixtures/mamba-big.gguf&backend=cpu`);
     await waitState(page, "error");
     const refused = await page.getByTestId("status").textContent();
@@ -330,7 +325,7 @@ try {
       for await (const [, h] of d.entries()) if (h.kind === "file") out.push((await h.getFile()).size);
       return out;
     });
-    assert(!sizes.some((n) => n >= mamba.length - 1000), `nothing of its size kept: ${kept.join(" ")}`);
+    assert(!sizes.some((n) => n >= mambaLength - 1000), `nothing of its size kept: ${kept.join(" ")}`);
     await page.goto(`${origin}/sub/?model=../fixtures/tiny-chat.gguf&backend=cpu&memory_limit_mb=0.1`);
     await waitState(page, "error");
     assert(/too large for this device/.test(await page.getByTestId("status").textContent()), await page.getByTestId("status").textContent());
@@ -344,8 +339,6 @@ try {
     await page.waitForFunction(() => !document.getElementById("model-error").hidden);
     const cors = await page.locator("#model-error").textContent();
     assert(/CORS/.test(cors) && /previous model stays loaded/.test(cors), cors);
-    const bytes = readFileSync(tiny);
-    writeFileSync(join(artifacts, "truncated.gguf"), bytes.subarray(0, bytes.length - 1000));
     writeFileSync(join(artifacts, "garbage.gguf"), Buffer.from("this is not a model at all"));
     // A short window: the dialog scrolls, and an error is brought into view.
     await page.setViewportSize({ width: 1280, height: 420 });

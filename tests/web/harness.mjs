@@ -3,7 +3,7 @@
 // request log per origin, and a tiny check/report helper.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { extname, join, normalize, resolve } from "node:path";
 
@@ -132,5 +132,20 @@ export async function exportJson(page) {
 /** In the page (self-contained, for any driver's eval): the model card's value for the row
  *  labelled `label` ("Backend"), or null. */
 export const cardRow = (label) => [...document.querySelectorAll("#model-card dt")].find((e) => e.textContent === label)?.nextElementSibling?.textContent ?? null;
+
+/** Writes the bad models the suites load, made from the tiny model (written by the native
+ *  tests) into `artifacts`: `truncated.gguf` (its last 1000 bytes cut off) and `mamba-big.gguf`
+ *  (its architecture renamed "mamba", then 16 MB of padding: a file Ember refuses from its
+ *  first megabytes). Returns mamba-big's length. */
+export function writeBadModels() {
+  const tinyBytes = readFileSync(join(artifacts, "tiny-chat.gguf"));
+  const key = Buffer.from("general.architecture");
+  const at = tinyBytes.indexOf(key) + key.length + 4 + 8;
+  assertEq(tinyBytes.subarray(at, at + 5).toString(), "llama", "the architecture's value");
+  const mamba = Buffer.concat([tinyBytes.subarray(0, at), Buffer.from("mamba"), tinyBytes.subarray(at + 5), Buffer.alloc(16 << 20)]);
+  writeFileSync(join(artifacts, "mamba-big.gguf"), mamba);
+  writeFileSync(join(artifacts, "truncated.gguf"), tinyBytes.subarray(0, tinyBytes.length - 1000));
+  return mamba.length;
+}
 
 export const texts = (page, role) => page.locator(`#transcript [data-role="${role}"] .content`).allTextContents();
