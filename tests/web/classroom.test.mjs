@@ -8,6 +8,25 @@ import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { serve, browser, check, report, assert, assertEq, assertClean, waitState, artifacts } from "./harness.mjs";
 
+/** A CSV text's records (RFC 4180: a quoted field may hold commas, quotes doubled, and newlines). */
+function csvRecords(text) {
+  const records = [];
+  let row = [], field = "", quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { field += '"'; i++; }
+      else if (c === '"') quoted = false;
+      else field += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ",") { row.push(field); field = ""; }
+    else if (c === "\n") { row.push(field); records.push(row); row = []; field = ""; }
+    else if (c !== "\r") field += c;
+  }
+  if (field !== "" || row.length) { row.push(field); records.push(row); }
+  return records;
+}
+
 const dist = resolve(process.argv[2] || "dist");
 const site = await serve({ "/sub/": dist, "/fixtures/": artifacts });
 const origin = site.origin;
@@ -205,9 +224,12 @@ try {
     assert(t.prompt_ids.length > 5 && t.messages.at(-1).content === "the theme", "prompt");
     assert(t.steps.every((s) => s.top.length >= 1 && s.top.every((c) => c.prob > 0)), "each step's candidates");
     const [dl] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export trace (CSV)" }).click()]);
-    const csv = readFileSync(await dl.path(), "utf8").trim().split("\n");
-    assertEq(csv[0], "step,token_id,token,prob,forced,rank,candidate_id,candidate,candidate_prob", "header");
+    const csv = csvRecords(readFileSync(await dl.path(), "utf8"));
+    assertEq(csv[0].join(","), "step,token_id,token,prob,forced,rank,candidate_id,candidate,candidate_prob", "header");
     assertEq(csv.length - 1, t.steps.reduce((a, s) => a + s.top.length, 0), "one row per candidate");
+    assert(csv.every((r) => r.length === 9), "nine fields a row");
+    // A token's text is quoted, newlines and quotes included (the tiny model's "\n" is one).
+    assertEq(csv.slice(1).map((r) => r[7]), t.steps.flatMap((s) => s.top.map((c) => c.text)), "the candidates' texts, as the JSON has them");
   });
 
   await check("the model next to GPT-1/2/3, and the explainers", async () => {
