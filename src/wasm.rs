@@ -28,8 +28,9 @@ extern "C" {
     fn __wasm_call_ctors();
 }
 
-/// Runs the static constructors, the first time only. Called by the start function and by the
-/// engine's loads (a harness that skips the start function still gets them before a model).
+/// Runs the static constructors, the first time only. Called by the start function, and again
+/// (a no-op then) by the engine's loads, so that a model never runs without them whatever
+/// entered the module first.
 pub fn run_constructors() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     // SAFETY: the linker's own constructor list, run once per module instance.
